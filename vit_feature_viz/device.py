@@ -1,0 +1,68 @@
+"""Where the model runs and in which precision, decided once with accelerate's view of the machine.
+
+bf16 is fast only where the hardware has bf16 matrix units (avx512_bf16 / AMX on x86 CPUs, Ampere+ GPUs); on a
+CPU without them PyTorch emulates it and a ViT step gets ~500x *slower*, so "auto" checks the hardware first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import platform
+
+import torch
+
+from .errors import VizError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' takes the device accelerate assigns to this process (one GPU per process under `accelerate launch`)."""
+    if device in (None, "", "auto"):
+        from accelerate import PartialState
+
+        return PartialState().device
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise VizError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise VizError(f"Device '{device}' is not available here: use --device cpu or auto.")
+    return resolved
+
+
+@functools.cache
+def cpu_has_bf16_units() -> bool:
+    """True when the CPU advertises native bf16 matrix instructions (Linux /proc/cpuinfo flags)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Pick bf16 where the hardware runs it natively, fp16 on older GPUs, fp32 otherwise."""
+    if precision not in PRECISIONS:
+        raise VizError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        from accelerate.utils import is_bf16_available
+
+        return "bf16" if is_bf16_available() else "fp16"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16_units() else "fp32"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed-precision context for the model's forward pass; parameters being optimized stay fp32 outside it."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])

@@ -1,0 +1,68 @@
+"""`load_model`: one factory for every backend, which it detects from the checkpoint's files, never its name."""
+
+from __future__ import annotations
+
+import functools
+
+from ..device import resolve_device, resolve_precision
+from ..errors import VizError
+from . import open_clip_backend, timm_backend, transformers_backend
+from .base import VisionModel
+from .hub_files import CheckpointFiles
+
+BACKENDS = {
+    "open_clip": open_clip_backend.load,
+    "timm": timm_backend.load,
+    "transformers": transformers_backend.load,
+}
+
+
+def detect_backend(files: CheckpointFiles) -> tuple[str, dict]:
+    """open_clip repos carry open_clip_config.json; timm's config.json names an `architecture`;
+    transformers' names a `model_type`."""
+    config = files.json("open_clip_config.json")
+    if config is not None:
+        return "open_clip", config
+    config = files.json("config.json")
+    if config is None:
+        raise files.missing_error()
+    if "architecture" in config:
+        return "timm", config
+    if "model_type" in config:
+        return "transformers", config
+    raise VizError(f"'{files.name}' has a config.json that neither timm nor transformers can read: pick a ViT or CLIP checkpoint.")
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> VisionModel:
+    """Load a ViT/CLIP checkpoint by Hub name or local folder, ready to render.
+
+    Pickle weights are refused unless `allow_pickle`; remote code runs only with `trust_remote_code`.
+    """
+    if not name_or_path or not str(name_or_path).strip():
+        raise VizError("No model given: enter a Hub model id such as google/vit-base-patch16-224.")
+    resolved_device = resolve_device(device)
+    resolved_precision = resolve_precision(precision, resolved_device)
+    files = CheckpointFiles(str(name_or_path).strip(), revision)
+    backend, config = detect_backend(files)
+    return BACKENDS[backend](
+        files,
+        config,
+        device=resolved_device,
+        precision=resolved_precision,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def load_model_cached(name_or_path: str, revision: str | None = None, device: str = "auto", precision: str = "auto") -> VisionModel:
+    """The app and repeated library calls reuse a loaded model instead of reading weights again."""
+    return load_model(name_or_path, revision=revision, device=device, precision=precision)

@@ -1,0 +1,46 @@
+"""open_clip checkpoints (repos with open_clip_config.json): the image tower `visual` is what we visualize."""
+
+from __future__ import annotations
+
+from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int
+from .hub_files import CheckpointFiles
+
+
+class OpenClipVisionModel(VisionModel):
+    """open_clip's VisionTransformer cannot resample its position embedding, so it renders at native size only."""
+
+    def _forward(self, pixels, interpolate):
+        return self.tower(pixels)
+
+
+def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remote_code, allow_pickle) -> VisionModel:
+    import open_clip
+
+    files.require_weights(
+        ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors"],
+        ["open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "pytorch_model.bin"],
+        allow_pickle,
+    )
+    module = open_clip.create_model_and_transforms(files.library_source())[0]
+    visual = module.visual
+    preprocess = config.get("preprocess_cfg", {})
+    image_size = getattr(visual, "image_size", preprocess.get("size", 224))
+    patch_size = getattr(visual, "patch_size", 16)
+    transformer = getattr(visual, "transformer", None)
+    return OpenClipVisionModel(
+        model_id=files.name,
+        backend="open_clip",
+        module=module,
+        tower=visual,
+        image_size=as_int(image_size),
+        patch_size=as_int(patch_size),
+        mean=tuple(float(v) for v in preprocess.get("mean", OPENAI_CLIP_MEAN)),
+        std=tuple(float(v) for v in preprocess.get("std", OPENAI_CLIP_STD)),
+        hidden_size=int(getattr(transformer, "width", 0) or 0),
+        is_clip=True,
+        can_interpolate=False,
+        sequence_first=not getattr(transformer, "batch_first", True),
+        device=device,
+        precision=precision,
+    )
+

@@ -1,0 +1,46 @@
+"""timm VisionTransformer-family checkpoints (`timm/...` repos with config.json naming an `architecture`)."""
+
+from __future__ import annotations
+
+from .base import VisionModel, as_int
+from .hub_files import CheckpointFiles
+
+
+class TimmVisionModel(VisionModel):
+    """A timm model is its own vision tower; its forward returns logits when it has a head."""
+
+    def _forward(self, pixels, interpolate):
+        return self.module(pixels)
+
+    def _logits(self, output):
+        return output
+
+
+def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remote_code, allow_pickle) -> VisionModel:
+    import timm
+    import timm.data
+
+    files.require_weights(["model.safetensors"], ["pytorch_model.bin"], allow_pickle)
+    module = timm.create_model(files.library_source(), pretrained=True, dynamic_img_size=True)
+    for sub in module.modules():  # explicit attention beats the fused kernel on CPU (see benchmarks/)
+        if hasattr(sub, "fused_attn"):
+            sub.fused_attn = device.type != "cpu"
+    data = timm.data.resolve_model_data_config(module)
+    patch = getattr(getattr(module, "patch_embed", None), "patch_size", (16, 16))
+    tag = f"{config.get('architecture', '')} {config.get('pretrained_cfg', {}).get('tag', '')}".lower()
+    return TimmVisionModel(
+        model_id=files.name,
+        backend="timm",
+        module=module,
+        tower=module,
+        image_size=int(data["input_size"][-1]),
+        patch_size=as_int(patch),
+        mean=tuple(float(v) for v in data["mean"]),
+        std=tuple(float(v) for v in data["std"]),
+        hidden_size=int(getattr(module, "embed_dim", 0) or 0),
+        num_classes=int(getattr(module, "num_classes", 0) or 0),
+        is_clip="clip" in tag,
+        can_interpolate=True,
+        device=device,
+        precision=precision,
+    )

@@ -1,0 +1,82 @@
+"""transformers checkpoints: ViT, DeiT, CLIP / CLIPVision, SigLIP, DINOv2, BEiT and other ViT-style towers."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from ..errors import VizError
+from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int
+from .hub_files import CheckpointFiles
+
+CLIP_FAMILY = {"clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2", "chinese_clip", "altclip"}
+
+
+class TransformersVisionModel(VisionModel):
+    """The vision tower of a transformers model; a classifier is called whole so its logits are available."""
+
+    def _forward(self, pixels, interpolate):
+        kwargs = {"interpolate_pos_encoding": True} if interpolate and self._takes_interpolate else {}
+        return self._entry(pixel_values=pixels, **kwargs)
+
+    def _logits(self, output):
+        return output.logits
+
+
+def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remote_code, allow_pickle) -> VisionModel:
+    import transformers
+
+    files.require_weights(["model.safetensors", "model.safetensors.index.json"],
+                          ["pytorch_model.bin", "pytorch_model.bin.index.json"], allow_pickle)
+    auto_config = transformers.AutoConfig.from_pretrained(files.name, revision=files.revision, trust_remote_code=trust_remote_code)
+    architectures = auto_config.architectures or []
+    is_classifier = any("ForImageClassification" in a for a in architectures)
+    loader = transformers.AutoModelForImageClassification if is_classifier else transformers.AutoModel
+    try:
+        module = loader.from_pretrained(
+            files.name,
+            revision=files.revision,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            dtype=torch.float32,
+            attn_implementation="eager" if device.type == "cpu" else "sdpa",  # explicit attention is faster on CPU
+        )
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise VizError(f"'{files.name}' needs its own code to load: pass --trust-remote-code if you trust it.") from None
+        raise VizError(f"transformers cannot load '{files.name}': {str(err).splitlines()[0]}") from None
+    tower = getattr(module, "vision_model", module)
+    vision_config = getattr(auto_config, "vision_config", None) or auto_config
+    image_size = as_int(getattr(vision_config, "image_size", 224))
+    patch_size = as_int(getattr(vision_config, "patch_size", 16))
+    mean, std = _normalization(files, auto_config.model_type)
+    entry = tower if tower is not module else module
+    model = TransformersVisionModel(
+        model_id=files.name,
+        backend="transformers",
+        module=module,
+        tower=tower,
+        image_size=image_size,
+        patch_size=patch_size,
+        mean=mean,
+        std=std,
+        hidden_size=int(getattr(vision_config, "hidden_size", 0) or 0),
+        num_classes=len(auto_config.id2label) if is_classifier else 0,
+        is_clip=auto_config.model_type in CLIP_FAMILY,
+        device=device,
+        precision=precision,
+    )
+    model._entry = entry
+    model._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
+    model.can_interpolate = model._takes_interpolate or auto_config.model_type.startswith("dinov2")
+    return model
+
+
+def _normalization(files: CheckpointFiles, model_type: str):
+    """Mean/std from the checkpoint's image processor config; CLIP's or 0.5 when the repo has none."""
+    processor = files.json("preprocessor_config.json") or {}
+    default = (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD) if model_type.startswith("clip") else ((0.5,) * 3, (0.5,) * 3)
+    mean = tuple(float(v) for v in processor.get("image_mean", default[0]))
+    std = tuple(float(v) for v in processor.get("image_std", default[1]))
+    return mean, std

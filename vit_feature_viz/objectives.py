@@ -1,0 +1,182 @@
+"""What to maximize: small objects that read captured activations and compose with +, - and * (as in Lucid).
+
+Every objective scores a batch where image b belongs to channel `channels[b]`, so many features render in one
+batch. A primitive can also pin its own channel (`Feature(5, channel=10)`) to build fixed composites such as
+`Feature(5, channel=10) + 0.5 * Feature(5, channel=20)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .errors import VizError
+from .models.base import LOGITS, MLP, RESIDUAL, Activations, Target, VisionModel
+
+
+class Objective:
+    """Base: `__call__(acts, channels) -> [B]` scores to maximize; `needs` says which activations to capture."""
+
+    needs: frozenset[Target] = frozenset()
+    name: str = "objective"
+
+    def __call__(self, acts: Activations, channels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def num_channels(self, model: VisionModel) -> int:
+        """How many features this objective can pick from (the width of its target)."""
+        widths = {model.width(t) for t in self.needs}
+        return min(widths)
+
+    def check(self, model: VisionModel) -> None:
+        """Raise a one-line VizError if this model cannot serve the objective."""
+        for target in self.needs:
+            model.width(target)
+
+    def __add__(self, other: Objective) -> Objective:
+        return _Combined([(1.0, self), (1.0, other)])
+
+    def __sub__(self, other: Objective) -> Objective:
+        return _Combined([(1.0, self), (-1.0, other)])
+
+    def __mul__(self, weight: float) -> Objective:
+        return _Combined([(float(weight), self)])
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Objective:
+        return self * -1.0
+
+
+class _Combined(Objective):
+    """A weighted sum of objectives."""
+
+    def __init__(self, terms: list[tuple[float, Objective]]):
+        flat: list[tuple[float, Objective]] = []
+        for weight, term in terms:
+            if isinstance(term, _Combined):
+                flat.extend((weight * w, t) for w, t in term.terms)
+            else:
+                flat.append((weight, term))
+        self.terms = flat
+        self.needs = frozenset().union(*(t.needs for _, t in flat))
+        self.name = " + ".join(f"{w:g}*{t.name}" for w, t in flat)
+
+    def __call__(self, acts, channels):
+        return sum(w * t(acts, channels) for w, t in self.terms)
+
+
+class Channel(Objective):
+    """A primitive: reduce one target to per-channel values [B, C], then pick each image's channel."""
+
+    kind = MLP
+    name = "channel"
+
+    def __init__(self, layer: int | None, channel: int | None = None):
+        self.layer = layer
+        self.channel = channel
+        self.needs = frozenset({self.target})
+
+    @property
+    def target(self) -> Target:
+        return Target(self.kind, self.layer)
+
+    def values(self, acts: Activations) -> torch.Tensor:
+        """Per-channel scores [B, C]; examples scans use this to score every feature in one pass."""
+        raise NotImplementedError
+
+    def patch_values(self, acts: Activations) -> torch.Tensor | None:
+        """Per-patch values [B, patches, C] behind the score, for patch activation maps (None if it has none)."""
+        return acts.patches(Target(MLP, self.layer))
+
+    def __call__(self, acts, channels):
+        values = self.values(acts)
+        if self.channel is not None:
+            return values[:, self.channel]
+        return values.gather(1, channels.to(values.device).view(-1, 1)).squeeze(1)
+
+
+class Feature(Channel):
+    """The paper's objective: a channel of the MLP hidden (fc1 after GELU), averaged over patch tokens, CLS excluded."""
+
+    name = "feature"
+
+    def values(self, acts):
+        return acts.patches(self.target).float().mean(1)
+
+
+class Neuron(Channel):
+    """One MLP channel at one patch position (row-major index into the patch grid; default: the centre patch)."""
+
+    name = "neuron"
+
+    def __init__(self, layer: int, channel: int | None = None, position: int | None = None):
+        super().__init__(layer, channel)
+        self.position = position
+
+    def values(self, acts):
+        patches = acts.patches(self.target)
+        grid_h, grid_w = acts.grid
+        position = self.position if self.position is not None else (grid_h // 2) * grid_w + grid_w // 2
+        if not 0 <= position < patches.shape[1]:
+            raise VizError(f"Patch position {position} is outside the {grid_h}x{grid_w} grid: use 0-{patches.shape[1] - 1}.")
+        return patches[:, position].float()
+
+
+class ClsToken(Channel):
+    """An MLP channel at the CLS token, the token the classifier reads."""
+
+    name = "cls"
+
+    def values(self, acts):
+        if acts.num_prefix < 1:
+            raise VizError("This model has no CLS token: use --objective feature or neuron.")
+        return acts[self.target][:, 0].float()
+
+
+class Residual(Channel):
+    """A channel of the block's output (the residual stream), averaged over patch tokens."""
+
+    kind = RESIDUAL
+    name = "residual"
+
+    def values(self, acts):
+        return acts.patches(self.target).float().mean(1)
+
+    def patch_values(self, acts):
+        return acts.patches(self.target)
+
+
+class Logit(Channel):
+    """A class logit of a classifier checkpoint; the layer is ignored."""
+
+    kind = LOGITS
+    name = "logit"
+
+    def __init__(self, layer: int | None = None, channel: int | None = None):
+        super().__init__(None, channel)
+
+    def values(self, acts):
+        return acts[self.target].float()
+
+    def patch_values(self, acts):
+        return None
+
+
+OBJECTIVES: dict[str, Callable[..., Channel]] = {
+    "feature": Feature,
+    "neuron": Neuron,
+    "cls": ClsToken,
+    "residual": Residual,
+    "logit": Logit,
+}
+
+
+def make_objective(name: str | Objective, layer: int | None) -> Objective:
+    """Objective by name (the CLI/app path) or pass an Objective through (the library path)."""
+    if isinstance(name, Objective):
+        return name
+    if name not in OBJECTIVES:
+        raise VizError(f"Unknown objective '{name}': use one of {', '.join(OBJECTIVES)}.")
+    return OBJECTIVES[name](layer)
