@@ -1,0 +1,500 @@
+"""A gallery folder is a Hugging Face dataset folder: ``README.md`` (dataset card) plus ``data/*.parquet`` shards.
+
+One row per (model_id, layer, feature, objective). Every shard has the same schema (``FEATURES``) so shards
+written at different times, or by different processes, load together with
+``datasets.load_dataset(str(folder), split="train")`` and push to the Hub as plain files.
+
+Writes are append-mostly: new keys go into a new shard, updated keys rewrite only the shard that holds them,
+so a later upload only sends changed files. Every file is written to a temp file and ``os.replace``d, under a
+``filelock`` so several processes can add at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Features, Image, List, Value
+from filelock import FileLock, Timeout
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .errors import VizError
+
+KEY_COLUMNS = ("model_id", "layer", "feature", "objective")
+
+FEATURES = Features(
+    {
+        "image": Image(),
+        "model_id": Value("string"),
+        "layer": Value("int32"),
+        "feature": Value("int32"),
+        "objective": Value("string"),
+        "recipe": Value("string"),
+        "steps": Value("int32"),
+        "seed": Value("int64"),
+        "image_size": Value("int32"),
+        "activation": Value("float32"),
+        "activation_init": Value("float32"),
+        "dataset": Value("string"),
+        "top_images": List(Image()),
+        "top_scores": List(Value("float32")),
+        "top_indices": List(Value("int64")),
+        "patch_maps": List(Image()),
+        "image_patch_map": Image(),
+    }
+)
+
+# Columns the card is built from: everything but the images, so writing the card never decodes pixels.
+CARD_COLUMNS = [n for n in FEATURES if n not in ("image", "image_patch_map", "top_images", "patch_maps")]
+
+BASE_TAGS = ["feature-visualization", "vision-transformer"]
+CARD_INFO_KEY = "vit_feature_viz"  # YAML key holding extra card info, so the card can be regenerated later
+LOCK_NAME = ".gallery.lock"
+LOCK_TIMEOUT_S = 600
+_SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+]
+_PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+Key = tuple  # (model_id, layer, feature, objective)
+
+
+def merge_key(row: dict) -> Key:
+    """The identity of a row: one visualization per model, layer, feature and objective."""
+    missing = [c for c in KEY_COLUMNS if row.get(c) is None]
+    if missing:
+        raise ValueError(f"Gallery row lacks key field(s) {missing}: every row needs {list(KEY_COLUMNS)}.")
+    return (str(row["model_id"]), int(row["layer"]), int(row["feature"]), str(row["objective"]))
+
+
+class GalleryFolder:
+    """Read and grow one gallery folder; see the module docstring for the layout."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.data_dir = self.path / "data"
+        self.card_path = self.path / "README.md"
+
+    def __repr__(self) -> str:
+        return f"GalleryFolder({str(self.path)!r})"
+
+    # ----------------------------------------------------------------- reading
+
+    def exists(self) -> bool:
+        """True once at least one shard has been written (a card alone holds no rows)."""
+        return bool(self._shard_paths())
+
+    def rows(self) -> list[dict]:
+        """All rows, decoded: images come back as PIL images, in shard-name (i.e. time) order."""
+        out = []
+        for shard in self._require_shards():
+            for stored in _read_shard(shard).to_pylist():
+                out.append(FEATURES.decode_example(stored))
+        return out
+
+    def keys(self) -> set[Key]:
+        """The merge keys present, reading only the four key columns (no image bytes)."""
+        return {key for keys in _keys_by_shard(self._require_shards()).values() for key in keys}
+
+    def settings(self) -> list[dict]:
+        """Every row's non-image columns (keys, recipe, steps, activations, ...), without reading image bytes:
+        enough to tell which features a rerun may skip."""
+        return _read_card_rows(self._require_shards())
+
+    # ----------------------------------------------------------------- writing
+
+    def add(
+        self, rows: Iterable[dict], *, shard_prefix: str = "train", card_info: dict | None = None
+    ) -> list[Path]:
+        """Merge ``rows`` in by key and refresh the card; returns the shard files written (new or rewritten)."""
+        if not _PREFIX_RE.match(shard_prefix):
+            raise ValueError(f"shard_prefix {shard_prefix!r} must be letters, digits, '-' or '_'.")
+        incoming = _fold_by_key(_encode_row(r) for r in rows)
+        if not incoming:
+            return []  # nothing to merge; use write_card() to change only the card
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._check_writable()
+            _remove_stale_temps(self.path, self.data_dir)
+            written = self._merge_into_existing(incoming)
+            if incoming:
+                written.append(self._write_new_shard(list(incoming.values()), shard_prefix))
+            self._write_card_unlocked(card_info)
+        return written
+
+    def write_card(self, card_info: dict | None = None) -> Path:
+        """(Re)write README.md from the rows; ``card_info`` is merged into the info kept in the card's YAML."""
+        self._require_shards()
+        with self._locked():
+            return self._write_card_unlocked(card_info)
+
+    # ----------------------------------------------------------------- internals
+
+    def _shard_paths(self) -> list[Path]:
+        """Shards as ``load_dataset`` sees them: ``data/*.parquet`` minus hidden files."""
+        if not self.data_dir.is_dir():
+            return []
+        return sorted(p for p in self.data_dir.glob("*.parquet") if not p.name.startswith("."))
+
+    def _require_shards(self) -> list[Path]:
+        """Shards, or a VizError saying this is not a gallery folder."""
+        shards = self._shard_paths()
+        if not self.path.is_dir():
+            raise VizError(
+                f"Gallery folder {self.path} does not exist: render features into it first, or check the path."
+            )
+        if not shards:
+            raise VizError(
+                f"{self.path} is not a gallery folder (no data/*.parquet shards): "
+                "point to a folder written by vit-feature-viz."
+            )
+        return shards
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Serialize read-modify-write across processes (fcntl-backed, so a killed holder frees it)."""
+        lock = FileLock(str(self.path / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
+        try:
+            with lock:
+                yield
+        except Timeout:
+            raise VizError(
+                f"Another process has held {self.path / LOCK_NAME} for {LOCK_TIMEOUT_S}s: "
+                "wait for it to finish or stop it."
+            ) from None
+
+    def _check_writable(self) -> None:
+        """Refuse to turn an unrelated, non-empty folder into a gallery (we would overwrite its README)."""
+        if self._shard_paths():
+            return
+        allowed = {"README.md", "data", LOCK_NAME}
+        foreign = sorted(p.name for p in self.path.iterdir() if p.name not in allowed and not p.name.startswith("."))
+        if foreign:
+            raise VizError(
+                f"{self.path} is not a gallery folder and not empty (has {foreign[0]}): "
+                "choose a new or empty output folder."
+            )
+
+    def _merge_into_existing(self, incoming: dict[Key, dict]) -> list[Path]:
+        """Merge rows whose key already exists into their shards; pops them from ``incoming``."""
+        written = []
+        for shard, keys in _keys_by_shard(self._shard_paths()).items():
+            hits = set(keys) & incoming.keys()
+            if not hits:
+                continue  # untouched shards stay byte-identical
+            stored = _read_shard(shard).to_pylist()
+            merged = [_merge(r, incoming[merge_key(r)]) if merge_key(r) in hits else r for r in stored]
+            _write_shard(shard, merged)
+            written.append(shard)
+            for key in hits:
+                incoming.pop(key)
+        return written
+
+    def _write_new_shard(self, rows: list[dict], prefix: str) -> Path:
+        """All new keys of one ``add`` go into one shard whose name is unique across processes."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = self.data_dir / f"{prefix}-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+        _write_shard(path, rows)
+        return path
+
+    def _write_card_unlocked(self, card_info: dict | None) -> Path:
+        """Build the card from the cheap columns plus stored info and write it atomically."""
+        old = _load_card_data(self.card_path)
+        info = {**(old.get(CARD_INFO_KEY) or {}), **(card_info or {})}
+        rows = _read_card_rows(self._shard_paths())
+        text = render_card(rows, info, license=info.get("license") or old.get("license") or "other")
+        DatasetCard(text)  # fail here, not on the Hub, if the YAML does not parse
+        _atomic_write(self.card_path, lambda f: f.write(text.encode("utf-8")))
+        return self.card_path
+
+
+# --------------------------------------------------------------------- encoding rows
+
+
+def _encode_row(row: dict) -> dict:
+    """Turn a user row (PIL images, missing keys) into the stored form: every column, images as PNG bytes."""
+    unknown = set(row) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"Unknown gallery column(s) {sorted(unknown)}: allowed are {list(FEATURES)}.")
+    merge_key(row)
+    return {name: _encode_value(feat, row.get(name), name) for name, feat in FEATURES.items()}
+
+
+def _encode_value(feat: Any, value: Any, name: str) -> Any:
+    """Encode one value for ``feat``; lists become [] when missing so 'nothing new' is one representation."""
+    if isinstance(feat, List):
+        return [_encode_value(feat.feature, v, name) for v in (value if value is not None else [])]
+    if value is None:
+        return None
+    if isinstance(feat, Image):
+        return {"bytes": _png_bytes(value), "path": None}
+    if feat.dtype == "string":
+        return str(value)
+    if feat.dtype.startswith("int"):
+        return int(value)
+    if feat.dtype.startswith("float"):
+        return float(value)
+    raise TypeError(f"Unhandled feature type for column {name}: {feat}")
+
+
+def _png_bytes(value: Any) -> bytes:
+    """Always PNG bytes: datasets would store a file-backed PIL image as a *path* (broken once pushed) and
+    keep JPEGs as JPEG; we want self-contained, lossless shards."""
+    import numpy as np
+    import PIL.Image
+
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        value = PIL.Image.open(io.BytesIO(value))
+    elif isinstance(value, (str, os.PathLike)):
+        value = PIL.Image.open(value)
+    elif isinstance(value, np.ndarray):
+        value = PIL.Image.fromarray(value)
+    if not isinstance(value, PIL.Image.Image):
+        raise TypeError(f"Expected a PIL image, got {type(value).__name__}.")
+    if value.mode not in _PNG_MODES:
+        value = value.convert("RGBA" if "A" in value.getbands() else "RGB")
+    buf = io.BytesIO()
+    value.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _fold_by_key(rows: Iterable[dict]) -> dict[Key, dict]:
+    """Collapse rows sharing a key (later ones merge over earlier ones), keeping first-seen order."""
+    out: dict[Key, dict] = {}
+    for row in rows:
+        key = merge_key(row)
+        out[key] = _merge(out[key], row) if key in out else row
+    return out
+
+
+def _merge(old: dict, new: dict) -> dict:
+    """Field-wise merge: None or [] in ``new`` means 'not computed here', so it never erases ``old``."""
+    out = dict(old)
+    for name, value in new.items():
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        out[name] = value
+    return out
+
+
+# --------------------------------------------------------------------- files
+
+
+def _read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a shard after checking it has the gallery columns, so foreign parquet files fail clearly."""
+    names = pq.read_schema(path).names
+    if set(names) != set(FEATURES):
+        raise VizError(
+            f"{path} is not a gallery shard (columns {names[:4]}...): "
+            f"move it out of {path.parent} or use another folder."
+        )
+    return pq.read_table(path, columns=columns)
+
+
+def _keys_by_shard(shards: list[Path]) -> dict[Path, list[Key]]:
+    """Which keys each shard holds, read from the key columns only."""
+    return {s: [merge_key(r) for r in _read_shard(s, columns=list(KEY_COLUMNS)).to_pylist()] for s in shards}
+
+
+def _write_shard(path: Path, rows: list[dict]) -> None:
+    """Write stored-form rows with datasets' parquet writer (features metadata, content-defined chunking,
+    uncompressed PLAIN image bytes: what the Hub dedups best)."""
+    ds = datasets.Dataset.from_list(rows, features=FEATURES)
+    with _quiet_datasets():
+        _atomic_write(path, ds.to_parquet)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    """Write via a hidden temp file in the same folder then ``os.replace``: readers never see a partial file,
+    and the temp name matches neither ``*.parquet`` nor README.md."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temps(*folders: Path) -> None:
+    """Temp files left by a killed writer; safe to delete because every writer holds the lock."""
+    for folder in folders:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """``to_parquet`` draws a progress bar per shard; hide it without changing the caller's setting."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not was_disabled:
+            datasets.disable_progress_bars()
+        try:
+            yield
+        finally:
+            if not was_disabled:
+                datasets.enable_progress_bars()
+
+
+# --------------------------------------------------------------------- card
+
+
+def _load_card_data(path: Path) -> dict:
+    """YAML of the existing card, or {} if there is none or it does not parse."""
+    if not path.is_file():
+        return {}
+    try:
+        return DatasetCard.load(path).data.to_dict()
+    except Exception:  # a broken card is regenerated, not fatal
+        return {}
+
+
+def _read_card_rows(shards: list[Path]) -> list[dict]:
+    """Non-image columns of every row, sorted by key, for the card."""
+    rows = [r for s in shards for r in _read_shard(s, columns=CARD_COLUMNS).to_pylist()]
+    return sorted(rows, key=merge_key)
+
+
+def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` bucket for ``n`` rows."""
+    for limit, name in _SIZE_CATEGORIES:
+        if n < limit:
+            return name
+    return "n>100M"
+
+
+def _backend_tags(info: dict) -> list[str]:
+    """Tags from ``backend`` (str or list) and ``tags`` in the card info."""
+    tags = []
+    for field in ("backend", "tags"):
+        value = info.get(field)
+        tags += [value] if isinstance(value, str) else list(value or [])
+    return tags
+
+
+def _distinct(rows: list[dict], column: str) -> list:
+    """Sorted distinct non-null values of a column."""
+    return sorted({r[column] for r in rows if r[column] is not None})
+
+
+def _fmt(values: list) -> str:
+    """A short comma list for the card ('-' when empty)."""
+    return ", ".join(map(str, values)) if values else "-"
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.4g}"
+
+
+def render_card(rows: list[dict], info: dict, *, license: str = "other") -> str:
+    """The whole README.md text (YAML front matter + body) for rows with ``CARD_COLUMNS``."""
+    models = _distinct(rows, "model_id")
+    subject = models[0] if len(models) == 1 else f"{len(models)} ViT models"
+    pretty = info.get("pretty_name") or f"Feature visualizations of {subject}"
+    data = DatasetCardData(
+        license=license,
+        pretty_name=pretty,
+        size_categories=[size_category(len(rows))],
+        tags=list(dict.fromkeys(BASE_TAGS + _backend_tags(info))),
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
+        **({CARD_INFO_KEY: info} if info else {}),
+    )
+    body = "\n".join([f"# {pretty}", "", *_summary(rows, info, models), "", *_preview(rows), "", *_usage(info)])
+    return f"---\n{data.to_yaml()}\n---\n\n{body}\n"
+
+
+def _summary(rows: list[dict], info: dict, models: list[str]) -> list[str]:
+    """Intro sentence and a key/value table of what the gallery covers."""
+    features = {(r["model_id"], r["layer"], r["feature"]) for r in rows}
+    n_examples = [len(r["top_scores"]) for r in rows if r["top_scores"]]
+    links = ", ".join(f"[{m}](https://huggingface.co/{m})" for m in models)
+    items = [
+        ("Model" if len(models) == 1 else "Models", links),
+        ("Layers", _fmt(_distinct(rows, "layer"))),
+        ("Features", f"{len(features)} ({len(rows)} rows)"),
+        ("Objectives", _fmt(_distinct(rows, "objective"))),
+        ("Recipes", _fmt(_distinct(rows, "recipe"))),
+        ("Steps", _fmt(_distinct(rows, "steps"))),
+        ("Seeds", _fmt(_distinct(rows, "seed"))),
+        ("Image sizes", _fmt(_distinct(rows, "image_size"))),
+        ("Dataset examples", _examples_line(rows, n_examples)),
+    ]
+    hidden = ("tags", "pretty_name", "license", "repo_id")
+    extras = [(k.replace("_", " ").capitalize(), str(v)) for k, v in info.items() if k not in hidden]
+    lines = [
+        f"Images that maximally activate features of {links}, with dataset examples and patch maps, "
+        "made with `vit_feature_viz`. One row per (model_id, layer, feature, objective).",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    return lines + [f"| {k} | {v} |" for k, v in items + extras]
+
+
+def _examples_line(rows: list[dict], n_examples: list[int]) -> str:
+    """Which dataset the top images come from and how many per feature."""
+    names = _distinct(rows, "dataset")
+    if not names and not n_examples:
+        return "none yet"
+    top = f"top {max(n_examples)} per feature, {len(n_examples)} row(s)" if n_examples else "no rows yet"
+    return f"{_fmt([f'[{d}](https://huggingface.co/datasets/{d})' if '/' in d else d for d in names])} ({top})"
+
+
+def _preview(rows: list[dict], limit: int = 10) -> list[str]:
+    """A small table of the first rows (by key)."""
+    lines = [
+        "## Preview",
+        "",
+        "| layer | feature | objective | activation | activation_init | top score |",
+        "|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows[:limit]:
+        top = max(r["top_scores"]) if r["top_scores"] else None
+        lines.append(
+            f"| {r['layer']} | {r['feature']} | {r['objective']} | {_num(r['activation'])} "
+            f"| {_num(r['activation_init'])} | {_num(top)} |"
+        )
+    if len(rows) > limit:
+        lines.append(f"\n…and {len(rows) - limit} more rows.")
+    return lines
+
+
+def _usage(info: dict) -> list[str]:
+    """A load_dataset snippet (with the repo id once known)."""
+    repo = info.get("repo_id") or "path/to/this/folder"
+    return [
+        "## Usage",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'ds = load_dataset("{repo}", split="train")',
+        'row = ds[0]  # row["image"], row["top_images"], row["patch_maps"] are PIL images',
+        "```",
+    ]
