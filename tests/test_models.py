@@ -1,0 +1,136 @@
+"""The model surface on real tiny checkpoints of every backend, loaded by Hub name from the offline test cache."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vit_feature_viz import VizError, load_model
+from vit_feature_viz.models import LOGITS, MLP, RESIDUAL, Target
+
+# Where each library really puts the post-GELU MLP hidden of block 2 of the vision tower (the test may know
+# module names; the library must not).
+ACTIVATION_MODULE = {
+    "vit": "vit.layers.2.mlp.activation_fn",
+    "clip": "vision_model.encoder.layers.2.mlp.activation_fn",
+    "timm_vit": "blocks.2.mlp.act",
+    "open_clip": "visual.transformer.resblocks.2.mlp.gelu",
+}
+
+
+@pytest.fixture(scope="module")
+def models(tiny_repos):
+    return {role: load_model(tiny_repos[role], device="cpu") for role in ACTIVATION_MODULE}
+
+
+@pytest.mark.parametrize("role", list(ACTIVATION_MODULE))
+def test_mlp_hook_sits_on_the_vision_towers_block(models, role):
+    model = models[role]
+    assert model.num_layers == 4 and all(b.features == 128 for b in model.blocks)
+    seen = {}
+    module = dict(model.module.named_modules())[ACTIVATION_MODULE[role]]
+    handle = module.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    images = torch.rand(2, 3, 32, 32)
+    try:
+        acts = model.activations(images, [Target(MLP, 2)])
+    finally:
+        handle.remove()
+    expected = seen["out"]
+    if expected.shape[0] != 2:  # sequence-first towers
+        expected = expected.transpose(0, 1)
+    torch.testing.assert_close(acts[Target(MLP, 2)], expected)
+    assert acts.grid == (4, 4) and acts.patches(Target(MLP, 2)).shape == (2, 16, 128)
+
+
+def test_full_clip_model_visualizes_the_vision_tower_not_the_text_tower(models):
+    clip = models["clip"]
+    assert all(b.name.startswith("vision_model.") for b in clip.blocks)
+    assert hasattr(clip.module, "text_model")  # kept for later objectives
+
+
+@pytest.mark.parametrize("role", list(ACTIVATION_MODULE))
+def test_nothing_after_the_target_block_is_computed(models, role):
+    model = models[role]
+    modules = dict(model.module.named_modules())
+    calls = []
+    handles = [modules[b.name].register_forward_pre_hook(lambda m, a, i=b.index: calls.append(i)) for b in model.blocks]
+    try:
+        model.activations(torch.rand(1, 3, 32, 32), [Target(MLP, 1)])
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == [0, 1]
+
+
+def test_residual_is_the_block_output_and_logits_come_from_the_head(tiny_repos):
+    model = load_model(tiny_repos["vit"], device="cpu")
+    images = torch.rand(2, 3, 32, 32)
+    acts = model.activations(images, [Target(RESIDUAL, 1), Target(LOGITS)])
+    with torch.no_grad():
+        out = model.module(pixel_values=model.normalize(images), output_hidden_states=True)
+    torch.testing.assert_close(acts[Target(RESIDUAL, 1)], out.hidden_states[2])
+    torch.testing.assert_close(acts[Target(LOGITS)], out.logits)
+    assert model.num_classes == 10
+
+
+@pytest.mark.parametrize(
+    "role,prefix", [("vit_model", 1), ("deit", 2), ("siglip", 0), ("dinov2", 1), ("clip_vision", 1)]
+)
+def test_other_transformers_towers_load_with_their_prefix_tokens(tiny_repos, role, prefix):
+    model = load_model(tiny_repos[role], device="cpu")
+    acts = model.activations(torch.rand(1, 3, 32, 32), [Target(MLP, 0)])
+    assert acts.num_prefix == prefix and acts.patches(Target(MLP, 0)).shape == (1, 16, model.blocks[0].features)
+
+
+def test_smaller_images_interpolate_position_embeddings(models):
+    for role in ("vit", "clip", "timm_vit"):
+        acts = models[role].activations(torch.rand(1, 3, 16, 16), [Target(MLP, 0)])
+        assert acts.grid == (2, 2)
+    assert models["vit"].check_image_size(16) == 16
+    with pytest.raises(VizError, match="cannot change its input size: use --image-size 32"):
+        models["open_clip"].check_image_size(16)
+
+
+def test_model_knows_its_preprocessing(models):
+    assert models["vit"].mean == (0.5, 0.5, 0.5)
+    assert models["clip"].mean[0] == pytest.approx(0.48145466) and models["clip"].is_clip
+    assert models["timm_vit"].backend == "timm" and models["open_clip"].backend == "open_clip"
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("tiny-org/does-not-exist", "not in the local cache and HF_HUB_OFFLINE is set"),
+        ("tiny-org/resnet", "has no transformer blocks with an MLP"),
+        ("tiny-org/vit-pickle", "only has pickle weights"),
+        ("timm/vit_tiny_pickle.random", "pass --allow-pickle"),
+        ("", "No model given"),
+    ],
+)
+def test_bad_models_give_one_line_errors(name, message):
+    with pytest.raises(VizError, match=message) as err:
+        load_model(name, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_pickle_weights_load_when_allowed(tiny_repos):
+    model = load_model(tiny_repos["vit_pickle"], device="cpu", allow_pickle=True)
+    assert model.num_layers == 4
+
+
+def test_layer_out_of_range(models):
+    with pytest.raises(VizError, match="Layer 4 is out of range: .* use 0-3"):
+        models["vit"].check_layer(4)
+
+
+def test_cli_layers_json(tiny_repos):
+    out = subprocess.run(
+        [sys.executable, "-m", "vit_feature_viz", "layers", tiny_repos["clip"], "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    info = json.loads(out.stdout)
+    assert info["backend"] == "transformers" and info["image_size"] == 32
+    assert [(layer["index"], layer["features"]) for layer in info["layers"]] == [(i, 128) for i in range(4)]
+    assert info["layers"][0]["name"] == "vision_model.encoder.layers.0"

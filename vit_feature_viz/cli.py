@@ -1,0 +1,181 @@
+"""The command line: `vit-feature-viz layers|render|examples|gallery|push|pull`.
+
+Every user mistake ends as one line on stderr and exit code 2; nothing here knows how rendering works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import VizError
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.run(args) or 0
+    except VizError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("stopped: finished features are saved; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+def _layers(args) -> int:
+    model = _load(args)
+    info = model.describe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['model_id']}  backend={info['backend']}  input={info['image_size']}px  patch={info['patch_size']}"
+          f"  width={info['hidden_size']}" + (f"  classes={info['num_classes']}" if info["num_classes"] else ""))
+    for layer in info["layers"]:
+        print(f"  layer {layer['index']:>3}  {layer['name']}  features={layer['features']}")
+    return 0
+
+
+def _render(args) -> int:
+    from .jobs import render_to_folder
+
+    model = _load(args)
+    done = render_to_folder(
+        model, args.out, args.layer, args.features, objective=args.objective, recipe=args.recipe, steps=args.steps,
+        image_size=args.image_size, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
+    )
+    print(f"rendered {len(done)} feature(s) of layer {args.layer} into {args.out}", file=sys.stderr)
+    return 0
+
+
+def _examples(args) -> int:
+    from .jobs import examples_to_folder
+
+    model = _load(args)
+    count = examples_to_folder(
+        model, args.out, args.layer, args.features, args.dataset, objective=args.objective, split=args.split,
+        image_column=args.image_column, max_images=args.max_images, top_k=args.top_k, streaming=args.streaming,
+        batch_size=args.scan_batch_size, progress=not args.quiet,
+    )
+    print(f"top-{args.top_k} examples of {count} feature(s) from {args.dataset} written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _gallery(args) -> int:
+    _render(args)
+    return _examples(args)
+
+
+def _push(args) -> int:
+    from .hub import push_gallery
+
+    url = push_gallery(args.folder, args.repo_id, private=args.private, token=args.token, commit_message=args.commit_message)
+    print(url)
+    return 0
+
+
+def _pull(args) -> int:
+    from .hub import pull_gallery
+
+    print(pull_gallery(args.repo_id, args.folder, revision=args.revision))
+    return 0
+
+
+def _load(args):
+    from .models import load_model
+
+    return load_model(
+        args.model, revision=args.revision, device=args.device, precision=args.precision,
+        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+    )
+
+
+# --- arguments ----------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit code 2 like every other user error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .objectives import OBJECTIVES
+    from .recipes import RECIPES
+
+    parser = _Parser(prog="vit-feature-viz", description="See what Vision Transformers learn.")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    def model_command(name, run, help):
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("model", help="Hub model id (org/name) or local folder")
+        sub.add_argument("--revision", default=None, help="branch, tag or commit of the model repo")
+        sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+        sub.add_argument("--trust-remote-code", action="store_true", help="run the repo's own model code (only if you trust it)")
+        sub.add_argument("--allow-pickle", action="store_true", help="load pickle weights (only if you trust the repo)")
+        sub.set_defaults(run=run)
+        return sub
+
+    layers = model_command("layers", _layers, "list the model's blocks and their feature counts")
+    layers.add_argument("--json", action="store_true", help="print a JSON object with a `layers` list")
+
+    def target_args(sub):
+        sub.add_argument("--layer", type=int, required=True, help="block index, from 0")
+        sub.add_argument("--features", required=True, help="e.g. 7, 0,5,9, 0-63 or all")
+        sub.add_argument("--objective", default="feature", choices=list(OBJECTIVES))
+        sub.add_argument("--out", required=True, help="gallery folder (a Hugging Face dataset folder)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def render_args(sub):
+        sub.add_argument("--recipe", default="paper", choices=list(RECIPES))
+        sub.add_argument("--steps", type=int, default=None, help="optimization steps (default: the recipe's)")
+        sub.add_argument("--image-size", type=int, default=None, help="render size (default: the model's)")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--batch-size", type=int, default=None, help="features optimized together")
+
+    def examples_args(sub):
+        sub.add_argument("--dataset", required=True, help="Hub dataset name or local imagefolder/parquet folder")
+        sub.add_argument("--split", default="train")
+        sub.add_argument("--image-column", default=None)
+        sub.add_argument("--max-images", type=int, default=None)
+        sub.add_argument("--top-k", type=int, default=8)
+        sub.add_argument("--streaming", action="store_true")
+        sub.add_argument("--scan-batch-size", type=int, default=32, help="images per forward pass while scanning")
+
+    render = model_command("render", _render, "render images that maximize features into a gallery folder")
+    target_args(render)
+    render_args(render)
+    examples = model_command("examples", _examples, "find the dataset images that activate features most")
+    target_args(examples)
+    examples_args(examples)
+    gallery = model_command("gallery", _gallery, "render and find examples in one go")
+    target_args(gallery)
+    render_args(gallery)
+    examples_args(gallery)
+
+    push = commands.add_parser("push", help="push a gallery folder to a Hub dataset repo")
+    push.add_argument("folder")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or your login)")
+    push.add_argument("--commit-message", default=None)
+    push.set_defaults(run=_push)
+
+    pull = commands.add_parser("pull", help="download a gallery dataset repo into a folder")
+    pull.add_argument("repo_id")
+    pull.add_argument("folder")
+    pull.add_argument("--revision", default=None)
+    pull.set_defaults(run=_pull)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Recipes: a parametrization, a set of augmentations and optimizer settings that together make good images.
+
+`paper` is Ghiasi et al. 2022's recipe as their code runs it; `fourier` is Lucid's; `maco` is Fel et al. 2023's.
+The augmentation sets live in transforms.py and scale their pixel amounts to the canvas, so tiny or preview
+sizes behave like full-size renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import transforms as T
+from .errors import VizError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything but the model and the objective that decides how an image is optimized."""
+
+    name: str
+    parametrization: str  # key of params.PARAMETRIZATIONS
+    build_transforms: Callable[[int, int], T.Compose]  # (canvas size, model input size) -> augmentations
+    copies: int  # augmented copies of each feature's image per step
+    steps: int
+    lr: float
+    lr_clip: float  # CLIP features need a larger step (the paper: 1.0 against 0.1)
+    optimizer: str = "adam"  # adam | nadam
+    betas: tuple[float, float] = (0.9, 0.999)
+    cosine: bool = True  # anneal the learning rate to 0 over the steps
+    tv_weight: float = 0.0  # total variation penalty on the augmented batch
+    canvas_scale: float = 1.0  # canvas side / model input side (MACO optimizes a larger canvas and crops it)
+    description: str = ""
+
+    def learning_rate(self, is_clip: bool) -> float:
+        return self.lr_clip if is_clip else self.lr
+
+    def canvas_size(self, input_size: int) -> int:
+        return int(round(input_size * self.canvas_scale))
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(
+        name="paper",
+        parametrization="pixel",
+        build_transforms=lambda canvas, size: T.paper_transforms(canvas),
+        copies=8,
+        steps=400,
+        lr=0.1,
+        lr_clip=1.0,
+        betas=(0.5, 0.99),
+        tv_weight=0.0005 * 1.0,
+        description="Ghiasi et al. 2022: pixels, 8 copies with colour shift, decaying noise and roll jitter, TV, Adam.",
+    ),
+    "fourier": Recipe(
+        name="fourier",
+        parametrization="fourier",
+        build_transforms=T.lucid_transforms,
+        copies=4,
+        steps=512,
+        lr=0.05,
+        lr_clip=0.05,
+        description="Lucid: 1/f Fourier image with colour decorrelation; pad, jitter, scale, rotate; Adam lr 0.05.",
+    ),
+    "maco": Recipe(
+        name="maco",
+        parametrization="maco",
+        build_transforms=lambda canvas, size: T.maco_transforms(size),
+        copies=8,
+        steps=256,
+        lr=1.0,
+        lr_clip=1.0,
+        optimizer="nadam",
+        cosine=False,
+        canvas_scale=2.0,
+        description="MACO (Fel et al. 2023): phase-only Fourier with a natural magnitude spectrum, random crops, NAdam.",
+    ),
+}
+
+
+def get_recipe(recipe: str | Recipe) -> Recipe:
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise VizError(f"Unknown recipe '{recipe}': use one of {', '.join(RECIPES)}.")
+    return RECIPES[recipe]

@@ -1,0 +1,184 @@
+"""The optimization loop: many features at once, each with its own image, randomness and augmentations.
+
+A feature's randomness comes only from a generator seeded by (seed, layer, feature) and its loss is summed, not
+averaged, over the batch, so its image is the same whichever batch or process renders it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import VizError
+from .models import VisionModel, load_model
+from .objectives import Objective, make_objective
+from .params import PARAMETRIZATIONS
+from .recipes import Recipe, get_recipe
+from .specs import parse_features
+from .transforms import total_variation
+
+IMAGES_PER_BATCH = {"cpu": 8, "cuda": 256}  # on this kind of CPU batches beyond 8 images are no faster per image
+
+
+@dataclass
+class RenderResult:
+    """One rendered feature: the image and the objective before and after optimization."""
+
+    model_id: str
+    layer: int
+    feature: int
+    objective: str
+    recipe: str
+    steps: int
+    seed: int
+    image_size: int
+    image: Image.Image
+    activation: float
+    activation_init: float
+
+    def to_row(self) -> dict:
+        """The gallery row (see gallery.FEATURES)."""
+        return dict(self.__dict__)
+
+
+def feature_seed(seed: int, layer: int, feature: int) -> int:
+    """A stable 63-bit seed for one feature: independent of batch, process and Python's hash salt."""
+    digest = hashlib.sha256(f"{seed}:{layer}:{feature}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def render(model, layer: int, features, **options) -> list[RenderResult]:
+    """Render the images that maximize `features` of `layer`; see `render_batches` for the options."""
+    return [result for batch in render_batches(model, layer, features, **options) for result in batch]
+
+
+def render_batches(
+    model: VisionModel | str,
+    layer: int,
+    features,
+    *,
+    objective: str | Objective = "feature",
+    recipe: str | Recipe = "paper",
+    steps: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = True,
+    callback: Callable[[int, dict[int, Image.Image]], None] | None = None,
+    callback_every: int | None = None,
+) -> Iterator[list[RenderResult]]:
+    """Yield results batch by batch, so callers can save finished features before the next batch starts.
+
+    batch_size: features optimized together (each has `recipe.copies` images); default fills ~8 images on CPU.
+    callback(step, {feature: image}): called every `callback_every` steps with the current images; it may raise
+    to cancel.
+    """
+    model = model if isinstance(model, VisionModel) else load_model(model)
+    plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size)
+    from tqdm.auto import tqdm
+
+    total = plan.steps * len(plan.features)
+    every = callback_every or max(1, plan.steps // 20)
+    with tqdm(total=total, disable=not progress, desc=f"layer {layer}", unit="feature-step") as bar:
+        for start in range(0, len(plan.features), plan.batch_size):
+            chunk = plan.features[start : start + plan.batch_size]
+            yield _render_chunk(model, plan, chunk, seed, bar, callback, every)
+
+
+@dataclass
+class RenderPlan:
+    """A validated request: everything is checked before the first step, so bad input fails fast."""
+
+    layer: int
+    features: list[int]
+    objective: Objective
+    recipe: Recipe
+    steps: int
+    image_size: int
+    canvas: int
+    batch_size: int
+
+
+def plan_render(model: VisionModel, layer, features, objective, recipe, steps, image_size, batch_size) -> RenderPlan:
+    layer = int(layer)
+    model.check_layer(layer)
+    objective = make_objective(objective, layer)
+    objective.check(model)
+    features = parse_features(features, objective.num_channels(model))
+    recipe = get_recipe(recipe)
+    steps = recipe.steps if steps is None else int(steps)
+    if steps < 0:
+        raise VizError(f"Steps must be 0 or more, got {steps}.")
+    size = model.check_image_size(image_size)
+    if batch_size is None:
+        batch_size = max(1, IMAGES_PER_BATCH.get(model.device.type, 8) // recipe.copies)
+    if batch_size < 1:
+        raise VizError(f"Batch size must be at least 1, got {batch_size}.")
+    return RenderPlan(layer, features, objective, recipe, steps, size, recipe.canvas_size(size), int(batch_size))
+
+
+def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) -> list[RenderResult]:
+    recipe, device, copies = plan.recipe, model.device, plan.recipe.copies
+    generators = [torch.Generator().manual_seed(feature_seed(seed, plan.layer, f)) for f in chunk]
+    param = PARAMETRIZATIONS[recipe.parametrization](len(chunk), plan.canvas, generators).to(device)
+    channels = torch.tensor(chunk, device=device)
+    augment = recipe.build_transforms(plan.canvas, plan.image_size)
+    optimizer = _optimizer(recipe, param.parameters(), recipe.learning_rate(model.is_clip))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda s: 0.5 * (1 + math.cos(math.pi * s / max(plan.steps, 1)))) if recipe.cosine else (lambda s: 1.0)
+    )
+    with torch.no_grad():
+        initial = _score(model, plan, param(), channels)
+    batch_channels = channels.repeat_interleave(copies)
+    for step in range(plan.steps):
+        images = augment(param().repeat_interleave(copies, 0), generators, copies, step, plan.steps)
+        acts = model.activations(images, plan.objective.needs)
+        score = plan.objective(acts, batch_channels).float().view(len(chunk), copies).mean(1)
+        loss = -score.sum()
+        if recipe.tv_weight:
+            loss = loss + recipe.tv_weight * total_variation(images).view(len(chunk), copies).mean(1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        param.after_step()
+        bar.update(len(chunk))
+        if callback is not None and ((step + 1) % every == 0 or step + 1 == plan.steps):
+            with torch.no_grad():
+                callback(step + 1, {f: to_pil(img) for f, img in zip(chunk, param())})
+    with torch.no_grad():
+        final_images = param()
+        final = _score(model, plan, final_images, channels)
+    return [
+        RenderResult(
+            model_id=model.model_id, layer=plan.layer, feature=f, objective=plan.objective.name, recipe=recipe.name,
+            steps=plan.steps, seed=seed, image_size=plan.image_size, image=to_pil(img),
+            activation=float(a), activation_init=float(a0),
+        )
+        for f, img, a, a0 in zip(chunk, final_images, final.tolist(), initial.tolist())
+    ]
+
+
+def _score(model: VisionModel, plan: RenderPlan, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """The objective on un-augmented images, seen at the model's input size."""
+    if images.shape[-1] != plan.image_size:
+        images = F.interpolate(images, size=(plan.image_size, plan.image_size), mode="bilinear", antialias=True, align_corners=False)
+    return plan.objective(model.activations(images, plan.objective.needs), channels).float()
+
+
+def _optimizer(recipe: Recipe, parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if recipe.optimizer == "nadam":
+        return torch.optim.NAdam(parameters, lr=lr, betas=recipe.betas)
+    return torch.optim.Adam(parameters, lr=lr, betas=recipe.betas, eps=1e-8)
