@@ -1,0 +1,428 @@
+"""Dataset examples: the images of a dataset that activate each feature most, with their patch maps.
+
+One pass over the data serves every requested feature: each batch is scored on all channels at once and a running
+top-k per feature keeps only row indices, scores and the pixels of current candidates, so memory does not grow
+with the dataset. Row indices are always indices into the full split, which is what lets per-process scans
+(`num_shards`/`shard_index`) be merged into exactly the answer of a single scan.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .errors import VizError
+from .models.base import VisionModel
+from .objectives import Channel, Objective, make_objective
+from .patchmap import (
+    fit_square,
+    heatmap_overlay,
+    patch_values_for,
+    pil_to_uint8,
+    uint8_to_pil,
+)
+from .specs import parse_features
+
+IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
+EXAMPLE_HUB_DATASET = "uoft-cs/cifar10"
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+
+
+@dataclass
+class Example:
+    """One dataset image for one feature: its score, its row in the full split, and what the model saw."""
+
+    score: float
+    index: int
+    image: Image.Image  # preprocessed: the model-size centre crop
+    patch_map: Image.Image | None  # overlay of the feature's per-patch values; None for objectives without (logit)
+
+
+# --- opening a dataset ---------------------------------------------------------------------------------------
+def open_image_dataset(name_or_path, *, split: str = "train", image_column: str | None = None, streaming: bool = False):
+    """Open one split of a Hub dataset or a local folder and find its image column.
+
+    Local folders may be an imagefolder (image files), parquet files or a Hub-style dataset folder (README
+    configs), or a `save_to_disk` folder. Returns `(dataset, image_column)`.
+    """
+    name = str(name_or_path).strip()
+    if not name:
+        raise VizError(f"No dataset given: pass a Hub dataset id such as {EXAMPLE_HUB_DATASET} or a local folder.")
+    dataset = _load_split(name, split, streaming)
+    return dataset, find_image_column(dataset, image_column, name)
+
+
+def _load_split(name: str, split: str, streaming: bool):
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return _load_saved(path, name, split, streaming)
+    elif path.exists():
+        raise VizError(
+            f"'{name}' is a file, not a dataset: give its folder or a Hub dataset id such as {EXAMPLE_HUB_DATASET}."
+        )
+    elif _looks_like_path(name):
+        raise VizError(
+            f"No dataset folder at '{name}': check the path, or give a Hub dataset id such as {EXAMPLE_HUB_DATASET}."
+        )
+    source = str(path) if path.is_dir() else name
+    try:
+        return datasets.load_dataset(source, split=split, streaming=streaming)
+    except datasets.exceptions.DatasetNotFoundError:
+        raise VizError(
+            f"Dataset '{name}' was not found on the Hub or as a local folder: check the name (e.g. "
+            f"{EXAMPLE_HUB_DATASET}), and run `hf auth login` if it is private or gated."
+        ) from None
+    except ConnectionError:
+        raise VizError(_unreachable_message(name)) from None
+    except FileNotFoundError:
+        raise VizError(
+            f"'{name}' holds no data files that datasets can read: use a folder of images, of parquet files, "
+            "or a Hub dataset id."
+        ) from None
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        raise VizError(_split_message(name, split, _available_splits(source, error))) from None
+
+
+def _load_saved(path: Path, name: str, split: str, streaming: bool):
+    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise VizError(_split_message(name, split, list(loaded)))
+        loaded = loaded[split]
+    return loaded.to_iterable_dataset() if streaming else loaded
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are `name` or `namespace/name`; anything else was meant as a local path."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _unreachable_message(name: str) -> str:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return (
+            f"Dataset '{name}' is not in the local cache and HF_HUB_OFFLINE is set: check the name, unset "
+            "HF_HUB_OFFLINE to download it, or give a local folder."
+        )
+    return (
+        f"Could not reach the Hub for dataset '{name}': check the name and your network, or set HF_HUB_OFFLINE=1 "
+        "to use a cached copy."
+    )
+
+
+def _split_message(name: str, split: str, available: list[str]) -> str:
+    choices = ", ".join(available) if available else "the dataset's splits"
+    return f"Dataset '{name}' has no split '{split}': use --split with one of {choices}."
+
+
+def _available_splits(source: str, error: Exception) -> list[str]:
+    """The splits datasets' own message lists, else asked for again."""
+    quoted = re.search(r"\[(.*?)\]", str(error))
+    if quoted:
+        return re.findall(r"'([^']+)'", quoted.group(1))
+    try:
+        return list(datasets.get_dataset_split_names(source))
+    except (OSError, ValueError):
+        return []
+
+
+def find_image_column(dataset, image_column: str | None = None, name: str | None = None) -> str:
+    """The given column (checked), else the first `Image` column, else one named image/img/pixel_values."""
+    name = name or _dataset_name(dataset)
+    features = dataset.features
+    if features is None:  # a stream that does not declare its features: look at its first row
+        first = next(iter(dataset), {})
+        columns = list(first)
+        images = [c for c, v in first.items() if isinstance(v, Image.Image)]
+    else:
+        columns = list(features)
+        images = [c for c, f in features.items() if isinstance(f, datasets.Image)]
+    if image_column:
+        if image_column not in columns:
+            raise VizError(
+                f"Dataset '{name}' has no column '{image_column}': use --image-column with one of {', '.join(columns)}."
+            )
+        return image_column
+    if images:
+        return images[0]
+    named = [c for c in columns if c.lower() in IMAGE_COLUMN_NAMES]
+    if named:
+        return named[0]
+    raise VizError(
+        f"Dataset '{name}' has no image column (columns: {', '.join(columns) or 'none'}): pass --image-column NAME."
+    )
+
+
+def _dataset_name(dataset) -> str:
+    info = getattr(dataset, "info", None)
+    return getattr(info, "dataset_name", None) or "dataset"
+
+
+# --- reading rows ---------------------------------------------------------------------------------------------
+def as_pil(value, column: str) -> Image.Image:
+    """A decoded image from whatever an image column holds: PIL, {bytes, path}, a path, or a pixel array."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, (dict, str)):
+        encoded = value if isinstance(value, dict) else {"path": value, "bytes": None}
+        return datasets.Image().decode_example(encoded)
+    if isinstance(value, (list, np.ndarray, torch.Tensor)):
+        return _array_to_pil(np.asarray(value))
+    raise VizError(
+        f"Column '{column}' holds {type(value).__name__} values, not images: pass --image-column with an image column."
+    )
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # CHW -> HWC
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype != np.uint8:
+        array = array.astype(np.float64)
+        array = array * 255 if array.max(initial=0) <= 1 else array
+        array = array.clip(0, 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def _select_split(dataset, split: str):
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split not in dataset:
+            raise VizError(_split_message("dataset", split, list(dataset)))
+        return dataset[split]
+    return dataset
+
+
+def _undecoded(dataset, column: str):
+    """Only the image column, left encoded: only this process's rows get decoded, in parallel threads."""
+    dataset = dataset.select_columns([column])
+    feature = dataset.features.get(column) if dataset.features is not None else None
+    if isinstance(feature, datasets.Image) and feature.decode:
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
+def _shard_batches(dataset, column, *, batch_size, max_images, num_shards, shard_index, progress, desc):
+    """Batches of (row indices in the full split, undecoded images) for this process: the rows with
+    index % num_shards == shard_index among the first `max_images` rows."""
+    dataset = _undecoded(dataset, column)
+    if not isinstance(dataset, datasets.Dataset):
+        yield from _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc)
+        return
+    total = len(dataset) if max_images is None else min(len(dataset), max_images)
+    rows = range(shard_index, total, num_shards)
+    with tqdm(total=len(rows), unit="img", desc=desc, disable=not progress) as bar:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            key = slice(chunk.start, chunk.stop) if chunk.step == 1 else list(chunk)
+            values = dataset[key][column]
+            bar.update(len(chunk))
+            yield list(chunk), values
+
+
+def _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc):
+    """An IterableDataset has no length: count rows as they stream by, keeping only this process's."""
+    total = None if max_images is None else len(range(shard_index, max_images, num_shards))
+    indices, values = [], []
+    with tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
+        for index, row in enumerate(dataset):
+            if max_images is not None and index >= max_images:
+                break
+            if index % num_shards != shard_index:
+                continue
+            indices.append(index)
+            values.append(row[column])
+            if len(indices) == batch_size:
+                bar.update(len(indices))
+                yield indices, values
+                indices, values = [], []
+        if indices:
+            bar.update(len(indices))
+            yield indices, values
+
+
+def _load_pixels(value, column: str, size: int) -> torch.Tensor:
+    return pil_to_uint8(fit_square(as_pil(value, column), size))
+
+
+# --- scanning -------------------------------------------------------------------------------------------------
+class RunningTopK:
+    """The best `k` rows per feature seen so far, as [F, k] score and row-index tensors.
+
+    Rows must arrive in increasing index order: then a stable descending sort of [kept, new] breaks ties by
+    lower row index, the same order `merge_examples` uses.
+    """
+
+    def __init__(self, num_features: int, k: int):
+        self.k = k
+        self.scores = torch.empty(num_features, 0)
+        self.indices = torch.empty(num_features, 0, dtype=torch.long)
+
+    def add(self, scores: torch.Tensor, indices: torch.Tensor) -> None:
+        """`scores` [B, F] for rows `indices` [B]."""
+        scores = torch.nan_to_num(scores.float().T, nan=float("-inf"))
+        all_scores = torch.cat([self.scores, scores], dim=1)
+        all_indices = torch.cat([self.indices, indices.view(1, -1).expand_as(scores)], dim=1)
+        order = torch.sort(all_scores, dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.scores, self.indices = all_scores.gather(1, order), all_indices.gather(1, order)
+
+    def rows(self) -> set[int]:
+        return set(self.indices.unique().tolist())
+
+
+def scan_examples(
+    model: VisionModel,
+    layer: int,
+    features,
+    dataset,
+    *,
+    objective="feature",
+    split: str = "train",
+    image_column: str | None = None,
+    max_images: int | None = None,
+    top_k: int = 8,
+    streaming: bool = False,
+    batch_size: int = 32,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    progress: bool = True,
+) -> dict[int, list[Example]]:
+    """Top-`top_k` dataset images per feature of `layer`, best first, from one pass over the data.
+
+    `features`: a spec ("7", "0-63", "all") or list. `dataset`: a Hub id, a local folder, or an opened
+    (Iterable)Dataset. `max_images` caps the rows of the split considered (the first `max_images`, shared by all
+    shards); this process scans the rows whose index % `num_shards` == `shard_index`.
+    """
+    objective = make_objective(objective, layer)
+    if not isinstance(objective, Channel):
+        raise VizError(
+            f"Objective '{objective.name}' is a combination: dataset examples need one of feature, neuron, cls, "
+            "residual or logit."
+        )
+    objective.check(model)
+    wanted = parse_features(features, objective.num_channels(model))
+    _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images)
+    if isinstance(dataset, (str, os.PathLike)):
+        dataset, column = open_image_dataset(dataset, split=split, image_column=image_column, streaming=streaming)
+    else:
+        dataset = _select_split(dataset, split)
+        column = find_image_column(dataset, image_column)
+
+    best = RunningTopK(len(wanted), top_k)
+    channels = torch.tensor(wanted)
+    candidates: dict[int, torch.Tensor] = {}  # row -> uint8 pixels, only for rows some feature currently keeps
+    batches = _shard_batches(
+        dataset, column, batch_size=batch_size, max_images=max_images, num_shards=num_shards,
+        shard_index=shard_index, progress=progress, desc=f"Scanning layer {layer}",
+    )
+    wanted_on_device = channels.to(model.device)
+    load = functools.partial(_load_pixels, column=column, size=model.image_size)
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:  # PIL decodes and resizes outside the GIL
+        for indices, encoded in batches:
+            pixels = torch.stack(list(pool.map(load, encoded)))
+            with torch.no_grad():
+                values = objective.values(model.activations(pixels.float() / 255, objective.needs))
+            best.add(values[:, wanted_on_device].cpu(), torch.tensor(indices))
+            keep = best.rows()
+            candidates.update((i, p.clone()) for i, p in zip(indices, pixels) if i in keep)  # not views of the batch
+            candidates = {i: p for i, p in candidates.items() if i in keep}
+
+    maps = _patch_maps(model, objective, best, candidates, channels, batch_size)
+    images = {i: uint8_to_pil(p) for i, p in candidates.items()}
+    return {
+        feature: [
+            Example(score, index, images[index], maps.get((position, index)))
+            for score, index in zip(best.scores[position].tolist(), best.indices[position].tolist())
+        ]
+        for position, feature in enumerate(wanted)
+    }
+
+
+def _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images) -> None:
+    if top_k < 1:
+        raise VizError(f"top_k must be at least 1, not {top_k}: use e.g. --top-k 8.")
+    if batch_size < 1:
+        raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --batch-size 32.")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise VizError(
+            f"Shard {shard_index} of {num_shards} does not exist: use a shard index in 0-{max(num_shards, 1) - 1}."
+        )
+    if max_images is not None and max_images < 0:
+        raise VizError(f"max_images must be 0 or more, not {max_images}: leave it unset to scan the whole split.")
+
+
+def _patch_maps(model, objective, best: RunningTopK, candidates, channels, batch_size) -> dict[tuple, Image.Image]:
+    """(feature position, row) -> overlay, recomputing per-patch values for the kept rows only.
+
+    Each map uses its own value range, so a map depends only on its image and feature, never on which shard
+    or batch found it.
+    """
+    if not candidates:
+        return {}
+    kept_by_row: dict[int, list[int]] = {}
+    for position, row_indices in enumerate(best.indices.tolist()):
+        for row in row_indices:
+            kept_by_row.setdefault(row, []).append(position)
+    rows = sorted(candidates)
+    maps = {}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        pixels = torch.stack([candidates[r] for r in chunk])
+        values = patch_values_for(model, objective, pixels.float() / 255)
+        if values is None:  # the objective has no per-patch values (logit): examples without maps
+            return {}
+        for b, row in enumerate(chunk):
+            for position in kept_by_row[row]:
+                grid = values[b, :, :, channels[position]].numpy()
+                maps[(position, row)] = heatmap_overlay(uint8_to_pil(candidates[row]), grid)
+    return maps
+
+
+# --- combining and saving -------------------------------------------------------------------------------------
+def merge_examples(parts: list[dict[int, list[Example]]], top_k: int) -> dict[int, list[Example]]:
+    """Per-process scans -> the answer of one scan: best `top_k` per feature by score, ties to the lower row."""
+    pooled: dict[int, dict[int, Example]] = {}
+    for part in parts:
+        for feature, examples in part.items():
+            by_row = pooled.setdefault(feature, {})
+            for example in examples:
+                by_row.setdefault(example.index, example)
+    return {
+        feature: sorted(by_row.values(), key=lambda e: (-e.score, e.index))[:top_k]
+        for feature, by_row in sorted(pooled.items())
+    }
+
+
+def example_rows(
+    model: VisionModel, layer: int, objective_name, dataset_name: str, examples: dict[int, list[Example]]
+) -> list[dict]:
+    """Gallery rows (see gallery.FEATURES), one per feature; they merge with rendered rows by key."""
+    objective = objective_name.name if isinstance(objective_name, Objective) else str(objective_name)
+    return [
+        {
+            "model_id": model.model_id,
+            "layer": int(layer),
+            "feature": int(feature),
+            "objective": objective,
+            "dataset": str(dataset_name),
+            "top_images": [e.image for e in found],
+            "top_scores": [float(e.score) for e in found],
+            "top_indices": [int(e.index) for e in found],
+            "patch_maps": [e.patch_map for e in found if e.patch_map is not None],
+        }
+        for feature, found in sorted(examples.items())
+    ]
+

@@ -1,0 +1,178 @@
+"""Patch-wise activation maps: where in an image a feature fires, drawn as a heatmap over the image.
+
+Also home to `preprocess`, the one way dataset images become model input, so scores, stored example images and
+their patch maps all see exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .errors import VizError
+from .models.base import VisionModel
+from .objectives import Channel, Objective, make_objective
+from .specs import parse_features
+
+# Inferno at 11 evenly spaced stops: dark-to-bright with monotonic lightness, readable in greyscale and by most
+# colour-blind viewers. Linear interpolation between the stops is visually indistinguishable from the full map.
+_INFERNO_STOPS = [
+    "000004", "160b39", "420a68", "6a176e", "932667", "bc3754", "dd513a", "f37819", "fca50a", "f6d746", "fcffa4",
+]
+
+
+def _build_lut(stops: list[str], size: int = 256) -> np.ndarray:
+    colours = np.array([[int(s[i : i + 2], 16) for i in (0, 2, 4)] for s in stops], dtype=np.float64)
+    at = np.linspace(0, 1, size)
+    where = np.linspace(0, 1, len(stops))
+    return np.stack([np.interp(at, where, colours[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+COLORMAP = _build_lut(_INFERNO_STOPS)  # [256, 3] uint8
+MIN_LABELLED_SIZE = 48  # px: smaller overlays get the colour bar without its min/max labels
+
+
+# --- preprocessing -------------------------------------------------------------------------------------------
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB at 8 bits; 16-bit and float greyscale are rescaled rather than clipped to white."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255 if high > low else np.zeros_like(array)
+        image = Image.fromarray(scaled.round().astype(np.uint8))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def fit_square(image: Image.Image, size: int) -> Image.Image:
+    """Shorter side resized to `size` (bicubic), then the centre `size` x `size` square: no distortion."""
+    image = to_rgb(image)
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
+    if resized != image.size:
+        image = image.resize(resized, Image.Resampling.BICUBIC)
+    left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """[3, H, W] uint8: a quarter of the memory of floats, and lossless for preprocessed images."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def uint8_to_pil(pixels: torch.Tensor) -> Image.Image:
+    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
+
+
+def preprocess_uint8(images: list[Image.Image], size: int) -> torch.Tensor:
+    """Images -> [B, 3, size, size] uint8: what scans keep for their candidates (`/ 255` gives model input)."""
+    if not images:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return torch.stack([pil_to_uint8(fit_square(image, size)) for image in images])
+
+
+def preprocess(images: list[Image.Image], size: int) -> torch.Tensor:
+    """Images -> [B, 3, size, size] floats in [0, 1] (models normalize inside `activations`)."""
+    return preprocess_uint8(images, size).float() / 255
+
+
+# --- drawing -------------------------------------------------------------------------------------------------
+def heatmap_overlay(
+    image: Image.Image,
+    values: np.ndarray,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    alpha: float = 0.55,
+) -> Image.Image:
+    """Per-patch `values` (grid_h, grid_w) upsampled to `image`, coloured with inferno, blended over it.
+
+    Same size as `image`, with a colour bar on the right edge labelled with vmin and vmax (labels from 48 px
+    up), so colours read as values. A constant map (vmin == vmax) draws the bottom colour, never dividing by 0.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"values must be a (grid_h, grid_w) array, not shape {values.shape}")
+    image = to_rgb(image)
+    low = float(np.nanmin(values)) if vmin is None else float(vmin)
+    high = float(np.nanmax(values)) if vmax is None else float(vmax)
+    span = high - low
+    unit = (values - low) / span if np.isfinite(span) and span > 0 else np.zeros_like(values)
+    unit = np.nan_to_num(unit, nan=0.0)
+    smooth = Image.fromarray(unit.astype(np.float32)).resize(image.size, Image.Resampling.BICUBIC)
+    levels = (np.clip(np.asarray(smooth), 0, 1) * 255).round().astype(np.uint8)
+    colours = COLORMAP[levels].astype(np.float32)
+    blended = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * colours
+    out = Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
+    _draw_colour_bar(out, low, high)
+    return out
+
+
+def _default_font(pixels: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=pixels)
+    except (TypeError, ValueError, OSError):  # Pillow without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _draw_colour_bar(image: Image.Image, low: float, high: float) -> None:
+    """A thin bar on the right edge, max colour at the top, with the max/min values written beside it."""
+    width, height = image.size
+    margin = max(1, height // 32)
+    bar_width = max(2, width // 28)
+    bar_height = height - 2 * margin
+    if bar_height < 4:
+        return
+    left = width - margin - bar_width
+    ramp = COLORMAP[np.linspace(255, 0, bar_height).round().astype(int)]  # [bar_height, 3]
+    bar = Image.fromarray(np.repeat(ramp[:, None, :], bar_width, axis=1).astype(np.uint8))
+    image.paste(bar, (left, margin))
+    if height < MIN_LABELLED_SIZE:  # labels would cover most of a thumbnail and be unreadable anyway
+        return
+    draw = ImageDraw.Draw(image)
+    font = _default_font(max(6, height // 14))
+    for text, y, anchor in ((f"{high:.3g}", margin, "rt"), (f"{low:.3g}", height - margin, "rb")):
+        position = (left - margin, y)
+        try:
+            draw.text(position, text, fill="white", font=font, anchor=anchor, stroke_width=1, stroke_fill="black")
+        except ValueError:  # bitmap fonts support neither anchors nor strokes
+            text_w, text_h = draw.textbbox((0, 0), text, font=font)[2:]
+            top = y if anchor.endswith("t") else y - text_h
+            draw.text((position[0] - text_w, top), text, fill="white", font=font)
+
+
+# --- one image ------------------------------------------------------------------------------------------------
+def patch_values_for(model: VisionModel, objective: Objective, pixels: torch.Tensor) -> torch.Tensor | None:
+    """[B, grid_h, grid_w, C] per-patch values behind `objective` for preprocessed `pixels`; None if it has none."""
+    if not isinstance(objective, Channel):
+        raise VizError(
+            f"Objective '{objective.name}' is a combination: patch maps need one of feature, neuron, cls or residual."
+        )
+    with torch.no_grad():
+        acts = model.activations(pixels, objective.needs)
+        values = objective.patch_values(acts)
+    if values is None:
+        return None
+    grid_h, grid_w = acts.grid
+    return values.float().reshape(values.shape[0], grid_h, grid_w, values.shape[-1]).cpu()
+
+
+def patch_map(model: VisionModel, image: Image.Image, layer: int, feature: int, objective="feature") -> Image.Image:
+    """Where `feature` of `layer` fires in `image`: its per-patch values over the model-size crop the model saw."""
+    objective = make_objective(objective, layer)
+    objective.check(model)
+    features = parse_features(feature, objective.num_channels(model))
+    if len(features) != 1:
+        raise VizError(f"A patch map shows one feature, not {len(features)}: pass a single index such as {features[0]}.")
+    feature = features[0]
+    image = ImageOps.exif_transpose(image)  # photos straight from a camera; datasets already does this on decode
+    pixels = preprocess_uint8([image], model.image_size)
+    values = patch_values_for(model, objective, pixels.float() / 255)
+    if values is None:
+        raise VizError(
+            f"Objective '{objective.name}' has no per-patch values to map: use --objective feature "
+            "(or neuron, cls, residual) for patch maps."
+        )
+    return heatmap_overlay(uint8_to_pil(pixels[0]), values[0, :, :, feature].numpy())
+
