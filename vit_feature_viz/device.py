@@ -18,12 +18,20 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def accelerate_state():
+    """accelerate's per-process state (a singleton): rank, world size and device of this process.
+
+    On a machine without GPUs it must be created with cpu=True, or processes launched together are not joined
+    into one gloo group."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' takes the device accelerate assigns to this process (one GPU per process under `accelerate launch`)."""
     if device in (None, "", "auto"):
-        from accelerate import PartialState
-
-        return PartialState().device
+        return accelerate_state().device
     try:
         resolved = torch.device(device)
     except RuntimeError:

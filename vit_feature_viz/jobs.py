@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from .gallery import GalleryFolder
-from .models import VisionModel
+from .models import LOGITS, VisionModel
+from .objectives import Channel
+from .patchmap import patch_map
 from .render import plan_render, render_batches
 from .scale import Workers, current_workers
 
@@ -43,13 +45,20 @@ def render_to_folder(
             model, plan.layer, todo, objective=plan.objective, recipe=plan.recipe, steps=plan.steps,
             image_size=plan.image_size, seed=seed, batch_size=plan.batch_size, progress=progress,
         ) if todo else ():
-            pending.extend([r.to_row() for r in batch])
+            pending.extend([_with_patch_map(model, r.to_row(), plan.objective) for r in batch])
     finally:
         pending.flush()  # an interrupted run keeps every finished feature
     workers.barrier()
     if workers.is_main and folder.exists():
         folder.write_card()
     return todo
+
+
+def _with_patch_map(model: VisionModel, row: dict, objective) -> dict:
+    """The paper's third view for the optimized image too: where in it the feature fires."""
+    if isinstance(objective, Channel) and objective.kind != LOGITS:
+        row["image_patch_map"] = patch_map(model, row["image"], row["layer"], row["feature"], objective)
+    return row
 
 
 class _PendingRows:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .device import accelerate_state
+
 
 @dataclass
 class Workers:
@@ -25,9 +27,7 @@ class Workers:
 
     def barrier(self) -> None:
         if self.world > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()
+            accelerate_state().wait_for_everyone()
 
     def gather(self, obj) -> list:
         """Every process's `obj`, in rank order (on every process)."""
@@ -39,12 +39,6 @@ class Workers:
 
 
 def current_workers() -> Workers:
-    """Read the launch environment; only touch torch.distributed when accelerate actually launched us."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Workers()
-    from accelerate import PartialState
-
-    state = PartialState()
+    """This process's rank and the number of processes, as accelerate sees the launch (1 process when not launched)."""
+    state = accelerate_state()
     return Workers(state.process_index, state.num_processes)
