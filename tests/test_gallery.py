@@ -166,7 +166,9 @@ def test_card_parses_and_remembers_info(tmp_path):
     g.add([viz_row(f) for f in range(3)], card_info={"backend": "timm"})
     card = DatasetCard.load(g.path / "README.md")
     data = card.data.to_dict()
-    assert data["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}]
+    [config] = data["configs"]
+    assert config["config_name"] == "default" and config["data_files"] == [{"split": "train", "path": "data/*.parquet"}]
+    assert config["description"].startswith("vit-feature-viz gallery, content ")
     assert data["tags"] == ["feature-visualization", "vision-transformer", "timm"]
     assert data["license"] == "other"
     assert data["size_categories"] == ["n<1K"]
@@ -273,3 +275,15 @@ def test_bad_rows_are_rejected_before_writing(tmp_path):
     assert merge_key({"model_id": MODEL, "layer": np.int64(3), "feature": 4, "objective": "channel"}) == (
         MODEL, 3, 4, "channel",
     )
+
+
+def test_reloading_after_an_add_sees_the_new_rows(tmp_path, monkeypatch):
+    """datasets caches a local folder by its card's configs; the content fingerprint there keeps it fresh."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    g = GalleryFolder(tmp_path / "gal")
+    g.add([viz_row(f) for f in range(2)])
+    assert len(datasets.load_dataset(str(g.path), split="train", cache_dir=str(tmp_path / "cache"))) == 2
+    g.add([viz_row(5)])
+    g.add([examples_row(0)])
+    reloaded = datasets.load_dataset(str(g.path), split="train", cache_dir=str(tmp_path / "cache"))
+    assert len(reloaded) == 3 and any(scores for scores in reloaded["top_scores"])

@@ -12,6 +12,7 @@ so a later upload only sends changed files. Every file is written to a temp file
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -219,8 +220,10 @@ class GalleryFolder:
         """Build the card from the cheap columns plus stored info and write it atomically."""
         old = _load_card_data(self.card_path)
         info = {**(old.get(CARD_INFO_KEY) or {}), **(card_info or {})}
-        rows = _read_card_rows(self._shard_paths())
-        text = render_card(rows, info, license=info.get("license") or old.get("license") or "other")
+        shards = self._shard_paths()
+        rows = _read_card_rows(shards)
+        text = render_card(rows, info, license=info.get("license") or old.get("license") or "other",
+                           fingerprint=_content_fingerprint(shards))
         DatasetCard(text)  # fail here, not on the Hub, if the YAML does not parse
         _atomic_write(self.card_path, lambda f: f.write(text.encode("utf-8")))
         return self.card_path
@@ -412,7 +415,17 @@ def _num(x: float | None) -> str:
     return "" if x is None else f"{x:.4g}"
 
 
-def render_card(rows: list[dict], info: dict, *, license: str = "other") -> str:
+def _content_fingerprint(shards: list[Path]) -> str:
+    """A hash of the shards' names and bytes. `datasets` keys its cache of a local folder on the card's configs,
+    not on the files, so without this a reload after adding rows returns the old rows."""
+    digest = hashlib.sha256()
+    for shard in sorted(shards):
+        digest.update(shard.name.encode())
+        digest.update(hashlib.sha256(shard.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def render_card(rows: list[dict], info: dict, *, license: str = "other", fingerprint: str = "") -> str:
     """The whole README.md text (YAML front matter + body) for rows with ``CARD_COLUMNS``."""
     models = _distinct(rows, "model_id")
     subject = models[0] if len(models) == 1 else f"{len(models)} ViT models"
@@ -422,7 +435,11 @@ def render_card(rows: list[dict], info: dict, *, license: str = "other") -> str:
         pretty_name=pretty,
         size_categories=[size_category(len(rows))],
         tags=list(dict.fromkeys(BASE_TAGS + _backend_tags(info))),
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
+        configs=[{
+            "config_name": "default",
+            "data_files": [{"split": "train", "path": "data/*.parquet"}],
+            "description": f"vit-feature-viz gallery, content {fingerprint}",  # part of datasets' cache key
+        }],
         **({CARD_INFO_KEY: info} if info else {}),
     )
     body = "\n".join([f"# {pretty}", "", *_summary(rows, info, models), "", *_preview(rows), "", *_usage(info)])

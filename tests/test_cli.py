@@ -1,0 +1,186 @@
+"""The command line end to end: gallery folders that `datasets` loads, bad input, resume, and scale-out."""
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_feature_viz import jobs, load_model, render
+from vit_feature_viz.cli import main
+
+CLI = [sys.executable, "-m", "vit_feature_viz"]
+
+
+def run_cli(*args, env=None, check=True):
+    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def load_rows(folder) -> list[dict]:
+    return sorted(datasets.load_dataset(str(folder), split="train"), key=lambda r: (r["layer"], r["feature"]))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    (root / "train").mkdir()
+    for i in range(10):
+        Image.fromarray((rng.random((36, 44, 3)) * 255 * (i + 1) / 10).astype(np.uint8)).save(root / "train" / f"{i}.png")
+    return root
+
+
+def test_console_script_is_installed():
+    assert shutil.which("vit-feature-viz"), "pip install -e . provides the vit-feature-viz command"
+    assert "render" in subprocess.run(["vit-feature-viz", "--help"], capture_output=True, text=True).stdout
+
+
+def test_render_writes_a_dataset_folder_that_grows_without_losing_rows(tiny_repos, tmp_path):
+    out = tmp_path / "gallery"
+    run_cli("render", tiny_repos["timm_vit"], "--layer", 1, "--features", "0,5", "--steps", 3, "--out", out, "--quiet")
+    first = load_rows(out)
+    assert [r["feature"] for r in first] == [0, 5]
+    row = first[0]
+    assert row["model_id"] == tiny_repos["timm_vit"] and row["layer"] == 1 and row["objective"] == "feature"
+    assert row["recipe"] == "paper" and row["steps"] == 3 and row["seed"] == 0
+    assert row["image"].size == (32, 32) and row["image_patch_map"].size == (32, 32)
+    assert isinstance(row["activation"], float) and isinstance(row["activation_init"], float)
+    assert "configs:" in (out / "README.md").read_text()
+
+    run_cli("render", tiny_repos["timm_vit"], "--layer", 2, "--features", "1-3", "--steps", 3, "--out", out, "--quiet")
+    rows = load_rows(out)
+    assert [(r["layer"], r["feature"]) for r in rows] == [(1, 0), (1, 5), (2, 1), (2, 2), (2, 3)]
+    assert np.array_equal(np.asarray(rows[0]["image"]), np.asarray(first[0]["image"]))
+
+    again = run_cli("render", tiny_repos["timm_vit"], "--layer", 2, "--features", "1-3", "--steps", 3, "--out", out, "--quiet")
+    assert "rendered 0 feature(s)" in again.stderr  # finished features are not redone
+    assert len(load_rows(out)) == 5
+
+
+BAD_INPUT = [
+    (["render", "tiny-org/nope", "--layer", 0, "--features", 0], "not in the local cache"),
+    (["render", "tiny-org/resnet", "--layer", 0, "--features", 0], "no transformer blocks"),
+    (["render", "tiny-org/vit-classifier", "--layer", 7, "--features", 0], "Layer 7 is out of range"),
+    (["render", "tiny-org/vit-classifier", "--layer", 0, "--features", "120-130"], "Feature 128 is out of range"),
+    (["render", "tiny-org/vit-classifier", "--layer", 0, "--features", "3-x"], "Cannot read feature spec"),
+    (["render", "tiny-org/vit-model", "--layer", 0, "--features", 0, "--objective", "logit"], "no classification head"),
+    (["render", "tiny-org/vit-classifier", "--layer", 0, "--features", 0, "--recipe", "magic"], "invalid choice"),
+    (["examples", "tiny-org/vit-classifier", "--layer", 0, "--features", 0, "--dataset", "/no/such/dir"], "No dataset folder"),
+]
+
+
+@pytest.fixture(scope="module")
+def rendered_folder(tiny_repos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rendered") / "gallery"
+    assert main(["render", tiny_repos["vit"], "--layer", "0", "--features", "1", "--steps", "1", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_leaves_the_folder_alone(rendered_folder, capsys, args, message):
+    before = snapshot(rendered_folder)
+    capsys.readouterr()
+    try:
+        code = main([*map(str, args), "--out", str(rendered_folder)])
+    except SystemExit as exit:  # argparse's own checks exit instead of returning
+        code = exit.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "it/s]" not in line]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+    assert snapshot(rendered_folder) == before
+
+
+def test_bad_input_from_the_real_command_has_no_traceback(rendered_folder):
+    before = snapshot(rendered_folder)
+    result = run_cli("render", "tiny-org/vit-classifier", "--layer", 9, "--features", 0, "--out", rendered_folder, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Layer 9 is out of range")
+    assert snapshot(rendered_folder) == before
+
+
+def test_gallery_command_merges_render_and_examples(tiny_repos, tmp_path, image_folder):
+    out = tmp_path / "gallery"
+    run_cli("gallery", tiny_repos["clip"], "--layer", 1, "--features", "2,3", "--steps", 2, "--dataset", image_folder,
+            "--top-k", 3, "--out", out, "--quiet")
+    rows = load_rows(out)
+    assert [r["feature"] for r in rows] == [2, 3]
+    for row in rows:
+        assert row["image"] is not None and row["activation"] is not None
+        assert len(row["top_images"]) == len(row["patch_maps"]) == len(row["top_scores"]) == 3
+        assert row["top_scores"] == sorted(row["top_scores"], reverse=True)
+        assert row["dataset"] == str(image_folder)
+
+
+def test_interrupted_run_keeps_finished_features_and_resumes(tiny_repos, tmp_path, monkeypatch):
+    model = load_model(tiny_repos["vit"], device="cpu")
+    out = tmp_path / "gallery"
+    real_chunk = jobs.render_batches.__globals__["_render_chunk"]
+    calls = []
+
+    def interrupt_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_chunk(*args, **kwargs)
+
+    monkeypatch.setitem(jobs.render_batches.__globals__, "_render_chunk", interrupt_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.render_to_folder(model, out, 0, "0-4", steps=2, batch_size=1, progress=False)
+    assert sorted(r["feature"] for r in load_rows(out)) == [0, 1]
+    monkeypatch.setitem(jobs.render_batches.__globals__, "_render_chunk", real_chunk)
+    assert jobs.render_to_folder(model, out, 0, "0-4", steps=2, batch_size=1, progress=False) == [2, 3, 4]
+    assert sorted(r["feature"] for r in load_rows(out)) == [0, 1, 2, 3, 4]
+
+
+LAUNCHERS = {
+    # accelerate's multi-CPU launch goes through MPI; a hostfile on loopback gives two local processes
+    "cpu-mpi": ["--cpu", "--num_processes", "2", "--mpirun_hostfile", "{hostfile}"],
+    # torchrun-style launch, what a multi-GPU machine uses
+    "torchrun": ["--multi_gpu", "--num_processes", "2"],
+}
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_accelerate_launch_two_processes_equals_one(tiny_repos, tmp_path, launcher, image_folder):
+    if launcher == "cpu-mpi" and not shutil.which("mpirun"):
+        pytest.skip("needs mpirun (Debian openmpi-bin, installed by .ci/run)")
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="self,tcp",
+               MASTER_PORT=str(free_port()))
+    args = [a.format(hostfile=hostfile) for a in LAUNCHERS[launcher]]
+    multi = tmp_path / "multi"
+    command = ["accelerate", "launch", *args, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "vit_feature_viz", "gallery", tiny_repos["timm_vit"], "--layer", "1", "--features", "0-4", "--steps",
+               "3", "--dataset", str(image_folder), "--top-k", "2", "--out", str(multi), "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((multi / "data").glob("train-r1-*.parquet"))) == 1  # the second process wrote its own shard
+
+    single = render(load_model(tiny_repos["timm_vit"], device="cpu"), 1, "0-4", steps=3, progress=False)
+    rows = load_rows(multi)
+    assert [r["feature"] for r in rows] == [0, 1, 2, 3, 4]
+    for row, expected in zip(rows, single):
+        assert np.abs(np.asarray(row["image"], dtype=int) - np.asarray(expected.image, dtype=int)).max() <= 1
+        assert row["activation"] == pytest.approx(expected.activation, abs=1e-3)
+        assert len(row["top_images"]) == 2
