@@ -1,0 +1,389 @@
+"""push_gallery / pull_gallery against a loopback Hub, with the real huggingface_hub and datasets clients.
+
+huggingface_hub and datasets read HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_DISABLE_XET and the cache paths once, at
+import (huggingface_hub.constants, datasets.config), so setting the environment is not enough: the `hub`
+fixture patches those module values too (monkeypatch undoes both). That also overrides a conftest that sets
+HF_HUB_OFFLINE=1 for the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
+from huggingface_hub.errors import RemoteEntryNotFoundError
+from PIL import Image
+
+from hub_server import LoopbackHub, closed_port_url
+from vit_feature_viz.errors import VizError
+from vit_feature_viz.hub import pull_gallery, push_gallery
+
+README = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: "data/*.parquet"
+---
+
+# Gallery
+
+Feature visualizations of a test model.
+"""
+
+# huggingface_hub's own LFS upload passes a file as `data=`, which its HTTP client deprecates: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
+
+FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "model_id": datasets.Value("string"),
+        "layer": datasets.Value("int32"),
+        "feature": datasets.Value("int32"),
+        "activation": datasets.Value("float32"),
+    }
+)
+
+
+# ------------------------------------------------------------------------------------------------- fixtures
+
+
+def _point_clients_at(monkeypatch, url: str | None, cache_root: Path) -> None:
+    """Environment and import-time constants for huggingface_hub and datasets: online, no Xet, fresh caches."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(cache_root / "no-token"))  # never a real saved token
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(cache_root / "no-stored-tokens"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    if url is not None:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", url)
+        monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    use_fresh_caches(monkeypatch, cache_root)
+
+
+def use_fresh_caches(monkeypatch, root: Path) -> None:
+    """Point every Hub/datasets cache at `root`, so an earlier download cannot hide what the server holds."""
+    monkeypatch.setenv("HF_HOME", str(root))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "hub"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(root / "datasets"))
+    monkeypatch.setattr(constants, "HF_HOME", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root / "hub"))
+    monkeypatch.setattr(constants, "HF_ASSETS_CACHE", str(root / "assets"))
+    monkeypatch.setattr(datasets.config, "HF_CACHE_HOME", str(root))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", root / "datasets")
+    monkeypatch.setattr(datasets.config, "HF_MODULES_CACHE", root / "modules")
+    monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", root / "datasets" / "downloads")
+    monkeypatch.setattr(datasets.config, "EXTRACTED_DATASETS_PATH", root / "datasets" / "downloads" / "extracted")
+    HfFileSystem.clear_instance_cache()  # fsspec keeps listings per filesystem instance
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    with LoopbackHub() as server:
+        _point_clients_at(monkeypatch, server.url, tmp_path / "hf-home")
+        yield server
+    HfFileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def gallery(tmp_path) -> Path:
+    """A gallery folder with one shard, plus local-only files a push must skip."""
+    folder = tmp_path / "gallery"
+    write_gallery(folder)
+    (folder / ".gallery.lock").write_text("pid 1\n")
+    (folder / ".cache" / "huggingface").mkdir(parents=True)
+    (folder / ".cache" / "huggingface" / "note.txt").write_text("local metadata\n")
+    return folder
+
+
+def write_gallery(folder: Path, shard: int = 0, rows: int = 3) -> Path:
+    """Write data/train-<shard>.parquet (a few small images and their feature columns) and the README."""
+    rng = np.random.default_rng(shard)
+    images = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(rows)]
+    table = {
+        "image": images,
+        "model_id": ["google/vit-base-patch16-224"] * rows,
+        "layer": [shard] * rows,
+        "feature": [shard * 100 + i for i in range(rows)],
+        "activation": [float(i) + 0.5 for i in range(rows)],
+    }
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    shard_path = folder / "data" / f"train-{shard:04d}.parquet"
+    datasets.Dataset.from_dict(table, features=FEATURES).to_parquet(str(shard_path))
+    (folder / "README.md").write_text(README)
+    return shard_path
+
+
+# -------------------------------------------------------------------------------------------------- helpers
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (dotfiles included) with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def local_rows(folder: Path) -> list[tuple]:
+    """Rows of the gallery's parquet shards in name order, image as its stored bytes."""
+    rows = []
+    for shard in sorted((folder / "data").glob("*.parquet")):
+        for row in pq.read_table(shard).to_pylist():
+            rows.append((row["image"]["bytes"], row["model_id"], row["layer"], row["feature"], row["activation"]))
+    return rows
+
+
+def load_fresh(monkeypatch, tmp_path: Path, repo_id: str, name: str) -> datasets.Dataset:
+    """load_dataset from the loopback with caches nobody used before."""
+    use_fresh_caches(monkeypatch, tmp_path / f"load-{name}")
+    loaded = datasets.load_dataset(repo_id, split="train", cache_dir=str(tmp_path / f"load-{name}" / "datasets"))
+    return loaded
+
+
+def hub_rows(loaded: datasets.Dataset) -> list[tuple]:
+    raw = loaded.cast_column("image", datasets.Image(decode=False))
+    return [(r["image"]["bytes"], r["model_id"], r["layer"], r["feature"], r["activation"]) for r in raw]
+
+
+def assert_vizerror_without_token(excinfo, *needles: str, token: str) -> None:
+    """The message names the fix, and neither it nor any chained exception quotes the token."""
+    message = str(excinfo.value)
+    for needle in needles:
+        assert needle in message, message
+    assert "\n" not in message
+    chain, exc = [], excinfo.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    assert token not in " ".join(chain)
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+
+
+def test_push_then_load_dataset_gives_same_rows_and_image_bytes(hub, gallery, monkeypatch, tmp_path):
+    before = snapshot(gallery)
+
+    url = push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+    assert url == f"{hub.url}/datasets/alice/vit-gallery"
+    assert snapshot(gallery) == before
+    remote = hub.files("alice/vit-gallery")
+    assert set(remote) == {".gitattributes", "README.md", "data/train-0000.parquet"}  # no lock, no .cache
+    assert remote["data/train-0000.parquet"] == before["data/train-0000.parquet"]
+    assert len(hub.commits) == 1
+
+    loaded = load_fresh(monkeypatch, tmp_path, "alice/vit-gallery", "first")
+    assert hub_rows(loaded) == local_rows(gallery)
+    pixels = np.asarray(Image.open(io.BytesIO(local_rows(gallery)[0][0])))
+    assert np.array_equal(np.asarray(loaded[0]["image"]), pixels)
+
+
+@pytest.mark.parametrize("server_reports_oids", [True, False], ids=["hub-oids", "own-diff"])
+def test_second_push_uploads_only_the_new_shard(hub, gallery, monkeypatch, tmp_path, server_reports_oids):
+    hub.preupload_reports_oids = server_reports_oids  # False: only push_gallery's own comparison can skip files
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    first_shard = (gallery / "data" / "train-0000.parquet").read_bytes()
+    hub.uploads.clear()
+
+    write_gallery(gallery, shard=1)  # rewrites README.md with the same text
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+    assert hub.uploaded_paths() == ["data/train-0001.parquet"]
+    assert hub.commits[-1].operations == [("lfsFile", "data/train-0001.parquet")]
+    remote = hub.files("alice/vit-gallery")
+    assert remote["data/train-0000.parquet"] == first_shard
+    loaded = load_fresh(monkeypatch, tmp_path, "alice/vit-gallery", "second")
+    assert len(loaded) == 6
+    assert hub_rows(loaded) == local_rows(gallery)
+
+    commits = len(hub.commits)
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)  # nothing changed: no commit at all
+    assert len(hub.commits) == commits
+
+
+def test_push_uploads_a_changed_file_and_keeps_remote_only_files(hub, gallery, tmp_path):
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    (gallery / "README.md").write_text(README + "\nMore notes.\n")
+    (gallery / "data" / "train-0000.parquet").unlink()
+    write_gallery(tmp_path / "other", shard=2)
+    (gallery / "data" / "train-0000.parquet").write_bytes((tmp_path / "other/data/train-0002.parquet").read_bytes())
+    hub.uploads.clear()
+
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token, commit_message="Replace shard 0")
+
+    assert sorted(hub.uploaded_paths()) == ["README.md", "data/train-0000.parquet"]
+    assert hub.commits[-1].summary == "Replace shard 0"
+    assert hub.files("alice/vit-gallery")["README.md"].endswith(b"More notes.\n")
+
+    (gallery / "data" / "train-0000.parquet").rename(gallery / "data" / "train-0009.parquet")
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    assert "data/train-0000.parquet" in hub.files("alice/vit-gallery")  # never deleted remotely
+
+
+def test_pull_gallery_gives_the_same_files_and_pushes_back_nothing(hub, gallery, tmp_path):
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    write_gallery(gallery, shard=1)
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+    pulled = pull_gallery("alice/vit-gallery", tmp_path / "pulled", token=hub.read_token)
+
+    assert pulled == tmp_path / "pulled"
+    shared = {p: b for p, b in snapshot(gallery).items() if not p.startswith(".")}
+    got = {p: b for p, b in snapshot(pulled).items() if not p.startswith(".")}
+    assert got == shared
+    commits, uploads = len(hub.commits), len(hub.uploads)
+    push_gallery(pulled, "alice/vit-gallery", token=hub.write_token)  # .cache and .gitattributes stay local
+    assert (len(hub.commits), len(hub.uploads)) == (commits, uploads)
+
+
+def test_pull_an_old_revision(hub, gallery, tmp_path):
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    first = hub.commits[-1].sha
+    write_gallery(gallery, shard=1)
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+    pulled = pull_gallery("alice/vit-gallery", tmp_path / "old", revision=first)
+
+    assert sorted(p.name for p in (pulled / "data").glob("*.parquet")) == ["train-0000.parquet"]
+
+
+def test_token_from_hf_token_env(hub, gallery, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub.write_token)
+    push_gallery(gallery, "alice/from-env")
+    assert "README.md" in hub.files("alice/from-env")
+
+
+@pytest.mark.parametrize("repo_exists", [False, True], ids=["new-repo", "existing-repo"])
+@pytest.mark.parametrize("token", ["hf_wrong_token_do_not_print", None], ids=["wrong-token", "no-token"])
+def test_bad_or_missing_token_is_a_vizerror(hub, gallery, token, repo_exists):
+    if repo_exists:
+        HfApi(token=hub.write_token).create_repo("alice/vit-gallery", repo_type="dataset")
+    before = snapshot(gallery)
+    with pytest.raises(VizError) as excinfo:
+        push_gallery(gallery, "alice/vit-gallery", token=token)
+    assert_vizerror_without_token(excinfo, "log in with `hf auth login` or set HF_TOKEN to a write token",
+                                  str(gallery), token=token or hub.write_token)
+    assert snapshot(gallery) == before
+    assert hub.commits == []
+
+
+def test_pull_with_a_wrong_token_is_a_vizerror(hub, gallery, tmp_path):
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    with pytest.raises(VizError) as excinfo:
+        pull_gallery("alice/vit-gallery", tmp_path / "pulled", token="hf_wrong_token_do_not_print")
+    assert_vizerror_without_token(excinfo, "hf auth login", token="hf_wrong_token_do_not_print")
+
+
+def test_read_only_token_cannot_push(hub, gallery):
+    before = snapshot(gallery)
+    with pytest.raises(VizError) as excinfo:
+        push_gallery(gallery, "alice/vit-gallery", token=hub.read_token)
+    assert_vizerror_without_token(excinfo, "cannot write to alice/vit-gallery", "write access", token=hub.read_token)
+    assert snapshot(gallery) == before
+
+
+def test_another_namespace_cannot_be_written(hub, gallery):
+    before = snapshot(gallery)
+    with pytest.raises(VizError) as excinfo:
+        push_gallery(gallery, "bob/vit-gallery", token=hub.write_token)
+    assert_vizerror_without_token(excinfo, "cannot write to bob/vit-gallery", token=hub.write_token)
+    assert snapshot(gallery) == before
+
+
+def test_unreachable_hub_is_a_vizerror_naming_the_endpoint(monkeypatch, gallery, tmp_path):
+    before = snapshot(gallery)
+    with LoopbackHub() as server:
+        _point_clients_at(monkeypatch, server.url, tmp_path / "hf-home")
+        push_gallery(gallery, "alice/vit-gallery", token=server.write_token)  # warm the client's connections
+        (gallery / "README.md").write_text(README + "\nchanged\n")
+        before = snapshot(gallery)
+    for endpoint in (server.url, closed_port_url()):  # a server that went away, a port nobody listens on
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        with pytest.raises(VizError) as excinfo:
+            push_gallery(gallery, "alice/vit-gallery", token=server.write_token)
+        assert_vizerror_without_token(excinfo, f"cannot reach the Hub at {endpoint}", "HF_ENDPOINT",
+                                      f"the local gallery in {gallery} is unchanged", token=server.write_token)
+        assert snapshot(gallery) == before
+        with pytest.raises(VizError, match="cannot reach the Hub"):
+            pull_gallery("alice/vit-gallery", tmp_path / "pulled")
+
+
+def test_offline_mode_is_a_vizerror(hub, gallery, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(VizError, match="HF_HUB_OFFLINE"):
+        push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+
+def test_pull_errors(hub, gallery, tmp_path):
+    with pytest.raises(VizError, match="dataset repo alice/missing not found"):
+        pull_gallery("alice/missing", tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+
+    HfApi(token=hub.write_token).create_repo("alice/not-a-gallery", repo_type="dataset")
+    with pytest.raises(VizError, match="not a gallery"):
+        pull_gallery("alice/not-a-gallery", tmp_path / "not")
+
+    push_gallery(gallery, "alice/private", private=True, token=hub.write_token)
+    with pytest.raises(VizError, match="not found"):
+        pull_gallery("alice/private", tmp_path / "private")  # no token: hidden, like the Hub does
+    assert pull_gallery("alice/private", tmp_path / "private", token=hub.read_token).is_dir()
+
+    with pytest.raises(VizError, match="revision 'nope' not found"):
+        pull_gallery("alice/private", tmp_path / "rev", revision="nope", token=hub.read_token)
+
+
+def test_push_rejects_a_folder_that_is_not_a_gallery(hub, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.md").write_text(README)
+    with pytest.raises(VizError, match="not a gallery folder"):
+        push_gallery(tmp_path / "empty", "alice/vit-gallery", token=hub.write_token)
+    with pytest.raises(VizError, match="does not exist"):
+        push_gallery(tmp_path / "nowhere", "alice/vit-gallery", token=hub.write_token)
+    with pytest.raises(VizError, match="invalid repo id"):
+        write_gallery(tmp_path / "ok")
+        push_gallery(tmp_path / "ok", "alice/bad//id", token=hub.write_token)
+    assert hub.commits == []
+
+
+def test_datasets_push_to_hub_works_against_the_loopback(hub, monkeypatch, tmp_path):
+    write_gallery(tmp_path / "src")
+    source = datasets.Dataset.from_parquet(str(tmp_path / "src" / "data" / "train-0000.parquet"))
+
+    source.push_to_hub("alice/pushed-by-datasets", token=hub.write_token)
+
+    assert any(p.startswith("data/") and p.endswith(".parquet") for p in hub.uploaded_paths())
+    loaded = load_fresh(monkeypatch, tmp_path, "alice/pushed-by-datasets", "pushed")
+    assert hub_rows(loaded) == local_rows(tmp_path / "src")
+
+
+def test_huggingface_hub_clients_work_against_the_loopback(hub, gallery, tmp_path):
+    api = HfApi(token=hub.write_token)
+    api.create_repo("alice/by-hand", repo_type="dataset")
+    local_only = [".*", ".*/**"]
+    api.upload_folder(repo_id="alice/by-hand", repo_type="dataset", folder_path=gallery, ignore_patterns=local_only)
+    shard = (gallery / "data" / "train-0000.parquet").read_bytes()
+
+    readme = hf_hub_download("alice/by-hand", "README.md", repo_type="dataset", cache_dir=tmp_path / "dl")
+    assert Path(readme).read_text() == README
+    (info,) = api.get_paths_info("alice/by-hand", ["data/train-0000.parquet"], repo_type="dataset")
+    assert info.lfs.sha256 == hashlib.sha256(shard).hexdigest()
+    tree = {e.path for e in api.list_repo_tree("alice/by-hand", repo_type="dataset", recursive=True)}
+    assert tree == {".gitattributes", "README.md", "data", "data/train-0000.parquet"}
+    with HfFileSystem(token=hub.write_token).open("datasets/alice/by-hand/data/train-0000.parquet", "rb") as f:
+        f.seek(100)
+        assert f.read(50) == shard[100:150]  # a ranged read
+    with pytest.raises(RemoteEntryNotFoundError):
+        hf_hub_download("alice/by-hand", "missing.txt", repo_type="dataset", cache_dir=tmp_path / "dl")

@@ -1,0 +1,233 @@
+"""Share gallery folders on the Hugging Face Hub: one call to push, one call to pull.
+
+A gallery folder is a Hub dataset folder (README.md with a `configs` dataset card + data/*.parquet), so a
+pushed gallery loads with `datasets.load_dataset(repo_id)` and shows in the Hub's dataset viewer.
+
+Tokens and the endpoint come from huggingface_hub's usual configuration (`hf auth login`, HF_TOKEN,
+HF_ENDPOINT) unless a token is passed. Every failure a user can fix becomes a one-line `VizError`, which
+never contains the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+from huggingface_hub import CommitOperationAdd, HfApi, constants, snapshot_download
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    HFValidationError,
+    LocalTokenNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .errors import VizError
+
+REPO_TYPE = "dataset"
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+
+def push_gallery(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Push a gallery folder to the dataset repo `repo_id` (created if missing) and return the dataset's URL.
+
+    Only files that are new or changed compared to the remote are uploaded, all in one commit; remote files
+    missing locally are kept (never deleted). Dotfiles, lock files and `.cache` folders stay local. The local
+    folder is only read.
+    """
+    folder = Path(folder)
+    files = gallery_files(folder)
+    endpoint = hub_endpoint()
+    api = HfApi(endpoint=endpoint, token=token)
+    with _hub_errors(endpoint, repo_id, folder, pushing=True):
+        repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+        repo_id = repo_url.repo_id or repo_id
+        head = api.dataset_info(repo_id).sha
+        remote = _remote_files(api, repo_id, head)
+        changed = sorted(path for path, local in files.items() if not _same_content(local, remote.get(path)))
+        if changed:
+            api.create_commit(
+                repo_id,
+                [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(files[path])) for path in changed],
+                commit_message=commit_message or f"Update gallery ({len(changed)} file(s))",
+                repo_type=REPO_TYPE,
+                parent_commit=head,  # fail instead of overwriting a push that landed since we listed the remote
+            )
+    return str(repo_url)
+
+
+def pull_gallery(
+    repo_id: str,
+    folder: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """Download the gallery in dataset repo `repo_id` into `folder`, to view it or extend it and push again.
+
+    Files are written as-is (no cache symlinks); huggingface_hub keeps its download metadata in
+    `folder/.cache`, which `push_gallery` skips.
+    """
+    folder = Path(folder)
+    endpoint = hub_endpoint()
+    api = HfApi(endpoint=endpoint, token=token)
+    with _hub_errors(endpoint, repo_id, folder, pushing=False, revision=revision):
+        info = api.dataset_info(repo_id, revision=revision)
+        remote_paths = [sibling.rfilename for sibling in info.siblings or []]
+        if not _looks_like_gallery(remote_paths):
+            raise VizError(
+                f"the dataset repo {repo_id} is not a gallery (it has no README.md and data/*.parquet):"
+                " pass the id of a repo made with push_gallery"
+            )
+        snapshot_download(
+            repo_id,
+            repo_type=REPO_TYPE,
+            revision=info.sha,  # the commit just checked, even if the branch moves meanwhile
+            local_dir=folder,
+            token=token,
+            endpoint=endpoint,
+        )
+    return folder
+
+
+def gallery_files(folder: Path) -> dict[str, Path]:
+    """The files a push uploads, by repo path; raises VizError if `folder` is not a gallery.
+
+    Skips dotfiles and dot-folders (.cache from pulls, .gallery.lock, .git) and lock files: they describe
+    this machine's copy, not the gallery.
+    """
+    if not folder.is_dir():
+        raise VizError(f"gallery folder {folder} does not exist: pass the folder a gallery was saved to")
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        relative = PurePosixPath(path.relative_to(folder).as_posix())
+        if any(part.startswith(".") for part in relative.parts) or relative.suffix == ".lock" or not path.is_file():
+            continue
+        files[str(relative)] = path
+    if not _looks_like_gallery(files):
+        raise VizError(
+            f"{folder} is not a gallery folder (it needs README.md and data/*.parquet):"
+            " pass the folder a gallery was saved to"
+        )
+    return files
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT as it is now (huggingface_hub reads it once at import), else huggingface_hub's endpoint."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+
+def _looks_like_gallery(paths) -> bool:
+    paths = set(paths)
+    return "README.md" in paths and any(
+        PurePosixPath(p).parent == PurePosixPath("data") and p.endswith(".parquet") for p in paths
+    )
+
+
+def _remote_files(api: HfApi, repo_id: str, revision: str) -> dict:
+    """Remote files at `revision` by path (RepoFile entries carry the git blob sha1 and, for LFS, the sha256)."""
+    entries = api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True)
+    return {entry.path: entry for entry in entries if hasattr(entry, "blob_id")}
+
+
+def _same_content(local: Path, remote) -> bool:
+    """Whether the remote file holds exactly the local bytes: LFS files by sha256, others by git blob sha1."""
+    if remote is None or remote.size != local.stat().st_size:
+        return False
+    if remote.lfs is not None:
+        return _file_digest(local, hashlib.sha256()) == remote.lfs.sha256
+    git_blob = hashlib.sha1(b"blob %d\0" % local.stat().st_size)
+    return _file_digest(local, git_blob) == remote.blob_id
+
+
+def _file_digest(path: Path, digest) -> str:
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------------- errors
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures of the HTTP stacks huggingface_hub uses (httpx2 in 2.x, httpx in 1.x)."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _find_cause(exc: BaseException, types) -> BaseException | None:
+    """The first exception of `types` in `exc`'s cause/context chain (clients wrap network errors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _http_error(err: HfHubHTTPError, endpoint: str, repo_id: str, pushing: bool, unchanged: str) -> VizError:
+    """The VizError for an HTTP error answer; the Hub's own text is left out (it may echo request details)."""
+    status = err.response.status_code if err.response is not None else None
+    token_kind = "a write token" if pushing else "a valid token"
+    if status == 401 and (pushing or not isinstance(err, RepositoryNotFoundError)):
+        # A push without a usable token (the client reports some 401s as RepositoryNotFoundError).
+        return VizError(f"the Hub at {endpoint} rejected the request as unauthenticated (401): log in with"
+                        f" `hf auth login` or set HF_TOKEN to {token_kind}{unchanged}")
+    if isinstance(err, RepositoryNotFoundError) and not pushing:
+        return VizError(f"dataset repo {repo_id} not found on {endpoint}: check the repo id, or log in with"
+                        " `hf auth login` (or set HF_TOKEN) if the repo is private")
+    if status == 403 or isinstance(err, RepositoryNotFoundError):
+        return VizError(f"the token cannot write to {repo_id}: use a token with write access to that namespace"
+                        f"{unchanged}")
+    if status in (409, 412):
+        return VizError(f"{repo_id} changed on the Hub during the push: push again{unchanged}")
+    return VizError(f"the Hub at {endpoint} answered HTTP {status} for {repo_id}: try again later{unchanged}")
+
+
+@contextmanager
+def _hub_errors(endpoint: str, repo_id: str, folder: Path, *, pushing: bool, revision: str | None = None):
+    """Turn huggingface_hub failures into one-line VizErrors naming the fix (never quoting the token)."""
+    unchanged = f"; the local gallery in {folder} is unchanged" if pushing else ""
+    try:
+        yield
+    except VizError:
+        raise
+    except OfflineModeIsEnabled as err:
+        raise VizError(f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to "
+                       f"{'push' if pushing else 'pull'}{unchanged}") from err
+    except LocalTokenNotFoundError as err:
+        raise VizError(f"no Hugging Face token found: log in with `hf auth login` or set HF_TOKEN{unchanged}") from err
+    except HFValidationError as err:
+        raise VizError(f"invalid repo id {repo_id!r}: use 'namespace/name' with letters, digits, '-', '_' or '.'") \
+            from err
+    except RevisionNotFoundError as err:
+        raise VizError(f"revision {revision!r} not found in {repo_id}: pass an existing branch, tag or commit") from err
+    except HfHubHTTPError as err:
+        raise _http_error(err, endpoint, repo_id, pushing, unchanged) from err
+    except Exception as err:
+        if _find_cause(err, _transport_errors()) is None:
+            raise
+        raise VizError(f"cannot reach the Hub at {endpoint}: check the network or HF_ENDPOINT{unchanged}") from err
