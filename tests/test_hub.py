@@ -387,3 +387,59 @@ def test_huggingface_hub_clients_work_against_the_loopback(hub, gallery, tmp_pat
         assert f.read(50) == shard[100:150]  # a ranged read
     with pytest.raises(RemoteEntryNotFoundError):
         hf_hub_download("alice/by-hand", "missing.txt", repo_type="dataset", cache_dir=tmp_path / "dl")
+
+
+# ------------------------------------------------------------------------ the CLI, on a real rendered gallery
+
+
+@pytest.fixture(scope="module")
+def rendered_gallery(tiny_repos, tmp_path_factory) -> Path:
+    """A gallery made by the renderer (module scope: built from the offline model cache before `hub` swaps it)."""
+    from vit_feature_viz import jobs, load_model
+
+    folder = tmp_path_factory.mktemp("rendered") / "gallery"
+    jobs.render_to_folder(load_model(tiny_repos["vit"], device="cpu"), folder, 1, "0-2", steps=2, progress=False)
+    return folder
+
+
+def run_cli(*args, token: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_TOKEN=token)  # `hub` already pointed the environment at the loopback
+    return subprocess.run([sys.executable, "-m", "vit_feature_viz", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_cli_push_then_anyone_loads_it_and_pull_brings_it_back(hub, rendered_gallery, monkeypatch, tmp_path):
+    from vit_feature_viz.gallery import GalleryFolder
+
+    before = snapshot(rendered_gallery)
+    pushed = run_cli("push", rendered_gallery, "alice/vit-gallery", "--commit-message", "first layer", token=hub.write_token)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.strip().endswith("/datasets/alice/vit-gallery")
+    assert snapshot(rendered_gallery) == before
+
+    local = sorted(GalleryFolder(rendered_gallery).rows(), key=lambda r: r["feature"])
+    loaded = sorted(load_fresh(monkeypatch, tmp_path, "alice/vit-gallery", "cli"), key=lambda r: r["feature"])
+    assert [r["feature"] for r in loaded] == [0, 1, 2]
+    for mine, theirs in zip(local, loaded):
+        assert np.array_equal(np.asarray(mine["image"]), np.asarray(theirs["image"]))
+        assert theirs["activation"] == pytest.approx(mine["activation"]) and theirs["model_id"] == "tiny-org/vit-classifier"
+
+    pulled = tmp_path / "pulled"
+    result = run_cli("pull", "alice/vit-gallery", pulled, token=hub.read_token)
+    assert result.returncode == 0, result.stderr
+    def visible(files):
+        return {k: v for k, v in files.items() if not k.startswith(".")}  # lock files and caches stay local
+
+    assert visible(snapshot(pulled)) == visible(snapshot(rendered_gallery))
+
+
+def test_cli_push_with_a_wrong_token_is_one_line_and_never_shows_the_token(hub, rendered_gallery):
+    before = snapshot(rendered_gallery)
+    result = run_cli("push", rendered_gallery, "alice/vit-gallery", token="hf_thisIsNotAValidToken123")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error:") and "hf auth login" in line and "hf_thisIsNotAValidToken123" not in line
+    assert snapshot(rendered_gallery) == before
