@@ -105,34 +105,22 @@ def examples_to_folder(
     dataset: str,
     *,
     objective: str = "feature",
-    split: str = "train",
-    image_column: str | None = None,
-    max_images: int | None = None,
     top_k: int = 8,
-    streaming: bool = False,
-    batch_size: int = 32,
-    progress: bool = True,
     workers: Workers | None = None,
+    **scan_options,
 ) -> int:
-    """Scan a dataset once for the top-K images of every requested feature; each process scans its shard."""
+    """Scan a dataset once for the top-K images of every requested feature (scan_options: split, image_column,
+    max_images, streaming, batch_size, progress); each process scans its shard and the main process writes."""
     from .examples import example_rows, merge_examples, scan_examples
     from .objectives import make_objective
-    from .specs import parse_features
 
     workers = workers or current_workers()
-    model.check_layer(int(layer))
-    obj = make_objective(objective, int(layer))
-    obj.check(model)
-    features = parse_features(features, obj.num_channels(model))
-    found = scan_examples(
-        model, int(layer), features, dataset, objective=objective, split=split, image_column=image_column,
-        max_images=max_images, top_k=top_k, streaming=streaming, batch_size=batch_size,
-        num_shards=workers.world, shard_index=workers.rank, progress=progress,
-    )
+    found = scan_examples(model, int(layer), features, dataset, objective=objective, top_k=top_k,
+                          num_shards=workers.world, shard_index=workers.rank, **scan_options)
     parts = workers.gather(found)
     if workers.is_main:
-        merged = merge_examples(parts, top_k)
-        folder = GalleryFolder(out)
-        folder.add(example_rows(model, int(layer), obj.name, str(dataset), merged), card_info={"backend": model.backend})
+        rows = example_rows(model, int(layer), make_objective(objective, int(layer)).name, str(dataset),
+                            merge_examples(parts, top_k))
+        GalleryFolder(out).add(rows, card_info={"backend": model.backend})
     workers.barrier()
-    return len(features)
+    return len(found)

@@ -1,0 +1,106 @@
+"""The app in a real browser: Debian's chromium, driven by Playwright, against the app on a loopback port.
+
+Leaves a screenshot in test-artifacts/browser-render.png so a person can see what the page showed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+# Headless, fresh profile, no background traffic (shared reference: browser-testing.md). Playwright gives the
+# browser its own empty profile through launch_persistent_context(user_data_dir=...).
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_repos):
+    sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location("vfv_space_app_browser", ROOT / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    from spaces_config.presets import current_preset
+
+    demo = app.build_demo(current_preset({"VFV_HARDWARE": "cpu-basic", "VFV_MAX_STEPS": "4", "VFV_MAX_FEATURES": "3"}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS, viewport={"width": 1280, "height": 1400}
+        )
+        outside: list[str] = []
+
+        def loopback_only(route):  # the page must work with no network: refuse (and record) anything else
+            if route.request.url.startswith("http://127.0.0.1"):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", loopback_only)
+        try:
+            yield context.new_page(), outside
+        finally:
+            context.close()
+
+
+def test_render_in_the_browser(app_url, page, tiny_repos):
+    page, outside = page
+    page.goto(app_url, wait_until="domcontentloaded")
+    model = page.locator("#model-id input")
+    model.wait_for(timeout=30_000)
+    model.fill(tiny_repos["vit"])
+    model.press("Enter")
+    page.locator("#load").click()
+    page.get_by_text("4 blocks, MLP width 128").wait_for(timeout=60_000)
+    # the pickers follow the model: 4 blocks -> layer max 3, 128 features -> feature max 127
+    assert page.locator("#layer input[type=number]").get_attribute("max") == "3"
+    assert page.locator("#feature input[type=number]").get_attribute("max") == "127"
+
+    page.locator("#features textarea, #features input").first.fill("0-2")
+    page.locator("#render").click()
+    page.get_by_text("feature 2 · activation").wait_for(timeout=90_000)
+    images = page.locator("#gallery img")
+    assert images.count() == 3
+    sources = [images.nth(i).get_attribute("src") for i in range(3)]
+    assert all(src and "/gradio_api/file=" in src for src in sources)
+    page.wait_for_function(  # the files behind the src attributes load as real images
+        "[...document.querySelectorAll('#gallery img')].every(img => img.complete && img.naturalWidth > 0)",
+        timeout=30_000,
+    )
+    page.get_by_text("activation_init").wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-render.png"), full_page=True)
+
+    # a bad request shows its one-line message in the page
+    page.locator("#features textarea, #features input").first.fill("0-x")
+    page.locator("#render").click()
+    page.get_by_text("Cannot read feature spec '0-x'").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1_500)  # the toast slides in
+    page.screenshot(path=str(ARTIFACTS / "browser-error.png"), full_page=False)
+    assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
