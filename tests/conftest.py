@@ -50,3 +50,8 @@ def tiny_repos() -> dict[str, str]:
 def hub_cache_dir() -> Path:
     """The session's Hugging Face Hub cache (HF_HUB_CACHE)."""
     return HUB_CACHE
+
+
+# The loopback Hub and the real clients pointed at it (test_hub.py, test_app.py). Imported only now: importing
+# huggingface_hub/datasets must come after the environment above is set.
+from hub_fixtures import hub  # noqa: E402,F401

@@ -1,9 +1,6 @@
 """push_gallery / pull_gallery against a loopback Hub, with the real huggingface_hub and datasets clients.
 
-huggingface_hub and datasets read HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_DISABLE_XET and the cache paths once, at
-import (huggingface_hub.constants, datasets.config), so setting the environment is not enough: the `hub`
-fixture patches those module values too (monkeypatch undoes both). That also overrides a conftest that sets
-HF_HUB_OFFLINE=1 for the rest of the suite.
+The `hub` fixture and the helpers that point the clients at the loopback are in hub_fixtures.py (via conftest.py).
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from PIL import Image
 
+from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh, point_clients_at
 from hub_server import LoopbackHub, closed_port_url
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.hub import pull_gallery, push_gallery
@@ -37,8 +35,7 @@ configs:
 Feature visualizations of a test model.
 """
 
-# huggingface_hub's own LFS upload passes a file as `data=`, which its HTTP client deprecates: not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
+pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
 
 FEATURES = datasets.Features(
     {
@@ -52,51 +49,6 @@ FEATURES = datasets.Features(
 
 
 # ------------------------------------------------------------------------------------------------- fixtures
-
-
-def _point_clients_at(monkeypatch, url: str | None, cache_root: Path) -> None:
-    """Environment and import-time constants for huggingface_hub and datasets: online, no Xet, fresh caches."""
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(cache_root / "no-token"))  # never a real saved token
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(cache_root / "no-stored-tokens"))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
-    if url is not None:
-        monkeypatch.setenv("HF_ENDPOINT", url)
-        monkeypatch.setattr(constants, "ENDPOINT", url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", url)
-        monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", url + "/datasets/{repo_id}/resolve/{revision}/{path}")
-    use_fresh_caches(monkeypatch, cache_root)
-
-
-def use_fresh_caches(monkeypatch, root: Path) -> None:
-    """Point every Hub/datasets cache at `root`, so an earlier download cannot hide what the server holds."""
-    monkeypatch.setenv("HF_HOME", str(root))
-    monkeypatch.setenv("HF_HUB_CACHE", str(root / "hub"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(root / "datasets"))
-    monkeypatch.setattr(constants, "HF_HOME", str(root))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root / "hub"))
-    monkeypatch.setattr(constants, "HF_ASSETS_CACHE", str(root / "assets"))
-    monkeypatch.setattr(datasets.config, "HF_CACHE_HOME", str(root))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", root / "datasets")
-    monkeypatch.setattr(datasets.config, "HF_MODULES_CACHE", root / "modules")
-    monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", root / "datasets" / "downloads")
-    monkeypatch.setattr(datasets.config, "EXTRACTED_DATASETS_PATH", root / "datasets" / "downloads" / "extracted")
-    HfFileSystem.clear_instance_cache()  # fsspec keeps listings per filesystem instance
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    with LoopbackHub() as server:
-        _point_clients_at(monkeypatch, server.url, tmp_path / "hf-home")
-        yield server
-    HfFileSystem.clear_instance_cache()
 
 
 @pytest.fixture
@@ -145,29 +97,9 @@ def local_rows(folder: Path) -> list[tuple]:
     return rows
 
 
-def load_fresh(monkeypatch, tmp_path: Path, repo_id: str, name: str) -> datasets.Dataset:
-    """load_dataset from the loopback with caches nobody used before."""
-    use_fresh_caches(monkeypatch, tmp_path / f"load-{name}")
-    loaded = datasets.load_dataset(repo_id, split="train", cache_dir=str(tmp_path / f"load-{name}" / "datasets"))
-    return loaded
-
-
 def hub_rows(loaded: datasets.Dataset) -> list[tuple]:
     raw = loaded.cast_column("image", datasets.Image(decode=False))
     return [(r["image"]["bytes"], r["model_id"], r["layer"], r["feature"], r["activation"]) for r in raw]
-
-
-def assert_vizerror_without_token(excinfo, *needles: str, token: str) -> None:
-    """The message names the fix, and neither it nor any chained exception quotes the token."""
-    message = str(excinfo.value)
-    for needle in needles:
-        assert needle in message, message
-    assert "\n" not in message
-    chain, exc = [], excinfo.value
-    while exc is not None:
-        chain.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    assert token not in " ".join(chain)
 
 
 # ---------------------------------------------------------------------------------------------------- tests
@@ -274,7 +206,7 @@ def test_bad_or_missing_token_is_a_vizerror(hub, gallery, token, repo_exists):
     before = snapshot(gallery)
     with pytest.raises(VizError) as excinfo:
         push_gallery(gallery, "alice/vit-gallery", token=token)
-    assert_vizerror_without_token(excinfo, "log in with `hf auth login` or set HF_TOKEN to a write token",
+    assert_error_without_token(excinfo, "log in with `hf auth login` or set HF_TOKEN to a write token",
                                   str(gallery), token=token or hub.write_token)
     assert snapshot(gallery) == before
     assert hub.commits == []
@@ -284,14 +216,14 @@ def test_pull_with_a_wrong_token_is_a_vizerror(hub, gallery, tmp_path):
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
     with pytest.raises(VizError) as excinfo:
         pull_gallery("alice/vit-gallery", tmp_path / "pulled", token="hf_wrong_token_do_not_print")
-    assert_vizerror_without_token(excinfo, "hf auth login", token="hf_wrong_token_do_not_print")
+    assert_error_without_token(excinfo, "hf auth login", token="hf_wrong_token_do_not_print")
 
 
 def test_read_only_token_cannot_push(hub, gallery):
     before = snapshot(gallery)
     with pytest.raises(VizError) as excinfo:
         push_gallery(gallery, "alice/vit-gallery", token=hub.read_token)
-    assert_vizerror_without_token(excinfo, "cannot write to alice/vit-gallery", "write access", token=hub.read_token)
+    assert_error_without_token(excinfo, "cannot write to alice/vit-gallery", "write access", token=hub.read_token)
     assert snapshot(gallery) == before
 
 
@@ -299,14 +231,14 @@ def test_another_namespace_cannot_be_written(hub, gallery):
     before = snapshot(gallery)
     with pytest.raises(VizError) as excinfo:
         push_gallery(gallery, "bob/vit-gallery", token=hub.write_token)
-    assert_vizerror_without_token(excinfo, "cannot write to bob/vit-gallery", token=hub.write_token)
+    assert_error_without_token(excinfo, "cannot write to bob/vit-gallery", token=hub.write_token)
     assert snapshot(gallery) == before
 
 
 def test_unreachable_hub_is_a_vizerror_naming_the_endpoint(monkeypatch, gallery, tmp_path):
     before = snapshot(gallery)
     with LoopbackHub() as server:
-        _point_clients_at(monkeypatch, server.url, tmp_path / "hf-home")
+        point_clients_at(monkeypatch, server.url, tmp_path / "hf-home")
         push_gallery(gallery, "alice/vit-gallery", token=server.write_token)  # warm the client's connections
         (gallery / "README.md").write_text(README + "\nchanged\n")
         before = snapshot(gallery)
@@ -314,7 +246,7 @@ def test_unreachable_hub_is_a_vizerror_naming_the_endpoint(monkeypatch, gallery,
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
         with pytest.raises(VizError) as excinfo:
             push_gallery(gallery, "alice/vit-gallery", token=server.write_token)
-        assert_vizerror_without_token(excinfo, f"cannot reach the Hub at {endpoint}", "HF_ENDPOINT",
+        assert_error_without_token(excinfo, f"cannot reach the Hub at {endpoint}", "HF_ENDPOINT",
                                       f"the local gallery in {gallery} is unchanged", token=server.write_token)
         assert snapshot(gallery) == before
         with pytest.raises(VizError, match="cannot reach the Hub"):
