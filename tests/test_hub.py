@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -334,11 +337,7 @@ def rendered_gallery(tiny_repos, tmp_path_factory) -> Path:
     return folder
 
 
-def run_cli(*args, token: str) -> "subprocess.CompletedProcess[str]":
-    import os
-    import subprocess
-    import sys
-
+def run_cli(*args, token: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, HF_TOKEN=token)  # `hub` already pointed the environment at the loopback
     return subprocess.run([sys.executable, "-m", "vit_feature_viz", *map(str, args)], capture_output=True, text=True, env=env)
 
