@@ -280,6 +280,16 @@ def test_app_py_runs_as_a_script_with_server_env(tiny_repos, tmp_path):
 # --- long jobs can be cancelled -----------------------------------------------------------------------------
 
 
+def cancel_and_wait(job) -> None:
+    """Cancel a job and check that the render thread behind it really stops."""
+    job.cancel()
+    deadline = time.monotonic() + 10
+    while any(t.name == "vfv-render" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the render thread kept running after cancel"
+        time.sleep(0.1)
+    assert job.status().code.name == "CANCELLED"
+
+
 def test_cancel_stops_the_render(tiny_repos):
     from spaces_config.presets import current_preset
 
@@ -294,12 +304,7 @@ def test_cancel_stops_the_render(tiny_repos):
             assert time.monotonic() < deadline and not job.done()
             time.sleep(0.2)
         assert any(t.name == "vfv-render" for t in threading.enumerate())
-        job.cancel()
-        deadline = time.monotonic() + 10
-        while any(t.name == "vfv-render" for t in threading.enumerate()):
-            assert time.monotonic() < deadline, "the render thread kept running after cancel"
-            time.sleep(0.1)
-        assert job.status().code.name == "CANCELLED"
+        cancel_and_wait(job)
     finally:
         demo.close()
 
@@ -343,12 +348,7 @@ def test_cancel_keeps_the_features_that_finished_before_it(tiny_repos, tmp_path,
         while not any(c.startswith("feature 0 · activation") for c in captions()):  # batch 1 done and shown
             assert time.monotonic() < deadline and not job.done(), captions()
             time.sleep(0.1)
-        job.cancel()
-        deadline = time.monotonic() + 10
-        while any(t.name == "vfv-render" for t in threading.enumerate()):
-            assert time.monotonic() < deadline, "the render thread kept running after cancel"
-            time.sleep(0.1)
-        assert job.status().code.name == "CANCELLED"
+        cancel_and_wait(job)
 
         state = next(b for b in demo.blocks.values() if isinstance(b, gr.State))
         folder = demo.state_holder[remote.session_hash][state._id]
