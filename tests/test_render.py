@@ -123,3 +123,15 @@ def test_image_parameters_stay_fp32_under_mixed_precision(tiny_repos):
 
     image = PixelImage(1, 8, [torch.Generator().manual_seed(0)])
     assert image.pixels.dtype == torch.float32 and seen
+
+
+def test_random_feature_spec_is_reproducible_with_the_seed(vit):
+    from vit_feature_viz.specs import parse_features
+
+    drawn = parse_features("random 5", 128, seed=3)
+    assert len(set(drawn)) == 5 and all(0 <= f < 128 for f in drawn)
+    assert parse_features("random 5", 128, seed=3) == drawn and parse_features("random 5", 128, seed=4) != drawn
+    with pytest.raises(VizError, match="use random 1 to random 128"):
+        parse_features("random 200", 128)
+    results = render(vit, 0, "random 2", steps=1, seed=3, progress=False)
+    assert [r.feature for r in results] == parse_features("random 2", 128, seed=3)

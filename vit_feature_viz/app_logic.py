@@ -14,8 +14,6 @@ import contextlib
 import logging
 import os
 import queue
-import random
-import re
 import shutil
 import tempfile
 import threading
@@ -46,7 +44,6 @@ DEFAULT_DATASET = "uoft-cs/cifar10"
 DEFAULT_SPLIT = "test"
 DEFAULT_REPO_NAME = "vit-feature-viz-gallery"
 TABLE_HEADERS = ["feature", "activation", "activation_init"]
-RANDOM_SPEC = re.compile(r"^\s*(?:random|rand)\s*[:= ]?\s*(\d+)\s*$", re.IGNORECASE)
 SESSION_ROOT = Path(tempfile.gettempdir()) / "vit-feature-viz-sessions"
 UPDATE_S = 1.0  # a running render yields about this often: previews, and the points where a Stop lands
 HEARTBEAT_S = 0.5  # the device side reports at least this often, even between slow steps
@@ -114,19 +111,11 @@ def check_name(name: Any, kind: str, example: str) -> str:
 
 
 def resolve_features(spec: Any, num_features: int, seed: int) -> list[int]:
-    """Parse a feature spec: 7 | 0,5,9 | 0-63 | all | random N (N distinct features drawn with the seed)."""
+    """Parse a feature spec from the UI or API: 7 | 0,5,9 | 0-63 | all | random N (drawn with the seed)."""
     from .specs import parse_features
 
-    text = str(spec if spec is not None else "").strip()
-    match = RANDOM_SPEC.match(text)
-    if match:
-        count = int(match.group(1))
-        if not 1 <= count <= num_features:
-            raise VizError(f"Cannot draw {count} random features from a layer with {num_features}: use random 1 to random {num_features}.")
-        return sorted(random.Random(seed).sample(range(num_features), count))
-    if isinstance(spec, float) and spec.is_integer():
-        spec = int(spec)
-    return parse_features(spec if isinstance(spec, int) else text, num_features)
+    return parse_features(spec if isinstance(spec, (int, float)) else str(spec if spec is not None else "").strip(),
+                          num_features, seed)
 
 
 def open_image(payload: Any):

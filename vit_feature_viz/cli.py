@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def target_args(sub):
         sub.add_argument("--layer", type=int, required=True, help="block index, from 0")
-        sub.add_argument("--features", required=True, help="e.g. 7, 0,5,9, 0-63 or all")
+        sub.add_argument("--features", required=True, help="e.g. 7, 0,5,9, 0-63, all or random 8 (drawn with --seed)")
         sub.add_argument("--objective", default="feature", choices=list(OBJECTIVES))
         sub.add_argument("--out", required=True, help="gallery folder (a Hugging Face dataset folder)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -34,7 +34,7 @@ def render_to_folder(
 ) -> list[int]:
     """Render features into the gallery folder `out`; returns the features this process rendered."""
     workers = workers or current_workers()
-    plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size)
+    plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size, seed)
     folder = GalleryFolder(out)
     done = _finished(folder, model.model_id, plan, seed)
     todo = workers.mine([f for f in plan.features if f not in done])

@@ -86,7 +86,7 @@ def render_batches(
     to cancel.
     """
     model = model if isinstance(model, VisionModel) else load_model(model)
-    plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size)
+    plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size, seed)
     from tqdm.auto import tqdm
 
     total = plan.steps * len(plan.features)
@@ -111,12 +111,12 @@ class RenderPlan:
     batch_size: int
 
 
-def plan_render(model: VisionModel, layer, features, objective, recipe, steps, image_size, batch_size) -> RenderPlan:
+def plan_render(model: VisionModel, layer, features, objective, recipe, steps, image_size, batch_size, seed=0) -> RenderPlan:
     layer = int(layer)
     model.check_layer(layer)
     objective = make_objective(objective, layer)
     objective.check(model)
-    features = parse_features(features, objective.num_channels(model))
+    features = parse_features(features, objective.num_channels(model), seed)
     recipe = get_recipe(recipe)
     steps = recipe.steps if steps is None else int(steps)
     if steps < 0:
