@@ -44,10 +44,10 @@ def _layers(args) -> int:
     return 0
 
 
-def _render(args) -> int:
+def _render(args, model=None) -> int:
     from .jobs import render_to_folder
 
-    model = _load(args)
+    model = model or _load(args)
     done = render_to_folder(
         model, args.out, args.layer, args.features, objective=args.objective, recipe=args.recipe, steps=args.steps,
         image_size=args.image_size, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
@@ -56,10 +56,10 @@ def _render(args) -> int:
     return 0
 
 
-def _examples(args) -> int:
+def _examples(args, model=None) -> int:
     from .jobs import examples_to_folder
 
-    model = _load(args)
+    model = model or _load(args)
     count = examples_to_folder(
         model, args.out, args.layer, args.features, args.dataset, objective=args.objective, split=args.split,
         image_column=args.image_column, max_images=args.max_images, top_k=args.top_k, streaming=args.streaming,
@@ -70,8 +70,9 @@ def _examples(args) -> int:
 
 
 def _gallery(args) -> int:
-    _render(args)
-    return _examples(args)
+    model = _load(args)  # once: both steps use the same weights
+    _render(args, model)
+    return _examples(args, model)
 
 
 def _push(args) -> int:
