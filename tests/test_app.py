@@ -28,8 +28,12 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh  # noqa: E402
-from vit_feature_viz import app_logic  # noqa: E402
-from vit_feature_viz.app_logic import AppLogic  # noqa: E402
+from vit_feature_viz.app import common  # noqa: E402
+from vit_feature_viz.app.common import ModelCache  # noqa: E402
+from vit_feature_viz.app.explore_tab import Explorer  # noqa: E402
+from vit_feature_viz.app.render_tab import Renderer  # noqa: E402
+from vit_feature_viz.app.sharing_tab import Sharing  # noqa: E402
+from vit_feature_viz.errors import VizError  # noqa: E402
 
 pytestmark = [pytest.mark.slow, IGNORE_CLIENT_UPLOAD_WARNING]
 
@@ -209,10 +213,10 @@ def test_bad_objective_recipe_and_image(client, vit, tmp_path):
 
 
 def test_unexpected_errors_are_one_generic_line(client, vit, monkeypatch):
-    def broken(self, model_id):
+    def broken(self, model_id, revision=None):
         raise RuntimeError("internal detail /srv/secret")
 
-    monkeypatch.setattr(AppLogic, "load", broken)
+    monkeypatch.setattr(ModelCache, "get", broken)
     message = app_error(lambda: client.predict(vit, api_name="/layers"))
     assert message == "Unexpected error while loading the model (RuntimeError): try again, or with other settings."
 
@@ -318,7 +322,7 @@ def test_cancel_keeps_the_features_that_finished_before_it(tiny_repos, tmp_path,
 
     render_module = importlib.import_module("vit_feature_viz.render")  # the package exports a function `render`
 
-    monkeypatch.setattr(app_logic, "SESSION_ROOT", tmp_path / "sessions")
+    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")
     for device in ("cpu", "cuda"):  # one feature per batch
         monkeypatch.setitem(render_module.IMAGES_PER_BATCH, device, 1)
     real_chunk = render_module._render_chunk
@@ -354,11 +358,10 @@ def test_cancel_keeps_the_features_that_finished_before_it(tiny_repos, tmp_path,
         folder = demo.state_holder[remote.session_hash][state._id]
         assert folder and Path(folder).parent == tmp_path / "sessions"
         assert sorted(key[2] for key in GalleryFolder(folder).keys()) == [0]
-        logic = AppLogic(preset)
-        assert "1 feature(s)" in logic.gallery_status(folder)
+        assert "1 feature(s)" in Sharing.gallery_status(folder)
         import datasets
 
-        rows = datasets.load_dataset("parquet", data_files=logic.download("parquet", folder), split="train")
+        rows = datasets.load_dataset("parquet", data_files=Sharing.download("parquet", folder), split="train")
         assert rows["feature"] == [0] and rows[0]["steps"] == 20
     finally:
         demo.close()
@@ -389,13 +392,15 @@ def test_gpu_work_runs_inside_spaces_gpu_with_a_duration_from_the_request(vit, i
                 return run
             return wrap
 
-    monkeypatch.setattr(app_logic, "spaces", FakeSpaces)
+    monkeypatch.setattr(common, "spaces", FakeSpaces)
     preset = current_preset({"VFV_HARDWARE": "zero-a10g"})
-    logic = AppLogic(preset)
-    *_, (images, table, folder) = logic.render(vit, 1, "0,1", "feature", "paper", 3, 0, 0, None, progress=no_progress)
+    models = ModelCache()
+    renderer, explorer = Renderer(preset, models), Explorer(preset, models)
+    *_, (images, table, folder) = renderer.render(vit, 1, "0,1", "feature", "paper", 3, 0, 0, None, progress=no_progress)
     assert len(images) == 2
-    logic.examples(vit, 1, 4, str(image_folder), "train", 12, 2, folder, progress=no_progress)
-    assert asked == [("_render_stream", preset.gpu_duration(2, 3)), ("_scan", logic._scan_duration(vit, 1, 4, "", "", 12, 2))]
+    explorer.examples(vit, 1, 4, str(image_folder), "train", 12, 2, folder, progress=no_progress)
+    assert asked == [("_render_stream", preset.gpu_duration(2, 3)),
+                     ("_scan", explorer._scan_duration(vit, 1, 4, "", "", 12, 2))]
     assert 20 <= asked[0][1] <= preset.max_gpu_seconds
 
 
@@ -409,13 +414,13 @@ def no_progress(*args, **kwargs):
 @pytest.fixture
 def session(vit, tmp_path, monkeypatch):
     """A session gallery with two rendered features, made through the same function /render calls."""
-    monkeypatch.setattr(app_logic, "SESSION_ROOT", tmp_path / "sessions")
-    logic = AppLogic(SimpleNamespace(name="test", max_steps=5, max_features=3, max_image_size=48,
-                                     max_scan_images=20, max_top_k=4, max_gpu_seconds=60,
-                                     gpu_duration=lambda features, steps: 60))
-    *_, (images, table, folder) = logic.render(vit, 1, "0,1", "feature", "paper", 2, 0, 0, None, progress=no_progress)
+    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")
+    preset = SimpleNamespace(name="test", max_steps=5, max_features=3, max_image_size=48, max_scan_images=20,
+                             max_top_k=4, max_gpu_seconds=60, gpu_duration=lambda features, steps: 60)
+    renderer = Renderer(preset, ModelCache())
+    *_, (images, table, folder) = renderer.render(vit, 1, "0,1", "feature", "paper", 2, 0, 0, None, progress=no_progress)
     assert len(images) == 2 and len(table) == 2
-    return SimpleNamespace(logic=logic, folder=folder)
+    return SimpleNamespace(logic=Sharing(), folder=folder)
 
 
 def test_download_parquet_and_zip(session):
@@ -474,14 +479,14 @@ def on_a_space(monkeypatch, space_secret: str) -> None:
     monkeypatch.setenv("SYSTEM", "spaces")
     monkeypatch.setenv("SPACE_ID", "owner/vit-feature-viz")
     monkeypatch.setenv("HF_TOKEN", space_secret)  # the Space's own secret: never used for a visitor's push
-    assert app_logic.on_space()
+    assert common.on_space()
 
 
 def test_local_push_uses_the_local_token(session, hub, monkeypatch, tmp_path):
     monkeypatch.delenv("SYSTEM", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.setenv("HF_TOKEN", hub.write_token)
-    assert not app_logic.on_space()
+    assert not common.on_space()
 
     message = session.logic.push("alice/my-gallery", True, session.folder, None, None)
 
@@ -531,14 +536,13 @@ def test_gradio_injects_the_oauth_arguments_of_push(server):
     """gradio fills gr.OAuthToken / gr.OAuthProfile parameters from the session (None when signed out)."""
     from gradio.helpers import special_args
 
-    logic = AppLogic(server.app.current_preset())
-    inputs, *_ = special_args(logic.push, inputs=["name", False, "/tmp/x"], request=None)
+    inputs, *_ = special_args(Sharing.push, inputs=["name", False, "/tmp/x"], request=None)
     assert inputs == ["name", False, "/tmp/x", None, None]
 
 
 def test_local_paths_are_refused_on_a_space(monkeypatch, vit):
     monkeypatch.setenv("SYSTEM", "spaces")
     monkeypatch.setenv("SPACE_ID", "owner/vit-feature-viz")
-    with pytest.raises(app_logic.VizError, match="local path: on this Space enter a Hub dataset id"):
-        app_logic.check_name("/etc", "dataset", "uoft-cs/cifar10")
-    assert app_logic.check_name(" org/name ", "model", "x/y") == "org/name"
+    with pytest.raises(VizError, match="local path: on this Space enter a Hub dataset id"):
+        common.check_name("/etc", "dataset", "uoft-cs/cifar10")
+    assert common.check_name(" org/name ", "model", "x/y") == "org/name"

@@ -51,7 +51,7 @@ def test_rendered_readme_is_valid_space_metadata(tmp_path):
 
 
 def test_header_lists_the_apps_models_and_dataset():
-    from vit_feature_viz.app_logic import DEFAULT_DATASET, WELL_KNOWN_MODELS
+    from vit_feature_viz.app.common import DEFAULT_DATASET, WELL_KNOWN_MODELS
 
     data = SpaceCard(render_readme("cpu-basic")).data
     assert data.models == WELL_KNOWN_MODELS

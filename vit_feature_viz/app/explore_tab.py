@@ -1,0 +1,114 @@
+"""The "Explore a feature" tab: the dataset images that activate one feature most (/examples), and where it
+fires in an uploaded image (/patch_map)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..errors import VizError
+from .common import (
+    DEFAULT_DATASET, DEFAULT_SPLIT, AppContext, ModelCache, add_rows, as_int, check_name, on_gpu, open_image,
+    over_cap, resolve_features, user_errors,
+)
+
+SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
+
+
+class Explorer:
+    """/examples and /patch_map for one hardware preset, on the shared model cache."""
+
+    def __init__(self, preset, models: ModelCache):
+        self.preset = preset
+        self.models = models
+        self._scan_on_device = on_gpu(self._scan, duration=self._scan_duration)
+
+    def check_feature(self, model, layer, feature) -> tuple[int, int]:
+        from ..objectives import make_objective
+
+        layer = as_int(layer, "layer")
+        model.check_layer(layer)
+        target = make_objective("feature", layer)
+        features = resolve_features(feature, target.num_channels(model), 0)
+        if len(features) != 1:
+            raise VizError(f"Pick one feature here, not {len(features)}: e.g. {features[0]}.")
+        return layer, features[0]
+
+    def patch_map(self, model_id, layer, feature, image):
+        """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay)."""
+        from ..patchmap import patch_map
+
+        with user_errors("drawing the patch map"):
+            image = open_image(image)
+            model = self.models.get(model_id)
+            layer, feature = self.check_feature(model, layer, feature)
+            return patch_map(model, image, layer, feature)
+
+    def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None,
+                 progress=gr.Progress()):
+        """/examples: the dataset images that activate `feature` most, each followed by its patch map."""
+        from ..examples import example_rows
+
+        with user_errors("scanning the dataset"):
+            preset = self.preset
+            dataset = check_name(dataset, "dataset", DEFAULT_DATASET)
+            split = str(split or "").strip() or DEFAULT_SPLIT
+            max_images = as_int(max_images if max_images not in (None, "") else preset.max_scan_images,
+                                "max images", minimum=1)
+            if max_images > preset.max_scan_images:
+                raise over_cap(preset, "max dataset images", max_images, preset.max_scan_images, "images")
+            top_k = as_int(top_k if top_k not in (None, "") else 8, "top k", minimum=1)
+            if top_k > preset.max_top_k:
+                raise over_cap(preset, "max examples", top_k, preset.max_top_k, "examples")
+            model = self.models.get(model_id)
+            layer, feature = self.check_feature(model, layer, feature)
+            progress(None, desc=f"Scanning up to {max_images} images of {dataset}")
+            found = self._scan_on_device(model.model_id, layer, feature, dataset, split, max_images, top_k)
+            rows = example_rows(model, layer, "feature", dataset, {feature: found})
+            session = add_rows(session, rows, model.backend)
+            gallery = []
+            for rank, example in enumerate(found, 1):
+                caption = f"#{rank} · row {example.index} · {example.score:.3f}"
+                gallery.append((example.image, caption))
+                if example.patch_map is not None:
+                    gallery.append((example.patch_map, f"#{rank} patch map"))
+            return gallery, session
+
+    def _scan_duration(self, model_id, layer, feature, dataset, split, max_images, top_k) -> int:
+        return int(min(self.preset.max_gpu_seconds, 20 + SECONDS_PER_SCANNED_IMAGE * max_images))
+
+    def _scan(self, model_id, layer, feature, dataset, split, max_images, top_k):
+        from ..examples import scan_examples
+
+        with user_errors("scanning the dataset"):
+            model = self.models.get(model_id)
+            return scan_examples(model, layer, [feature], dataset, split=split, max_images=max_images,
+                                 top_k=top_k, progress=False)[feature]
+
+
+def build(ctx: AppContext) -> Explorer:
+    """The "Explore a feature" tab inside the open gr.Tabs, for the shared layer and feature pickers."""
+    preset = ctx.preset
+    explorer = Explorer(preset, ctx.models)
+    with gr.Tab("Explore a feature"):
+        with gr.Row():
+            dataset = gr.Textbox(DEFAULT_DATASET, label="Dataset (Hub id or local folder)")
+            split = gr.Textbox(DEFAULT_SPLIT, label="Split")
+            max_images = gr.Number(min(200, preset.max_scan_images), precision=0, minimum=1,
+                                   maximum=preset.max_scan_images, label="Max images to scan")
+            top_k = gr.Slider(1, preset.max_top_k, value=min(8, preset.max_top_k), step=1, label="Top k")
+        find = gr.Button("Find top dataset examples", variant="primary")
+        examples = gr.Gallery(label="Top examples and their patch maps", columns=4, fit_columns=False, format="png")
+        with gr.Row():
+            upload = gr.Image(type="pil", label="Your image", sources=["upload", "clipboard"], height=320,
+                              elem_id="upload")
+            overlay = gr.Image(type="pil", label="Patch activation map", format="png", interactive=False, height=320)
+        map_button = gr.Button("Map this image")
+
+    scanning = find.click(
+        explorer.examples, [ctx.model_id, ctx.layer, ctx.feature, dataset, split, max_images, top_k, ctx.session],
+        [examples, ctx.session], api_name="examples", **ctx.device_job(),
+    )
+    mapping = map_button.click(explorer.patch_map, [ctx.model_id, ctx.layer, ctx.feature, upload], [overlay],
+                               api_name="patch_map", **ctx.device_job())
+    ctx.jobs.extend([scanning, mapping])
+    return explorer

@@ -1,0 +1,196 @@
+"""The Render tab: optimize images that maximize features (/render), streaming previews while it runs.
+
+GPU work runs inside `@spaces.GPU` on ZeroGPU with a duration computed from the request; without the `spaces`
+package it runs as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import gradio as gr
+
+from .common import AppContext, ModelCache, add_rows, as_int, on_gpu, over_cap, resolve_features, session_path, user_errors
+
+TABLE_HEADERS = ["feature", "activation", "activation_init"]
+UPDATE_S = 1.0  # a running render yields about this often: previews, and the points where a Stop lands
+HEARTBEAT_S = 0.5  # the device side reports at least this often, even between slow steps
+
+
+class Renderer:
+    """/render for one hardware preset (see spaces_config/presets.py), on the shared model cache."""
+
+    def __init__(self, preset, models: ModelCache):
+        self.preset = preset
+        self.models = models
+        self._render_on_device = on_gpu(self._render_stream, duration=self._render_duration)
+
+    def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed):
+        """Validate a render request against the model and the caps; returns (model, plan, seed)."""
+        from ..objectives import make_objective
+        from ..render import plan_render
+
+        preset = self.preset
+        steps = as_int(steps, "steps", minimum=1)
+        if steps > preset.max_steps:
+            raise over_cap(preset, "max steps", steps, preset.max_steps, "steps")
+        seed = as_int(seed if seed not in (None, "") else 0, "seed", minimum=0)
+        size = as_int(image_size if image_size not in (None, "") else 0, "image size", minimum=0)
+        model = self.models.get(model_id)
+        layer = as_int(layer, "layer")
+        model.check_layer(layer)
+        target = make_objective(objective, layer)
+        target.check(model)
+        wanted = resolve_features(features, target.num_channels(model), seed)
+        if len(wanted) > preset.max_features:
+            raise over_cap(preset, "max features", len(wanted), preset.max_features, "features")
+        plan = plan_render(model, layer, wanted, objective, recipe, steps, size or None, None)
+        if plan.image_size > preset.max_image_size:
+            raise over_cap(preset, "max image size", plan.image_size, preset.max_image_size, "px")
+        return model, plan, seed
+
+    def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, session=None,
+               progress=gr.Progress()) -> Iterator[tuple]:
+        """/render: stream previews while optimizing, then (gallery, activation table).
+
+        Each batch of features goes into the session gallery as soon as it finishes, so a Stop, a closed tab or
+        an error in a later batch never loses the features already rendered. The session folder is handed to
+        gradio (the first yield) before any work starts, so the session state points at it whatever happens next.
+        """
+        with user_errors("rendering"):
+            model, plan, seed = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed)
+            session = session_path(session)
+            yield gr.skip(), gr.skip(), session
+            total = plan.steps * len(plan.features)
+            progress((0, total), desc="Starting", unit="feature-steps")
+            results = []
+            stream = self._render_on_device(model.model_id, plan.layer, plan.features, plan.objective.name,
+                                            plan.recipe.name, plan.steps, plan.image_size, seed)
+            previews: dict = {}  # feature -> latest image of the features being optimized
+            shown, changed, batch_done = time.monotonic(), False, False
+            with contextlib.closing(stream):
+                for event in stream:
+                    if event[0] == "step":  # not a tick
+                        _, done, images, finished = event
+                        if finished:  # saved now, not at the end: a Stop closes this generator at its next yield
+                            add_rows(session, [r.to_row() for r in finished], model.backend)
+                            batch_done = True
+                        results.extend(finished)
+                        previews.update(images)
+                        for result in finished:
+                            previews.pop(result.feature, None)
+                        changed = True
+                        progress((done, total), desc=f"{len(results)}/{len(plan.features)} features done",
+                                 unit="feature-steps")
+                    # Yield (the points where a Stop can close this generator) about every UPDATE_S, not more
+                    # often: each yield hides the progress bar until the next progress message. A finished batch
+                    # is shown at once.
+                    if batch_done or time.monotonic() - shown >= UPDATE_S:
+                        shown, batch_done = time.monotonic(), False
+                        # the table stays put until the end: the progress bar is drawn on it (show_progress_on)
+                        yield (self._gallery(results, previews) if changed else gr.skip()), gr.skip(), gr.skip()
+                        changed = False
+            yield self._gallery(results, {}), self._table(results), session
+
+    def _render_duration(self, model_id, layer, features, objective, recipe, steps, image_size, seed) -> int:
+        return self.preset.gpu_duration(len(features), steps)
+
+    def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed):
+        """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished)."""
+        from ..render import render_batches
+
+        with user_errors("rendering"):
+            model = self.models.get(model_id)
+            events: queue.Queue = queue.Queue()
+            stop = threading.Event()
+            progress_by_feature: dict[int, int] = {}
+
+            def on_step(step, images):
+                if stop.is_set():
+                    raise _Cancelled
+                progress_by_feature.update(dict.fromkeys(images, step))
+                events.put(("step", sum(progress_by_feature.values()), images, []))
+
+            def work():
+                try:
+                    for batch in render_batches(
+                        model, layer, features, objective=objective, recipe=recipe, steps=steps,
+                        image_size=image_size, seed=seed, progress=False, callback=on_step,
+                        callback_every=max(1, min(steps // 20, 5)),
+                    ):
+                        progress_by_feature.update({r.feature: steps for r in batch})
+                        events.put(("step", sum(progress_by_feature.values()), {}, batch))
+                    events.put(("done",))
+                except _Cancelled:
+                    events.put(("done",))
+                except BaseException as err:  # handed to the consumer, which raises it in the request
+                    events.put(("error", err))
+
+            threading.Thread(target=work, name="vfv-render", daemon=True).start()
+            try:
+                while True:
+                    try:
+                        event = events.get(timeout=HEARTBEAT_S)
+                    except queue.Empty:
+                        yield ("tick",)
+                        continue
+                    if event[0] == "done":
+                        return
+                    if event[0] == "error":
+                        raise event[1]
+                    yield event
+            finally:
+                stop.set()  # a Stop or a closed tab closes this generator: the worker ends at its next step
+
+    @staticmethod
+    def _gallery(results, previews: dict) -> list[tuple]:
+        done = [(r.image, f"feature {r.feature} · activation {r.activation:.3f} (start {r.activation_init:.3f})")
+                for r in results]
+        return done + [(image, f"feature {f} · rendering…") for f, image in previews.items()]
+
+    @staticmethod
+    def _table(results) -> list[list]:
+        return [[r.feature, round(r.activation, 6), round(r.activation_init, 6)] for r in results]
+
+
+class _Cancelled(Exception):
+    """Raised from the render callback once the request is gone (Stop, closed tab)."""
+
+
+def build(ctx: AppContext) -> Renderer:
+    """The Render tab inside the open gr.Tabs: settings, Render/Stop, the gallery and the activations table."""
+    from ..objectives import OBJECTIVES
+    from ..recipes import RECIPES
+
+    preset = ctx.preset
+    renderer = Renderer(preset, ctx.models)
+    with gr.Tab("Render"):
+        with gr.Row():
+            features = gr.Textbox(f"0-{preset.max_features - 1}" if preset.max_features > 1 else "0",
+                                  label="Features", info="7 | 0,5,9 | 0-63 | all | random 8", elem_id="features")
+            objective = gr.Dropdown(list(OBJECTIVES), value="feature", label="Objective")
+            recipe = gr.Dropdown(list(RECIPES), value="paper", label="Recipe")
+        with gr.Row():
+            steps = gr.Slider(1, preset.max_steps, value=min(64, preset.max_steps), step=1, label="Steps",
+                              elem_id="steps")
+            image_size = gr.Number(0, precision=0, minimum=0, maximum=preset.max_image_size,
+                                   label="Image size (0 = the model's)")
+            seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+        with gr.Row():
+            render = gr.Button("Render", variant="primary", elem_id="render")
+            stop = gr.Button("Stop", variant="stop", elem_id="stop")
+        gallery = gr.Gallery(label="Rendered features", columns=4, fit_columns=False, format="png", elem_id="gallery")
+        table = gr.Dataframe(headers=TABLE_HEADERS, label="Activations", interactive=False)
+
+    rendering = render.click(
+        renderer.render,
+        [ctx.model_id, ctx.layer, features, objective, recipe, steps, image_size, seed, ctx.session],
+        [gallery, table, ctx.session], api_name="render", show_progress_on=[table], **ctx.device_job(),
+    )
+    ctx.jobs.append(rendering)
+    ctx.stop_buttons.append(stop)
+    return renderer
