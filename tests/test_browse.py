@@ -1,0 +1,182 @@
+"""Browsing galleries made by the real renderer and dataset scan: from a folder, and from the loopback Hub by id."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
+from hub_server import closed_port_url
+from vit_feature_viz.browse import GalleryCache, deep_link, open_gallery, parse_deep_link
+from vit_feature_viz.errors import VizError
+from vit_feature_viz.gallery import GalleryFolder
+from vit_feature_viz.hub import push_gallery
+
+pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
+TOP_K = 3
+
+
+def make_gallery(model, folder: Path, image_folder: Path) -> Path:
+    """Layer 1: features 0-3 rendered, 0-3 with dataset examples; layer 2: features 0-1 rendered only."""
+    from vit_feature_viz import jobs
+
+    jobs.render_to_folder(model, folder, 1, "0-3", steps=2, progress=False)
+    jobs.render_to_folder(model, folder, 2, "0-1", steps=2, progress=False)
+    jobs.examples_to_folder(model, folder, 1, "0-3", str(image_folder), top_k=TOP_K, split="train", progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rendered(tiny_repos, tmp_path_factory) -> Path:
+    """A gallery made by the renderer and a dataset scan (module scope: built before `hub` swaps the caches)."""
+    from vit_feature_viz import load_model
+
+    images = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(images / f"img_{i}.png")
+    model = load_model(tiny_repos["vit"], device="cpu")
+    return make_gallery(model, tmp_path_factory.mktemp("browse") / "gallery", images)
+
+
+def same_pixels(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+def stored_rows(folder: Path) -> dict:
+    return {(r["layer"], r["feature"]): r for r in GalleryFolder(folder).rows()}
+
+
+def check_gallery(gallery, folder: Path) -> None:
+    """What a browser of `gallery` sees matches the rows written to `folder`, pixel for pixel."""
+    rows = stored_rows(folder)
+    model = "tiny-org/vit-classifier"
+    assert gallery.models() == [model] and gallery.layers() == [1, 2]
+    assert gallery.objectives(model, 1) == ["feature"]
+    layer1 = gallery.features(None, 1)
+    assert [e.feature for e in layer1] == [0, 1, 2, 3]
+    assert [e.activation for e in layer1] == pytest.approx([rows[1, f]["activation"] for f in range(4)])
+    thumbs = gallery.thumbnails(layer1[:2])
+    assert all(same_pixels(t, rows[1, f]["image"]) for f, t in enumerate(thumbs))
+
+    page = gallery.feature_page(model, 1, 2)
+    stored = rows[1, 2]
+    assert (page.previous, page.next) == (1, 3)
+    [viz] = page.visualizations
+    assert viz.row.recipe == "paper" and viz.row.activation == pytest.approx(stored["activation"])
+    assert same_pixels(viz.image, stored["image"]) and same_pixels(viz.patch_map, stored["image_patch_map"])
+    assert len(page.examples) == TOP_K
+    for example, image, patch, score in zip(page.examples, stored["top_images"], stored["patch_maps"],
+                                            stored["top_scores"]):
+        assert same_pixels(example.image, image) and same_pixels(example.patch_map, patch)
+        assert example.score == pytest.approx(score)
+    assert page.stats["activation"] == pytest.approx(stored["activation"])
+    assert page.stats["top example score"] == pytest.approx(max(stored["top_scores"]))
+    rank = sorted((r["activation"] for (layer, _), r in rows.items() if layer == 1), reverse=True)
+    assert page.stats["rank in layer"] == f"{rank.index(stored['activation']) + 1} of 4"
+    assert page.concept_names == []
+
+    first = gallery.feature_page(None, 2, 0)  # no examples for layer 2: the page still opens
+    assert first.previous is None and first.next == 1 and first.examples == [] and len(first.visualizations) == 1
+
+
+def test_browse_a_gallery_folder(rendered):
+    gallery = open_gallery(rendered)
+    check_gallery(gallery, rendered)
+    page = gallery.feature_page(None, 1, 3)
+    assert page.next is None
+    assert page.link("http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={quote(str(rendered), safe='/')}" \
+        "&layer=1&feature=3"
+
+
+def test_browse_reads_only_the_images_a_view_needs(rendered):
+    gallery = open_gallery(rendered)
+    assert gallery._cache == {}  # opening and listing read no image column
+    gallery.features(None, 1)
+    assert gallery._cache == {}
+    gallery.thumbnails(gallery.features(None, 2))
+    assert {key[2] for key in gallery._cache} == {"image"}
+
+
+def test_bad_requests_are_one_line_vizerrors(rendered, tmp_path):
+    gallery = open_gallery(rendered)
+    cases = [
+        (lambda: gallery.features(None, 7), "no layer 7", "pick one of 1-2"),
+        (lambda: gallery.feature_page(None, 1, 9), "no feature 9 in layer 1", "it has 0-3"),
+        (lambda: gallery.feature_page("other/model", 1, 0), "no model other/model", "tiny-org/vit-classifier"),
+        (lambda: gallery.feature_page(None, "x", 0), "layer must be a whole number", ""),
+        (lambda: gallery.features(None, 1, "logit"), "no 'logit' rows", "feature"),
+        (lambda: open_gallery(tmp_path / "missing"), "does not exist", "Hub dataset id"),
+        (lambda: open_gallery(tmp_path), "is not a gallery folder", "vit-feature-viz"),
+        (lambda: open_gallery(""), "No gallery given", "org/name"),
+        (lambda: open_gallery(str(rendered), allow_local=False), "is a local path", "Hub dataset id"),
+        (lambda: open_gallery("just-a-name", allow_local=False), "not a Hub dataset id", "namespace/name"),
+    ]
+    for call, *needles in cases:
+        with pytest.raises(VizError) as err:
+            call()
+        message = str(err.value)
+        assert all(n in message for n in needles) and "\n" not in message, message
+
+
+def test_concept_names_show_when_the_gallery_has_them(rendered, tmp_path):
+    """A gallery with the optional `concept_names` column (CLIP concepts) shows them on the feature page."""
+    folder = tmp_path / "with-concepts"
+    shutil.copytree(rendered, folder)
+    for shard in sorted((folder / "data").glob("*.parquet")):
+        table = pq.read_table(shard)
+        names = [[f"concept {r['feature']}", "stripes"] for r in table.select(["feature"]).to_pylist()]
+        pq.write_table(table.append_column("concept_names", pa.array(names, pa.list_(pa.string()))), shard)
+    page = open_gallery(folder).feature_page(None, 1, 2)
+    assert page.concept_names == ["concept 2", "stripes"]
+
+
+def test_deep_links_round_trip():
+    link = deep_link("https://x.hf.space/?old=1", gallery="org/name", layer=5, feature=812, model=None)
+    assert link == "https://x.hf.space/?gallery=org/name&layer=5&feature=812"
+    assert parse_deep_link({"gallery": "org/name", "layer": "5", "feature": "812"}).feature == 812
+    assert parse_deep_link({"gallery": "https://huggingface.co/datasets/org/name"}).gallery == "org/name"
+    assert parse_deep_link({}) is None
+    with pytest.raises(VizError, match="feature must be a whole number"):
+        parse_deep_link({"gallery": "org/name", "feature": "abc"})
+
+
+def test_browse_a_pushed_gallery_by_repo_id(hub, rendered, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub.write_token)
+    push_gallery(rendered, "alice/browse-me")
+    monkeypatch.delenv("HF_TOKEN")  # anyone can browse a public gallery
+    gallery = open_gallery("alice/browse-me")
+    assert re.fullmatch(r"[0-9a-f]{40}", gallery.source.revision)  # reads are pinned to one commit
+    check_gallery(gallery, rendered)
+    assert open_gallery("https://huggingface.co/datasets/alice/browse-me").entries == gallery.entries
+
+    cache = GalleryCache(max_size=1)
+    assert cache.get("alice/browse-me", allow_local=False) is cache.get(" alice/browse-me ", allow_local=False)
+
+    with pytest.raises(VizError, match="dataset repo alice/nothing-here not found"):
+        open_gallery("alice/nothing-here")
+
+
+def test_hub_errors_are_one_line(hub, monkeypatch, tmp_path):
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.url, token=hub.write_token)
+    api.create_repo("alice/plain", repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"hello", path_in_repo="README.md", repo_id="alice/plain", repo_type="dataset")
+    with pytest.raises(VizError, match="alice/plain is not a gallery"):
+        open_gallery("alice/plain")
+
+    from hub_fixtures import point_clients_at
+
+    point_clients_at(monkeypatch, closed_port_url(), tmp_path / "down")
+    with pytest.raises(VizError, match="cannot reach the Hub at") as err:
+        open_gallery("alice/browse-me")
+    assert "\n" not in str(err.value)
