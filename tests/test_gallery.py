@@ -190,6 +190,36 @@ def test_card_parses_and_remembers_info(tmp_path):
     assert file_hashes(g.path / "data") == shards and g.add([]) == []
 
 
+def test_card_follows_hub_conventions(tmp_path):
+    """Licence fields complete, a task category, declared image features, every backend, no links to local paths."""
+    g = GalleryFolder(tmp_path / "gal")
+    local_model = str(tmp_path / "my-checkpoint")
+    (tmp_path / "my-checkpoint").mkdir()
+    g.add([viz_row(0)], card_info={"backend": "transformers"})
+    g.add([viz_row(1, model=local_model), {**examples_row(1), "dataset": str(tmp_path / "photos")}],
+          card_info={"backend": "timm"})
+    g.add([viz_row(2, model="laion/CLIP-ViT-B-32")], card_info={"backend": "open_clip"})
+
+    card = DatasetCard.load(g.path / "README.md")
+    data = card.data
+    assert (data.license, data.license_name, data.license_link) == \
+        ("other", "upstream-model-and-dataset-licenses", "README.md")
+    assert "## License" in card.text and f"[{MODEL}](https://huggingface.co/{MODEL})" in card.text
+    assert data.task_categories == ["image-feature-extraction"]
+    assert {"transformers", "timm", "open_clip"} <= set(data.tags)
+    assert data.vit_feature_viz["backend"] == ["transformers", "timm", "open_clip"]
+    assert f"https://huggingface.co/{local_model}" not in card.text and f"`{local_model}`" in card.text
+    assert "huggingface.co/datasets/" + str(tmp_path) not in card.text.replace("//", "/")
+    declared = datasets.Features._from_yaml_list(data.dataset_info["features"])
+    assert declared == FEATURES
+    assert [f["name"] for f in data.dataset_info["features"] if f.get("dtype") == "image"] == ["image", "image_patch_map"]
+    assert load(g.path, tmp_path).features == FEATURES
+
+    g.write_card({"license": "cc-by-4.0"})  # the owner checked the upstream terms and picked a licence
+    data = DatasetCard.load(g.path / "README.md").data
+    assert data.license == "cc-by-4.0" and "license_name" not in data.to_dict() and "license_link" not in data.to_dict()
+
+
 def _add_in_batches(folder: str, rank: int) -> None:
     """Child process of the concurrency test: 20 rows in 4 adds, interleaving with the other rank."""
     g = GalleryFolder(folder)

@@ -23,32 +23,10 @@ from PIL import Image
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh, point_clients_at
 from hub_server import LoopbackHub, closed_port_url
 from vit_feature_viz.errors import VizError
+from vit_feature_viz.gallery import FEATURES, GalleryFolder
 from vit_feature_viz.hub import pull_gallery, push_gallery
 
-README = """---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: "data/*.parquet"
----
-
-# Gallery
-
-Feature visualizations of a test model.
-"""
-
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
-
-FEATURES = datasets.Features(
-    {
-        "image": datasets.Image(),
-        "model_id": datasets.Value("string"),
-        "layer": datasets.Value("int32"),
-        "feature": datasets.Value("int32"),
-        "activation": datasets.Value("float32"),
-    }
-)
 
 
 # ------------------------------------------------------------------------------------------------- fixtures
@@ -66,20 +44,21 @@ def gallery(tmp_path) -> Path:
 
 
 def write_gallery(folder: Path, shard: int = 0, rows: int = 3) -> Path:
-    """Write data/train-<shard>.parquet (a few small images and their feature columns) and the README."""
+    """Write data/train-<shard>.parquet (gallery rows with small images) and refresh the gallery's card."""
     rng = np.random.default_rng(shard)
-    images = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(rows)]
-    table = {
-        "image": images,
-        "model_id": ["google/vit-base-patch16-224"] * rows,
-        "layer": [shard] * rows,
-        "feature": [shard * 100 + i for i in range(rows)],
-        "activation": [float(i) + 0.5 for i in range(rows)],
-    }
+    table = {name: [[] if isinstance(feature, datasets.List) else None] * rows for name, feature in FEATURES.items()}
+    table.update(
+        image=[Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(rows)],
+        model_id=["google/vit-base-patch16-224"] * rows,
+        layer=[shard] * rows,
+        feature=[shard * 100 + i for i in range(rows)],
+        objective=["feature"] * rows,
+        activation=[float(i) + 0.5 for i in range(rows)],
+    )
     (folder / "data").mkdir(parents=True, exist_ok=True)
     shard_path = folder / "data" / f"train-{shard:04d}.parquet"
     datasets.Dataset.from_dict(table, features=FEATURES).to_parquet(str(shard_path))
-    (folder / "README.md").write_text(README)
+    GalleryFolder(folder).write_card({"backend": "transformers"})
     return shard_path
 
 
@@ -126,18 +105,50 @@ def test_push_then_load_dataset_gives_same_rows_and_image_bytes(hub, gallery, mo
     assert np.array_equal(np.asarray(loaded[0]["image"]), pixels)
 
 
-@pytest.mark.parametrize("server_reports_oids", [True, False], ids=["hub-oids", "own-diff"])
-def test_second_push_uploads_only_the_new_shard(hub, gallery, monkeypatch, tmp_path, server_reports_oids):
-    hub.preupload_reports_oids = server_reports_oids  # False: only push_gallery's own comparison can skip files
+def test_push_uploads_only_the_card_and_the_shards(hub, gallery, monkeypatch, tmp_path):
+    strays = ["credentials.txt", "notes/model.parquet", "data/notes.txt", "data/.hidden.parquet", "data/x.parquet.tmp",
+              "README.md.bak", ".env"]
+    for stray in strays:
+        (gallery / stray).parent.mkdir(parents=True, exist_ok=True)
+        (gallery / stray).write_text("hf_secret_do_not_upload\n")
+
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+    assert sorted(hub.uploaded_paths()) == ["README.md", "data/train-0000.parquet"]
+    assert set(hub.files("alice/vit-gallery")) == {".gitattributes", "README.md", "data/train-0000.parquet"}
+    assert all(b"hf_secret" not in content for content in hub.files("alice/vit-gallery").values())
+
+
+def test_pushed_card_names_the_repo_and_declares_image_features(hub, gallery, monkeypatch, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    local_card = (gallery / "README.md").read_text()
+    assert 'load_dataset("path/to/this/folder"' in local_card
+
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+    assert (gallery / "README.md").read_text() == local_card  # the local folder is only read
+    card = DatasetCard(hub.files("alice/vit-gallery")["README.md"].decode())
+    assert 'load_dataset("alice/vit-gallery", split="train")' in card.text
+    assert "path/to/this/folder" not in card.text
+    assert card.data.license == "other" and card.data.license_name and card.data.license_link == "README.md"
+    assert card.data.task_categories == ["image-feature-extraction"]
+    declared = datasets.Features._from_yaml_list(card.data.dataset_info["features"])
+    assert declared == FEATURES and isinstance(declared["image"], datasets.Image)
+    loaded = load_fresh(monkeypatch, tmp_path, "alice/vit-gallery", "card")
+    assert loaded.features == FEATURES  # what the viewer and load_dataset use: image columns are images
+
+
+def test_second_push_uploads_only_the_new_shard_and_the_card(hub, gallery, monkeypatch, tmp_path):
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
     first_shard = (gallery / "data" / "train-0000.parquet").read_bytes()
     hub.uploads.clear()
 
-    write_gallery(gallery, shard=1)  # rewrites README.md with the same text
+    write_gallery(gallery, shard=1)  # a new shard; the card now counts its rows
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
 
-    assert hub.uploaded_paths() == ["data/train-0001.parquet"]
-    assert hub.commits[-1].operations == [("lfsFile", "data/train-0001.parquet")]
+    assert sorted(hub.uploaded_paths()) == ["README.md", "data/train-0001.parquet"]
+    assert sorted(hub.commits[-1].operations) == [("file", "README.md"), ("lfsFile", "data/train-0001.parquet")]
     remote = hub.files("alice/vit-gallery")
     assert remote["data/train-0000.parquet"] == first_shard
     loaded = load_fresh(monkeypatch, tmp_path, "alice/vit-gallery", "second")
@@ -149,19 +160,18 @@ def test_second_push_uploads_only_the_new_shard(hub, gallery, monkeypatch, tmp_p
     assert len(hub.commits) == commits
 
 
-def test_push_uploads_a_changed_file_and_keeps_remote_only_files(hub, gallery, tmp_path):
+def test_push_uploads_a_changed_shard_and_keeps_remote_only_files(hub, gallery, tmp_path):
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
-    (gallery / "README.md").write_text(README + "\nMore notes.\n")
-    (gallery / "data" / "train-0000.parquet").unlink()
     write_gallery(tmp_path / "other", shard=2)
     (gallery / "data" / "train-0000.parquet").write_bytes((tmp_path / "other/data/train-0002.parquet").read_bytes())
+    GalleryFolder(gallery).write_card()
     hub.uploads.clear()
 
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token, commit_message="Replace shard 0")
 
     assert sorted(hub.uploaded_paths()) == ["README.md", "data/train-0000.parquet"]
     assert hub.commits[-1].summary == "Replace shard 0"
-    assert hub.files("alice/vit-gallery")["README.md"].endswith(b"More notes.\n")
+    assert hub.files("alice/vit-gallery")["data/train-0000.parquet"] == (gallery / "data/train-0000.parquet").read_bytes()
 
     (gallery / "data" / "train-0000.parquet").rename(gallery / "data" / "train-0009.parquet")
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
@@ -176,12 +186,38 @@ def test_pull_gallery_gives_the_same_files_and_pushes_back_nothing(hub, gallery,
     pulled = pull_gallery("alice/vit-gallery", tmp_path / "pulled", token=hub.read_token)
 
     assert pulled == tmp_path / "pulled"
-    shared = {p: b for p, b in snapshot(gallery).items() if not p.startswith(".")}
+    remote = {p: b for p, b in hub.files("alice/vit-gallery").items() if not p.startswith(".")}
     got = {p: b for p, b in snapshot(pulled).items() if not p.startswith(".")}
-    assert got == shared
+    assert got == remote
+    assert {p: b for p, b in got.items() if p.startswith("data/")} == \
+        {p: b for p, b in snapshot(gallery).items() if p.startswith("data/")}
     commits, uploads = len(hub.commits), len(hub.uploads)
     push_gallery(pulled, "alice/vit-gallery", token=hub.write_token)  # .cache and .gitattributes stay local
     assert (len(hub.commits), len(hub.uploads)) == (commits, uploads)
+
+
+def test_pull_refuses_a_destination_it_would_damage(hub, gallery, tmp_path):
+    push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("my project\n")
+    (project / "notes.txt").write_text("keep me\n")
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a folder\n")
+
+    with pytest.raises(VizError, match="is not empty and not a gallery .*pull into a new or empty folder"):
+        pull_gallery("alice/vit-gallery", project)
+    with pytest.raises(VizError, match="is a file: pull into a new or empty folder"):
+        pull_gallery("alice/vit-gallery", afile)
+    assert (project / "README.md").read_text() == "my project\n" and afile.read_text() == "not a folder\n"
+    assert sorted(p.name for p in project.iterdir()) == ["README.md", "notes.txt"]
+
+    (tmp_path / "empty").mkdir()
+    assert (pull_gallery("alice/vit-gallery", tmp_path / "empty") / "README.md").is_file()
+    write_gallery(tmp_path / "mine", shard=3)  # an existing gallery: pulling adds the remote's files
+    pull_gallery("alice/vit-gallery", tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine" / "data").glob("*.parquet")) == \
+        ["train-0000.parquet", "train-0003.parquet"]
 
 
 def test_pull_an_old_revision(hub, gallery, tmp_path):
@@ -243,7 +279,7 @@ def test_unreachable_hub_is_a_vizerror_naming_the_endpoint(monkeypatch, gallery,
     with LoopbackHub() as server:
         point_clients_at(monkeypatch, server.url, tmp_path / "hf-home")
         push_gallery(gallery, "alice/vit-gallery", token=server.write_token)  # warm the client's connections
-        (gallery / "README.md").write_text(README + "\nchanged\n")
+        write_gallery(gallery, shard=1)
         before = snapshot(gallery)
     for endpoint in (server.url, closed_port_url()):  # a server that went away, a port nobody listens on
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
@@ -282,7 +318,7 @@ def test_pull_errors(hub, gallery, tmp_path):
 
 def test_push_rejects_a_folder_that_is_not_a_gallery(hub, tmp_path):
     (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "README.md").write_text(README)
+    (tmp_path / "empty" / "README.md").write_text("# not a gallery\n")
     with pytest.raises(VizError, match="not a gallery folder"):
         push_gallery(tmp_path / "empty", "alice/vit-gallery", token=hub.write_token)
     with pytest.raises(VizError, match="does not exist"):
@@ -312,7 +348,7 @@ def test_huggingface_hub_clients_work_against_the_loopback(hub, gallery, tmp_pat
     shard = (gallery / "data" / "train-0000.parquet").read_bytes()
 
     readme = hf_hub_download("alice/by-hand", "README.md", repo_type="dataset", cache_dir=tmp_path / "dl")
-    assert Path(readme).read_text() == README
+    assert Path(readme).read_text() == (gallery / "README.md").read_text()
     (info,) = api.get_paths_info("alice/by-hand", ["data/train-0000.parquet"], repo_type="dataset")
     assert info.lfs.sha256 == hashlib.sha256(shard).hexdigest()
     tree = {e.path for e in api.list_repo_tree("alice/by-hand", repo_type="dataset", recursive=True)}
@@ -364,7 +400,13 @@ def test_cli_push_then_anyone_loads_it_and_pull_brings_it_back(hub, rendered_gal
     def visible(files):
         return {k: v for k, v in files.items() if not k.startswith(".")}  # lock files and caches stay local
 
-    assert visible(snapshot(pulled)) == visible(snapshot(rendered_gallery))
+    shards = {k: v for k, v in snapshot(rendered_gallery).items() if k.startswith("data/")}
+    assert visible(snapshot(pulled)) == {**shards, "README.md": hub.files("alice/vit-gallery")["README.md"]}
+    assert 'load_dataset("alice/vit-gallery", split="train")' in (pulled / "README.md").read_text()
+
+    into_file = run_cli("pull", "alice/vit-gallery", pulled / "README.md", token=hub.read_token)
+    assert into_file.returncode == 2 and into_file.stderr.count("\n") == 1, into_file.stderr
+    assert into_file.stderr.startswith("error:") and "is a file" in into_file.stderr
 
 
 def test_cli_push_with_a_wrong_token_is_one_line_and_never_shows_the_token(hub, rendered_gallery):

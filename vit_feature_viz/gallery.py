@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
 from filelock import FileLock, Timeout
+from datasets.info import DatasetInfo, DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .errors import VizError
@@ -60,6 +61,17 @@ FEATURES = Features(
 CARD_COLUMNS = [n for n in FEATURES if n not in ("image", "image_patch_map", "top_images", "patch_maps")]
 
 BASE_TAGS = ["feature-visualization", "vision-transformer"]
+# The Hub's task list has no "feature visualization"; the rows describe what vision encoders extract from images.
+TASK_CATEGORIES = ["image-feature-extraction"]
+# Licence: a gallery is made of images rendered from someone's weights plus crops of someone's dataset, so its
+# terms are those of the upstream models and datasets, which this tool cannot know or choose. The card therefore
+# says `license: other` with a license_name saying so and a license_link to its own "License" section, which
+# names (and links) each upstream model and dataset; `card_info={"license": "<hub licence id>"}` (or
+# GalleryFolder.write_card) sets a real licence once its owner has checked the upstream terms.
+UPSTREAM_LICENSE_NAME = "upstream-model-and-dataset-licenses"
+UPSTREAM_LICENSE_LINK = "README.md"
+HUB_URL = "https://huggingface.co"
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # namespace/name, never a path
 CARD_INFO_KEY = "vit_feature_viz"  # YAML key holding extra card info, so the card can be regenerated later
 LOCK_NAME = ".gallery.lock"
 LOCK_TIMEOUT_S = 600
@@ -100,7 +112,7 @@ class GalleryFolder:
 
     def exists(self) -> bool:
         """True once at least one shard has been written (a card alone holds no rows)."""
-        return bool(self._shard_paths())
+        return bool(self.shard_paths())
 
     def rows(self) -> list[dict]:
         """All rows, decoded: images come back as PIL images, in shard-name (i.e. time) order."""
@@ -146,9 +158,16 @@ class GalleryFolder:
         with self._locked():
             return self._write_card_unlocked(card_info)
 
+    def card_text(self, card_info: dict | None = None) -> str:
+        """The card README.md would get with ``card_info`` merged in, without writing anything (a push uses
+        it to name the repo in the pushed card while the local folder stays as it is)."""
+        self._require_shards()
+        with self._locked():
+            return self._card_text_unlocked(card_info)
+
     # ----------------------------------------------------------------- internals
 
-    def _shard_paths(self) -> list[Path]:
+    def shard_paths(self) -> list[Path]:
         """Shards as ``load_dataset`` sees them: ``data/*.parquet`` minus hidden files."""
         if not self.data_dir.is_dir():
             return []
@@ -156,7 +175,7 @@ class GalleryFolder:
 
     def _require_shards(self) -> list[Path]:
         """Shards, or a VizError saying this is not a gallery folder."""
-        shards = self._shard_paths()
+        shards = self.shard_paths()
         if not self.path.is_dir():
             raise VizError(
                 f"Gallery folder {self.path} does not exist: render features into it first, or check the path."
@@ -183,7 +202,7 @@ class GalleryFolder:
 
     def _check_writable(self) -> None:
         """Refuse to turn an unrelated, non-empty folder into a gallery (we would overwrite its README)."""
-        if self._shard_paths():
+        if self.shard_paths():
             return
         allowed = {"README.md", "data", LOCK_NAME}
         foreign = sorted(p.name for p in self.path.iterdir() if p.name not in allowed and not p.name.startswith("."))
@@ -196,7 +215,7 @@ class GalleryFolder:
     def _merge_into_existing(self, incoming: dict[Key, dict]) -> list[Path]:
         """Merge rows whose key already exists into their shards; pops them from ``incoming``."""
         written = []
-        for shard, keys in _keys_by_shard(self._shard_paths()).items():
+        for shard, keys in _keys_by_shard(self.shard_paths()).items():
             hits = set(keys) & incoming.keys()
             if not hits:
                 continue  # untouched shards stay byte-identical
@@ -218,15 +237,18 @@ class GalleryFolder:
 
     def _write_card_unlocked(self, card_info: dict | None) -> Path:
         """Build the card from the cheap columns plus stored info and write it atomically."""
-        old = _load_card_data(self.card_path)
-        info = {**(old.get(CARD_INFO_KEY) or {}), **(card_info or {})}
-        shards = self._shard_paths()
-        rows = _read_card_rows(shards)
-        text = render_card(rows, info, license=info.get("license") or old.get("license") or "other",
-                           fingerprint=_content_fingerprint(shards))
-        DatasetCard(text)  # fail here, not on the Hub, if the YAML does not parse
+        text = self._card_text_unlocked(card_info)
         _atomic_write(self.card_path, lambda f: f.write(text.encode("utf-8")))
         return self.card_path
+
+    def _card_text_unlocked(self, card_info: dict | None) -> str:
+        old = _load_card_data(self.card_path)
+        info = merge_card_info(old.get(CARD_INFO_KEY) or {}, card_info or {})
+        shards = self.shard_paths()
+        chosen = info.get("license") or old.get("license")  # a licence set by hand in the card survives
+        text = render_card(_read_card_rows(shards), info, license=chosen, fingerprint=_content_fingerprint(shards))
+        DatasetCard(text)  # fail here, not on the Hub, if the YAML does not parse
+        return text
 
 
 # --------------------------------------------------------------------- encoding rows
@@ -392,13 +414,32 @@ def size_category(n: int) -> str:
     return "n>100M"
 
 
+def _as_list(value) -> list:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def merge_card_info(old: dict, new: dict) -> dict:
+    """``new`` over ``old``, except ``backend``: a gallery holding models of several backends lists them all."""
+    merged = {**old, **new}
+    backends = list(dict.fromkeys(_as_list(old.get("backend")) + _as_list(new.get("backend"))))
+    if backends:
+        merged["backend"] = backends
+    return merged
+
+
 def _backend_tags(info: dict) -> list[str]:
     """Tags from ``backend`` (str or list) and ``tags`` in the card info."""
-    tags = []
-    for field in ("backend", "tags"):
-        value = info.get(field)
-        tags += [value] if isinstance(value, str) else list(value or [])
-    return tags
+    return _as_list(info.get("backend")) + _as_list(info.get("tags"))
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a Hub repo id (namespace/name) rather than a local path."""
+    return bool(_HUB_ID_RE.match(str(name))) and not os.path.exists(str(name))
+
+
+def _hub_link(name: str, kind: str = "") -> str:
+    """A Markdown link to a Hub repo, or the name in backticks when it is a local path (nothing to link to)."""
+    return f"[{name}]({HUB_URL}/{kind}{name})" if is_hub_id(name) else f"`{name}`"
 
 
 def _distinct(rows: list[dict], column: str) -> list:
@@ -425,14 +466,26 @@ def _content_fingerprint(shards: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def render_card(rows: list[dict], info: dict, *, license: str = "other", fingerprint: str = "") -> str:
-    """The whole README.md text (YAML front matter + body) for rows with ``CARD_COLUMNS``."""
+def _license_fields(chosen: str | None) -> dict:
+    """A Hub licence id the owner chose, else `other` pointing at the card's License section (see the top)."""
+    if chosen and chosen != "other":
+        return {"license": str(chosen)}
+    return {"license": "other", "license_name": UPSTREAM_LICENSE_NAME, "license_link": UPSTREAM_LICENSE_LINK}
+
+
+def render_card(rows: list[dict], info: dict, *, license: str | None = None, fingerprint: str = "") -> str:
+    """The whole README.md text (YAML front matter + body) for rows with ``CARD_COLUMNS``.
+
+    The YAML declares the columns (`dataset_info.features`, with the image columns as Image features) the way
+    `datasets.push_to_hub` does, so the Hub's dataset viewer shows the images.
+    """
     models = _distinct(rows, "model_id")
     subject = models[0] if len(models) == 1 else f"{len(models)} ViT models"
     pretty = info.get("pretty_name") or f"Feature visualizations of {subject}"
     data = DatasetCardData(
-        license=license,
+        **_license_fields(license or info.get("license")),
         pretty_name=pretty,
+        task_categories=TASK_CATEGORIES,
         size_categories=[size_category(len(rows))],
         tags=list(dict.fromkeys(BASE_TAGS + _backend_tags(info))),
         configs=[{
@@ -442,15 +495,31 @@ def render_card(rows: list[dict], info: dict, *, license: str = "other", fingerp
         }],
         **({CARD_INFO_KEY: info} if info else {}),
     )
-    body = "\n".join([f"# {pretty}", "", *_summary(rows, info, models), "", *_preview(rows), "", *_usage(info)])
+    DatasetInfosDict({"default": DatasetInfo(features=FEATURES, config_name="default")}).to_dataset_card_data(data)
+    body = "\n".join([f"# {pretty}", "", *_summary(rows, info, models), "", *_preview(rows), "", *_usage(info),
+                      "", *_license_section(rows, license or info.get("license"), models)])
     return f"---\n{data.to_yaml()}\n---\n\n{body}\n"
+
+
+def _license_section(rows: list[dict], chosen: str | None, models: list[str]) -> list[str]:
+    """What the licence fields point at: the upstream repos whose terms apply (or the owner's choice)."""
+    lines = ["## License", ""]
+    if chosen and chosen != "other":
+        return lines + [f"`{chosen}`, as chosen by the gallery's owner."]
+    sources = [_hub_link(m) for m in models] + [_hub_link(d, "datasets/") for d in _distinct(rows, "dataset")]
+    return lines + [
+        "The images are rendered from the weights of the models below, and the dataset examples are crops of the "
+        "datasets below, so the terms of those models and datasets apply: see their pages.",
+        "",
+        *[f"- {source}" for source in sources],
+    ]
 
 
 def _summary(rows: list[dict], info: dict, models: list[str]) -> list[str]:
     """Intro sentence and a key/value table of what the gallery covers."""
     features = {(r["model_id"], r["layer"], r["feature"]) for r in rows}
     n_examples = [len(r["top_scores"]) for r in rows if r["top_scores"]]
-    links = ", ".join(f"[{m}](https://huggingface.co/{m})" for m in models)
+    links = ", ".join(_hub_link(m) for m in models)
     items = [
         ("Model" if len(models) == 1 else "Models", links),
         ("Layers", _fmt(_distinct(rows, "layer"))),
@@ -463,7 +532,8 @@ def _summary(rows: list[dict], info: dict, models: list[str]) -> list[str]:
         ("Dataset examples", _examples_line(rows, n_examples)),
     ]
     hidden = ("tags", "pretty_name", "license", "repo_id")
-    extras = [(k.replace("_", " ").capitalize(), str(v)) for k, v in info.items() if k not in hidden]
+    extras = [(k.replace("_", " ").capitalize(), _fmt(_as_list(v)) if k == "backend" else str(v))
+              for k, v in info.items() if k not in hidden]
     lines = [
         f"Images that maximally activate features of {links}, with dataset examples and patch maps, "
         "made with `vit_feature_viz`. One row per (model_id, layer, feature, objective).",
@@ -480,7 +550,7 @@ def _examples_line(rows: list[dict], n_examples: list[int]) -> str:
     if not names and not n_examples:
         return "none yet"
     top = f"top {max(n_examples)} per feature, {len(n_examples)} row(s)" if n_examples else "no rows yet"
-    return f"{_fmt([f'[{d}](https://huggingface.co/datasets/{d})' if '/' in d else d for d in names])} ({top})"
+    return f"{_fmt([_hub_link(d, 'datasets/') for d in names])} ({top})"
 
 
 def _preview(rows: list[dict], limit: int = 10) -> list[str]:
@@ -503,7 +573,7 @@ def _preview(rows: list[dict], limit: int = 10) -> list[str]:
 
 
 def _usage(info: dict) -> list[str]:
-    """A load_dataset snippet (with the repo id once known)."""
+    """A load_dataset snippet: the repo id once pushed (push_gallery sets it), else the local folder's."""
     repo = info.get("repo_id") or "path/to/this/folder"
     return [
         "## Usage",

@@ -10,7 +10,6 @@ never contains the token.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from contextlib import contextmanager
@@ -27,8 +26,10 @@ from huggingface_hub.errors import (
 )
 
 from .errors import VizError
+from .gallery import GalleryFolder
 
 REPO_TYPE = "dataset"
+GALLERY_PATTERNS = ["README.md", "data/*.parquet"]  # a gallery's own files; nothing else is pulled
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -44,28 +45,28 @@ def push_gallery(
 ) -> str:
     """Push a gallery folder to the dataset repo `repo_id` (created if missing) and return the dataset's URL.
 
-    Only files that are new or changed compared to the remote are uploaded, all in one commit; remote files
-    missing locally are kept (never deleted). Dotfiles, lock files and `.cache` folders stay local. The local
-    folder is only read.
+    Only the gallery's own files go up: its card and its data/*.parquet shards, never anything else in the
+    folder. The pushed card names `repo_id` in its `load_dataset` snippet. One commit; huggingface_hub drops
+    the files the Hub already holds unchanged, and remote files missing locally are kept (never deleted). The
+    local folder is only read.
     """
     folder = Path(folder)
-    files = gallery_files(folder)
+    shards = gallery_files(folder)
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=token)
     with _hub_errors(endpoint, repo_id, folder, pushing=True):
         repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         repo_id = repo_url.repo_id or repo_id
-        head = api.dataset_info(repo_id).sha
-        remote = _remote_files(api, repo_id, head)
-        changed = sorted(path for path, local in files.items() if not _same_content(local, remote.get(path)))
-        if changed:
-            api.create_commit(
-                repo_id,
-                [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(files[path])) for path in changed],
-                commit_message=commit_message or f"Update gallery ({len(changed)} file(s))",
-                repo_type=REPO_TYPE,
-                parent_commit=head,  # fail instead of overwriting a push that landed since we listed the remote
-            )
+        card = GalleryFolder(folder).card_text({"repo_id": repo_id}).encode("utf-8")
+        operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card)]
+        operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file)) for path, file in shards.items()]
+        api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message or f"Update gallery ({len(shards)} shard(s))",
+            repo_type=REPO_TYPE,
+            parent_commit=api.dataset_info(repo_id).sha,  # fail rather than overwrite a push that lands meanwhile
+        )
     return str(repo_url)
 
 
@@ -78,10 +79,11 @@ def pull_gallery(
 ) -> Path:
     """Download the gallery in dataset repo `repo_id` into `folder`, to view it or extend it and push again.
 
-    Files are written as-is (no cache symlinks); huggingface_hub keeps its download metadata in
-    `folder/.cache`, which `push_gallery` skips.
+    `folder` must be new, empty or a gallery: only the card and data/*.parquet shards are written, as plain
+    files (no cache symlinks); huggingface_hub keeps its download metadata in `folder/.cache`.
     """
     folder = Path(folder)
+    check_pull_destination(folder)
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=token)
     with _hub_errors(endpoint, repo_id, folder, pushing=False, revision=revision):
@@ -97,32 +99,37 @@ def pull_gallery(
             repo_type=REPO_TYPE,
             revision=info.sha,  # the commit just checked, even if the branch moves meanwhile
             local_dir=folder,
+            allow_patterns=GALLERY_PATTERNS,
             token=token,
             endpoint=endpoint,
         )
     return folder
 
 
-def gallery_files(folder: Path) -> dict[str, Path]:
-    """The files a push uploads, by repo path; raises VizError if `folder` is not a gallery.
+def check_pull_destination(folder: Path) -> None:
+    """Refuse a destination a pull would damage: a file, or a folder holding anything but a gallery."""
+    if folder.is_file():
+        raise VizError(f"{folder} is a file: pull into a new or empty folder, or a gallery folder")
+    if not folder.is_dir():
+        return
+    visible = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if visible and not GalleryFolder(folder).exists():
+        name = sorted(p.name for p in visible)[0]
+        raise VizError(f"{folder} is not empty and not a gallery (it holds {name}): pull into a new or empty folder")
 
-    Skips dotfiles and dot-folders (.cache from pulls, .gallery.lock, .git) and lock files: they describe
-    this machine's copy, not the gallery.
-    """
+
+def gallery_files(folder: Path) -> dict[str, Path]:
+    """The shards a push uploads, by repo path (the card is rendered for the repo); VizError if `folder` is not a
+    gallery. Exactly the files `load_dataset` reads: data/*.parquet without hidden files, nothing else."""
     if not folder.is_dir():
         raise VizError(f"gallery folder {folder} does not exist: pass the folder a gallery was saved to")
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        relative = PurePosixPath(path.relative_to(folder).as_posix())
-        if any(part.startswith(".") for part in relative.parts) or relative.suffix == ".lock" or not path.is_file():
-            continue
-        files[str(relative)] = path
-    if not _looks_like_gallery(files):
+    gallery = GalleryFolder(folder)
+    if not gallery.card_path.is_file() or not gallery.exists():
         raise VizError(
             f"{folder} is not a gallery folder (it needs README.md and data/*.parquet):"
             " pass the folder a gallery was saved to"
         )
-    return files
+    return {path.relative_to(folder).as_posix(): path for path in gallery.shard_paths()}
 
 
 def hub_endpoint() -> str:
@@ -130,37 +137,11 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-# ---------------------------------------------------------------------------------------------- comparison
-
-
 def _looks_like_gallery(paths) -> bool:
     paths = set(paths)
     return "README.md" in paths and any(
         PurePosixPath(p).parent == PurePosixPath("data") and p.endswith(".parquet") for p in paths
     )
-
-
-def _remote_files(api: HfApi, repo_id: str, revision: str) -> dict:
-    """Remote files at `revision` by path (RepoFile entries carry the git blob sha1 and, for LFS, the sha256)."""
-    entries = api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True)
-    return {entry.path: entry for entry in entries if hasattr(entry, "blob_id")}
-
-
-def _same_content(local: Path, remote) -> bool:
-    """Whether the remote file holds exactly the local bytes: LFS files by sha256, others by git blob sha1."""
-    if remote is None or remote.size != local.stat().st_size:
-        return False
-    if remote.lfs is not None:
-        return _file_digest(local, hashlib.sha256()) == remote.lfs.sha256
-    git_blob = hashlib.sha1(b"blob %d\0" % local.stat().st_size)
-    return _file_digest(local, git_blob) == remote.blob_id
-
-
-def _file_digest(path: Path, digest) -> str:
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -------------------------------------------------------------------------------------------------- errors
