@@ -60,6 +60,10 @@ class Activations:
         return self.tensors[target][:, self.num_prefix :]
 
 
+class NotTransformerError(VizError):
+    """The checkpoint loaded but has no transformer blocks (a CNN): callers that also accept CNNs catch this."""
+
+
 class _StopForward(Exception):
     """Raised from a hook once every needed activation is stored: nothing after the target layer is computed."""
 
@@ -93,7 +97,7 @@ class VisionModel:
         if not self.blocks:
             self.blocks = find_blocks(self.module, self.tower)
         if not self.blocks:
-            raise VizError(
+            raise NotTransformerError(
                 f"'{self.model_id}' has no transformer blocks with an MLP: pick a ViT or CLIP checkpoint "
                 "(e.g. google/vit-base-patch16-224)."
             )

@@ -1,0 +1,190 @@
+"""The paper's experiments (vit_feature_viz/analysis): arithmetic on constructed cases, real tiny checkpoints of
+each backend, label mapping, and the files a run writes."""
+
+import csv
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vit_feature_viz.analysis import (
+    cls_isolation,
+    foreground_background,
+    frequency,
+    per_block_cls,
+    token_pooling,
+)
+from vit_feature_viz.analysis.common import Accuracy
+from vit_feature_viz.analysis.data import LabelMap, open_labeled
+from vit_feature_viz.analysis.frequency import frequency_filter
+from vit_feature_viz.errors import VizError
+from vit_feature_viz.models import load_model
+from vit_feature_viz.models.classifiers import ImageClassifier, from_vision_model
+
+TINY_CLASSES = [f"class_{i}" for i in range(10)]
+RUN = dict(batch_size=8, device="cpu", precision="fp32", progress=False)
+
+
+def _dataset(count=16, names=TINY_CLASSES, size=(40, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(count)]
+    return datasets.Dataset.from_dict(
+        {"image": images, "label": [i % len(names) for i in range(count)], "bbox": [[6, 4, 30, 28]] * count},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(names)),
+                                    "bbox": datasets.List(datasets.Value("int64"))}),
+    )
+
+
+def _natural(classifier, dataset):
+    """Accuracy of the model's own forward pass, computed without the analysis loop's stages."""
+    data = open_labeled(dataset, split="test")
+    from vit_feature_viz.analysis.data import batches
+
+    acc = Accuracy()
+    for batch in batches(data, size=classifier.image_size, batch_size=8, progress=False):
+        acc.add(classifier.logits(batch.images), torch.tensor(batch.labels))
+    return acc
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_repos):
+    return {role: load_model(tiny_repos[role], device="cpu", precision="fp32") for role in ("vit", "deit", "timm_vit")}
+
+
+# --- per-block experiments --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("role", ["vit", "deit", "timm_vit"])
+def test_cls_isolation_at_zero_is_the_natural_accuracy_and_tables_cover_every_depth(tiny, role):
+    dataset = _dataset(24)
+    natural = _natural(from_vision_model(tiny[role]), dataset)
+    result = cls_isolation(tiny[role], dataset, **RUN)
+    by_depth = {r["isolated_blocks"]: r for r in result.rows}
+    assert sorted(by_depth) == list(range(tiny[role].num_layers + 1))
+    assert (by_depth[0]["top1"], by_depth[0]["top5"]) == (natural.top1, natural.top5)
+    assert result.settings["images"] == 24
+
+
+def test_per_block_last_block_and_pooling_with_cls_are_the_natural_accuracy(tiny):
+    dataset = _dataset(24)
+    natural = _natural(from_vision_model(tiny["vit"]), dataset)
+    last = per_block_cls(tiny["vit"], dataset, **RUN).rows[-1]
+    assert last["block"] == tiny["vit"].num_layers - 1 and (last["top1"], last["top5"]) == (natural.top1, natural.top5)
+    pooled = token_pooling(tiny["vit"], dataset, **RUN).rows
+    with_cls = next(r for r in pooled if r["pool"] == "cls")
+    assert (with_cls["top1"], with_cls["top5"]) == (natural.top1, natural.top5)
+    assert {(r["cls_dropped_after"], r["pool"]) for r in pooled if r["pool"] != "cls"} == {
+        (l, p) for l in range(tiny["vit"].num_layers + 1) for p in ("mean", "max")}
+
+
+def test_pooling_the_patch_tokens_uses_the_models_head_on_the_normed_mean(tiny):
+    from vit_feature_viz.analysis.token_pooling import pooled_logits
+    from vit_feature_viz.models.stages import token_stages
+
+    model = tiny["vit"]
+    stages = token_stages(model)
+    images = torch.rand(2, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        hidden = model.module.vit(pixel_values=model.normalize(images)).last_hidden_state  # normed by the model
+        expected = model.module.classifier(hidden[:, 1:].mean(dim=1))
+        got = pooled_logits(stages, stages.embed(model.normalize(images)))[(model.num_layers, "mean")]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_per_block_experiments_refuse_cnns_and_headless_towers(tiny_repos):
+    with pytest.raises(VizError, match="no classification head"):
+        cls_isolation(tiny_repos["vit_model"], _dataset(4), **RUN)
+
+
+# --- foreground / background -----------------------------------------------------------------------------------
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+BOX = [8, 8, 24, 24]  # x0, y0, x1, y1 (exclusive)
+
+
+def _box_reader() -> ImageClassifier:
+    """A 'model' that looks only inside BOX: its logits are the mean colour there, so it ignores the background."""
+    def logits(images):
+        return images[:, :, BOX[1] : BOX[3], BOX[0] : BOX[2]].mean(dim=(2, 3))
+
+    return ImageClassifier("constructed/box-reader", "cnn", 32, list(COLOURS), logits)
+
+
+def _coloured_boxes(count=12):
+    rng = np.random.default_rng(3)
+    images, labels = [], []
+    for i in range(count):
+        pixels = rng.integers(0, 120, (32, 32, 3), dtype=np.uint8)  # dim noise: never brighter than the object
+        pixels[BOX[1] : BOX[3], BOX[0] : BOX[2]] = list(COLOURS.values())[i % 3]
+        images.append(Image.fromarray(pixels))
+        labels.append(i % 3)
+    return datasets.Dataset.from_dict(
+        {"image": images, "label": labels, "bbox": [BOX] * count},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(COLOURS)),
+                                    "bbox": datasets.List(datasets.Value("int64"))}),
+    )
+
+
+def test_a_model_that_ignores_the_background_keeps_full_accuracy_on_foreground_only_images():
+    result = foreground_background(_box_reader(), _coloured_boxes(12), **RUN)
+    by = {r["condition"]: r for r in result.rows}
+    assert by["full"]["top1"] == 100.0
+    assert by["foreground"]["top1"] == by["full"]["top1"] and by["foreground"]["top1_normalized"] == 100.0
+    assert by["background"]["top1"] == pytest.approx(100 / 3)  # the box is black: always the first class
+
+
+def test_foreground_background_needs_boxes_or_masks(tiny):
+    plain = _dataset(4).remove_columns("bbox")
+    with pytest.raises(VizError, match="--box-column"):
+        foreground_background(tiny["vit"], plain, **RUN)
+
+
+# --- frequency ----------------------------------------------------------------------------------------------------
+def test_low_pass_at_nyquist_leaves_images_unchanged_and_lower_cutoffs_remove_fine_detail():
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(frequency_filter(images, 0.5, "low"), images, atol=1e-5, rtol=0)
+    torch.testing.assert_close(frequency_filter(images, 0.0, "high"), images, atol=1e-5, rtol=0)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2).float().expand(1, 3, 32, 32) * 0.5 + 0.25
+    torch.testing.assert_close(frequency_filter(checker, 0.25, "low"), torch.full_like(checker, 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(frequency_filter(checker, 0.25, "high"), checker, atol=1e-5, rtol=0)
+
+
+def test_frequency_compares_models_and_low_pass_at_nyquist_is_the_natural_accuracy(tiny):
+    dataset = _dataset(16)
+    result = frequency([tiny["vit"], _box_reader_for_tiny()], dataset, cutoffs=[0.25, 1.0], **RUN)
+    natural = _natural(from_vision_model(tiny["vit"]), dataset)
+    full = next(r for r in result.rows if r["model_id"] == tiny["vit"].model_id and r["filter"] == "low-pass"
+                and r["cutoff"] == 1.0)
+    assert (full["top1"], full["top5"]) == (natural.top1, natural.top5)
+    assert {r["model_id"] for r in result.rows} == {tiny["vit"].model_id, "constructed/box-reader"}
+    with pytest.raises(VizError, match="fractions of Nyquist"):
+        frequency(tiny["vit"], dataset, cutoffs=[2], **RUN)
+
+
+def _box_reader_for_tiny():
+    """The box reader over the tiny models' ten classes, at a different input size than theirs (resized)."""
+    return ImageClassifier("constructed/box-reader", "cnn", 32, TINY_CLASSES,
+                           lambda images: images.mean(dim=(2, 3)).repeat(1, 4)[:, :10])
+
+
+# --- labels and files ---------------------------------------------------------------------------------------------
+def test_labels_are_mapped_to_the_models_classes_by_name_or_refused_in_one_line(tiny):
+    names = ["Class 3", "class-1", "class_0"]
+    data = open_labeled(_dataset(6, names=names), split="test")
+    assert LabelMap(data, TINY_CLASSES, "m")([0, 1, 2]).tolist() == [3, 1, 0]
+    synonyms = LabelMap(data, ["x", "class_1, first", "y", "class 0", "class 3, third"], "m")
+    assert synonyms([0, 1, 2]).tolist() == [4, 1, 3]
+    unknown = open_labeled(_dataset(4, names=["cat", "dog"]), split="test")
+    with pytest.raises(VizError, match=r"2 label\(s\).*\(cat, dog\) are not classes of 'tiny-org/vit-classifier'"):
+        cls_isolation(tiny["vit"], unknown.dataset, **RUN)
+
+
+def test_a_run_saves_a_table_with_its_settings_and_a_png_under_analysis(tiny, tmp_path):
+    result = per_block_cls(tiny["vit"], _dataset(8), max_images=5, **RUN)
+    files = result.save(tmp_path)
+    assert files["table"].parent == tmp_path / "analysis" / "per_block_cls"
+    with open(files["table"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == tiny["vit"].num_layers
+    assert rows[0]["images"] == "5" and rows[0]["max_images"] == "5" and "vit-classifier" in rows[0]["models"]
+    assert Image.open(files["plot"]).size[0] > 400
+    assert result.save(tmp_path) == files  # same settings: same files, replaced

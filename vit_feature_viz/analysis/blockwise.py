@@ -1,0 +1,33 @@
+"""The loop the per-block experiments share: ViT classifiers taken apart into stages (models/stages.py), each
+batch embedded once, and an experiment-specific walk over the blocks that returns {key: logits}."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..models.stages import TokenStages, token_stages
+from .common import base_settings, load_classifiers, open_data, sweep
+
+Walk = Callable[[TokenStages, torch.Tensor], dict]
+
+
+def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test", max_images=None, batch_size=32,
+                  streaming=False, image_column=None, label_column=None, progress=True, **load_options):
+    """Returns (classifiers, stages by model id, accuracy counts by (model id, key), settings)."""
+    classifiers = load_classifiers(models, allow_cnn=False, **load_options)
+    stages = {c.model_id: token_stages(c.vision_model) for c in classifiers}
+    for s in stages.values():
+        s._need_head()
+    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming)
+
+    def score(clf, images, _masks):
+        model, st = clf.vision_model, stages[clf.model_id]
+        with model.autocast():
+            return walk(st, st.embed(model.normalize(images.to(model.device))))
+
+    counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
+                         desc=experiment.replace("_", " "))
+    return classifiers, stages, counts, base_settings(experiment, classifiers, data, split, max_images, seen)
+

@@ -1,0 +1,177 @@
+"""What every experiment shares: loading the models, counting top-1/top-5 over the data, and the result
+(a table with the settings plus a plot) written under `<folder>/analysis/<experiment>/`."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from ..errors import VizError
+from ..models.base import VisionModel
+from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
+from .data import LabeledData, LabelMap, batches, open_labeled, resize_to
+
+ANALYSIS_DIR = "analysis"  # inside a gallery folder; pushed with it
+
+
+@dataclass
+class Accuracy:
+    """Running top-1 / top-5 counts."""
+
+    top1_correct: int = 0
+    top5_correct: int = 0
+    total: int = 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        k = min(5, logits.shape[-1])
+        top = logits.float().topk(k, dim=-1).indices.cpu()
+        hits = top == labels.view(-1, 1)
+        self.top1_correct += int(hits[:, 0].sum())
+        self.top5_correct += int(hits.any(dim=1).sum())
+        self.total += len(labels)
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * self.top1_correct / max(self.total, 1)
+
+    @property
+    def top5(self) -> float:
+        return 100.0 * self.top5_correct / max(self.total, 1)
+
+
+@dataclass
+class AnalysisResult:
+    """One run: `rows` (one per model and setting point), the run's `settings`, and the figure."""
+
+    experiment: str
+    rows: list[dict]
+    settings: dict
+    figure: Figure
+    files: dict[str, Path] = field(default_factory=dict)  # "table" / "plot" once saved
+
+    def table(self) -> list[dict]:
+        """Rows with the settings as extra columns, so a CSV alone says how it was made."""
+        flat = {k: (json.dumps(v) if isinstance(v, (list, dict, tuple)) else v) for k, v in self.settings.items()}
+        return [{**row, **{k: v for k, v in flat.items() if k not in row}} for row in self.rows]
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write `analysis/<experiment>/<run>.csv` and `.png` into `folder` (a gallery folder); same settings
+        give the same file names, so a rerun replaces its own files and nothing else."""
+        out = Path(folder) / ANALYSIS_DIR / self.experiment
+        out.mkdir(parents=True, exist_ok=True)
+        stem = run_name(self.settings)
+        table = self.table()
+        columns = list(dict.fromkeys(k for row in table for k in row))
+        csv_path, png_path = out / f"{stem}.csv", out / f"{stem}.png"
+        tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(table)
+        tmp.replace(csv_path)
+        self.figure.savefig(png_path)
+        self.files = {"table": csv_path, "plot": png_path}
+        return self.files
+
+
+def run_name(settings: dict) -> str:
+    """`<dataset>-<split>-<hash of all settings>`: readable, and unique per setting."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    dataset = re.sub(r"[^A-Za-z0-9]+", "-", str(settings.get("dataset", "data")).split("/")[-1]).strip("-") or "data"
+    return f"{dataset}-{settings.get('split', '')}-{digest}".replace("--", "-")
+
+
+def short_name(model_id: str) -> str:
+    return str(model_id).rstrip("/").split("/")[-1]
+
+
+# --- models ---------------------------------------------------------------------------------------------------
+ModelLike = str | VisionModel | ImageClassifier
+
+
+def load_classifiers(models: ModelLike | Sequence[ModelLike], *, allow_cnn: bool, **options) -> list[ImageClassifier]:
+    """Names, loaded VisionModels or classifiers -> classifiers; CNNs only where the experiment compares them."""
+    models = [models] if isinstance(models, (str, VisionModel, ImageClassifier)) else list(models)
+    if not models:
+        raise VizError("No model given: pass at least one classifier checkpoint, e.g. google/vit-base-patch16-224.")
+    out = []
+    for model in models:
+        if isinstance(model, ImageClassifier):
+            clf = model
+        elif isinstance(model, VisionModel):
+            clf = from_vision_model(model)
+        else:
+            clf = load_classifier(model, **options)
+        if clf.kind != "vit" and not allow_cnn:
+            raise VizError(
+                f"'{clf.model_id}' is not a Vision Transformer: this experiment runs ViT blocks one by one; CNNs "
+                "compare only in foreground-background and frequency."
+            )
+        out.append(clf)
+    return out
+
+
+def vision_models(classifiers: list[ImageClassifier]) -> list[VisionModel]:
+    return [c.vision_model for c in classifiers]
+
+
+# --- the evaluation loop --------------------------------------------------------------------------------------
+Scorer = Callable[[ImageClassifier, torch.Tensor, "torch.Tensor | None"], dict]
+
+
+def sweep(
+    classifiers: list[ImageClassifier],
+    data: LabeledData,
+    score: Scorer,
+    *,
+    max_images: int | None,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+) -> tuple[dict[tuple[str, object], Accuracy], int]:
+    """Top-1/top-5 per (model_id, key) over the data, where `score(classifier, images, masks)` returns
+    {key: logits} for one batch at the classifier's input size. Returns the counts and the number of images."""
+    maps = {c.model_id: LabelMap(data, c.class_names, c.model_id) for c in classifiers}
+    size = max(c.image_size for c in classifiers)
+    counts: dict[tuple[str, object], Accuracy] = {}
+    seen = 0
+    for batch in batches(data, size=size, max_images=max_images, batch_size=batch_size, progress=progress, desc=desc):
+        seen += len(batch.labels)
+        for clf in classifiers:
+            labels = maps[clf.model_id](batch.labels)
+            images = resize_to(batch.images, clf.image_size)
+            masks = batch.masks
+            if masks is not None and masks.shape[-1] != clf.image_size:
+                masks = F.interpolate(masks[:, None].float(), size=(clf.image_size,) * 2, mode="nearest")[:, 0] > 0.5
+            with torch.no_grad():
+                scored = score(clf, images, masks)
+            for key, logits in scored.items():
+                counts.setdefault((clf.model_id, key), Accuracy()).add(logits, labels)
+    if not seen:
+        raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
+    return counts, seen
+
+
+def base_settings(experiment: str, classifiers, data: LabeledData, split: str, max_images, images: int) -> dict:
+    return {
+        "experiment": experiment,
+        "models": [c.model_id for c in classifiers],
+        "dataset": data.name,
+        "split": split,
+        "max_images": max_images,
+        "images": images,
+    }
+
+
+def open_data(dataset, *, split, image_column, label_column, streaming, **region) -> LabeledData:
+    return open_labeled(dataset, split=split, image_column=image_column, label_column=label_column,
+                        streaming=streaming, **region)

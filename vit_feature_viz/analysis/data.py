@@ -1,0 +1,257 @@
+"""The one loop over a labelled image dataset that every experiment shares.
+
+It opens a Hub dataset or local folder (streaming where asked), finds the image, label and optional box/mask
+columns, decodes images in threads to the square the models see, and maps the dataset's labels to each model's
+classes by name. A progress bar counts images.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import VizError
+from ..examples import as_pil, find_image_column, open_image_dataset
+from ..patchmap import fit_square, fit_square_as, pil_to_uint8
+
+LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")
+BOX_COLUMN_NAMES = ("bbox", "box", "boxes", "bboxes")
+MASK_COLUMN_NAMES = ("mask", "foreground", "segmentation")
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+
+
+@dataclass
+class LabeledData:
+    """An opened split with the columns an experiment reads."""
+
+    dataset: datasets.Dataset | datasets.IterableDataset
+    name: str
+    image_column: str
+    label_column: str
+    label_names: list[str] | None  # None when labels are bare integers (taken as the model's class index)
+    box_column: str | None = None
+    mask_column: str | None = None
+    box_format: str = "xyxy"
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # [B, 3, S, S] floats in [0, 1]
+    labels: list  # dataset labels: ints (ClassLabel ids / class indices) or strings
+    masks: torch.Tensor | None  # [B, S, S] bool foreground, when a box or mask column was asked for
+
+
+def open_labeled(
+    dataset,
+    *,
+    split: str = "test",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    box_column: str | None = None,
+    mask_column: str | None = None,
+    need_region: bool = False,
+    box_format: str = "xyxy",
+    streaming: bool = False,
+) -> LabeledData:
+    """Open `dataset` (Hub id, local folder or (Iterable)Dataset) and find its columns, failing in one line."""
+    if isinstance(dataset, (str, os.PathLike)):
+        name = str(dataset)
+        opened, image = open_image_dataset(name, split=split, image_column=image_column, streaming=streaming)
+    else:
+        if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+            if split not in dataset:
+                raise VizError(f"The dataset has no split '{split}': use one of {', '.join(dataset)}.")
+            dataset = dataset[split]
+        opened, name = dataset, getattr(dataset.info, "dataset_name", None) or "dataset"
+        image = find_image_column(opened, image_column, name)
+    columns = _columns(opened)
+    label = _pick(columns, label_column, LABEL_COLUMN_NAMES, name, "label", "--label-column")
+    if label is None:
+        raise VizError(f"Dataset '{name}' has no label column (columns: {', '.join(columns)}): pass --label-column NAME.")
+    box = mask = None
+    if need_region or box_column or mask_column:
+        mask = _pick(columns, mask_column, MASK_COLUMN_NAMES, name, "mask", "--mask-column") if not box_column else None
+        box = _pick(columns, box_column, BOX_COLUMN_NAMES, name, "box", "--box-column") if mask is None else None
+        if need_region and box is None and mask is None:
+            raise VizError(
+                f"Dataset '{name}' has no bounding-box or mask column (columns: {', '.join(columns)}): pass "
+                "--box-column NAME (x0, y0, x1, y1 pixels) or --mask-column NAME."
+            )
+    if box_format not in ("xyxy", "xywh"):
+        raise VizError(f"Unknown box format '{box_format}': use xyxy (x0, y0, x1, y1) or xywh (x, y, width, height).")
+    return LabeledData(opened, name, image, label, _label_names(opened, label), box, mask, box_format)
+
+
+def _columns(dataset) -> list[str]:
+    if dataset.features is not None:
+        return list(dataset.features)
+    return list(next(iter(dataset), {}))
+
+
+def _pick(columns, given, candidates, name, what, option) -> str | None:
+    if given:
+        if given not in columns:
+            raise VizError(f"Dataset '{name}' has no column '{given}': use {option} with one of {', '.join(columns)}.")
+        return given
+    return next((c for c in columns if c.lower() in candidates), None)
+
+
+def _label_names(dataset, column: str) -> list[str] | None:
+    feature = (dataset.features or {}).get(column)
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return None
+
+
+# --- labels ---------------------------------------------------------------------------------------------------
+def _normal(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", str(name)).strip().lower()
+
+
+class LabelMap:
+    """Dataset labels -> one model's class indices, by name (synonyms such as ImageNet's 'tench, Tinca tinca'
+    count), or by index when the dataset's labels are bare integers."""
+
+    def __init__(self, data: LabeledData, class_names: Sequence[str], model_id: str):
+        self.model_id = model_id
+        self.num_classes = len(class_names)
+        self.by_name: dict[str, int] = {}
+        for index, full in enumerate(class_names):
+            for synonym in [full, *str(full).split(",")]:
+                self.by_name.setdefault(_normal(synonym), index)
+        self.ids: list[int] | None = None
+        if data.label_names is not None:
+            if [_normal(n) for n in data.label_names] == [_normal(n) for n in class_names]:
+                self.ids = list(range(len(class_names)))
+            else:
+                missing = [n for n in data.label_names if _normal(n) not in self.by_name]
+                if missing:
+                    raise VizError(
+                        f"{len(missing)} label(s) of '{data.name}' ({', '.join(map(str, missing[:3]))}"
+                        f"{', ...' if len(missing) > 3 else ''}) are not classes of '{model_id}': pick a dataset "
+                        "whose labels the model knows, or a model trained on these classes."
+                    )
+                self.ids = [self.by_name[_normal(n)] for n in data.label_names]
+
+    def __call__(self, labels: list) -> torch.Tensor:
+        return torch.tensor([self._one(v) for v in labels], dtype=torch.long)
+
+    def _one(self, value) -> int:
+        if isinstance(value, str):
+            found = self.by_name.get(_normal(value))
+            if found is None:
+                raise VizError(f"Label '{value}' is not a class of '{self.model_id}': pick a dataset whose labels it knows.")
+            return found
+        value = int(value)
+        if self.ids is not None:
+            return self.ids[value]
+        if not 0 <= value < self.num_classes:
+            raise VizError(
+                f"Label {value} is out of range for '{self.model_id}' ({self.num_classes} classes): pick a dataset "
+                "labelled with this model's classes."
+            )
+        return value
+
+
+# --- iterating ------------------------------------------------------------------------------------------------
+def batches(
+    data: LabeledData,
+    *,
+    size: int,
+    max_images: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    desc: str = "Evaluating",
+) -> Iterator[Batch]:
+    """Batches of images at `size` x `size` (shorter side resized, centre crop) with labels and masks."""
+    if batch_size < 1:
+        raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --batch-size 32.")
+    if max_images is not None and max_images < 1:
+        raise VizError(f"max_images must be at least 1, not {max_images}: leave it unset to use the whole split.")
+    columns = [c for c in (data.image_column, data.label_column, data.box_column, data.mask_column) if c]
+    dataset = data.dataset.select_columns(list(dict.fromkeys(columns)))
+    for column in (data.image_column, data.mask_column):
+        feature = (dataset.features or {}).get(column) if column else None
+        if isinstance(feature, datasets.Image) and feature.decode:  # decoded in threads below
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    total = len(dataset) if isinstance(dataset, datasets.Dataset) else None
+    if max_images is not None:
+        total = max_images if total is None else min(total, max_images)
+    load = functools.partial(_load_row, data=data, size=size)
+    with ThreadPoolExecutor(DECODE_THREADS) as pool, tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
+        for rows in _row_chunks(dataset, total, batch_size):
+            loaded = list(pool.map(load, rows))
+            bar.update(len(rows))
+            images = torch.stack([image for image, _ in loaded]).float() / 255
+            masks = torch.stack([mask for _, mask in loaded]) if data.box_column or data.mask_column else None
+            yield Batch(images, [row[data.label_column] for row in rows], masks)
+
+
+def _row_chunks(dataset, total, batch_size) -> Iterator[list[dict]]:
+    if isinstance(dataset, datasets.Dataset):
+        for start in range(0, total, batch_size):
+            chunk = dataset[start : min(start + batch_size, total)]
+            yield [dict(zip(chunk, values)) for values in zip(*chunk.values())]
+        return
+    chunk = []
+    for index, row in enumerate(dataset):
+        if total is not None and index >= total:
+            break
+        chunk.append(row)
+        if len(chunk) == batch_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _load_row(row: dict, *, data: LabeledData, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    image = as_pil(row[data.image_column], data.image_column)
+    mask = None
+    if data.box_column:
+        mask = _box_mask(row[data.box_column], image.size, data.box_format)
+    elif data.mask_column:
+        mask = _mask_image(row[data.mask_column], data.mask_column, image.size)
+    pixels = pil_to_uint8(fit_square(image, size))
+    return pixels, None if mask is None else _fit_mask(mask, size)
+
+
+def _box_mask(boxes, image_size: tuple[int, int], box_format: str) -> Image.Image:
+    """One box [x0, y0, x1, y1] (x1, y1 exclusive) or a list of boxes -> foreground mask (their union)."""
+    array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if boxes is not None else np.zeros((0, 4))
+    width, height = image_size
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for x0, y0, a, b in array:
+        x1, y1 = (x0 + a, y0 + b) if box_format == "xywh" else (a, b)
+        mask[max(0, int(round(y0))) : max(0, int(round(y1))), max(0, int(round(x0))) : max(0, int(round(x1)))] = 255
+    return Image.fromarray(mask)
+
+
+def _mask_image(value, column: str, image_size: tuple[int, int]) -> Image.Image:
+    mask = np.asarray(as_pil(value, column).convert("L")) > 0
+    if mask.shape[::-1] != tuple(image_size):
+        raise VizError(f"Masks in column '{column}' are {mask.shape[::-1]} but images are {image_size}: masks must match their images.")
+    return Image.fromarray(mask.astype(np.uint8) * 255)
+
+
+def _fit_mask(mask: Image.Image, size: int) -> torch.Tensor:
+    """The mask through exactly `fit_square`'s geometry (nearest neighbour, so it stays binary)."""
+    return torch.from_numpy(np.array(fit_square_as(mask, size, Image.Resampling.NEAREST)) > 127)
+
+
+def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Batch images to another model's input size (antialiased), for runs comparing models of several sizes."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
