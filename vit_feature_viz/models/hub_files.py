@@ -1,13 +1,16 @@
 """Reading a checkpoint's small files (configs, weight file names) from a local folder or the Hub, with errors
-that name the fix. Backend detection and the pickle check both need this, before any weights are loaded."""
+that name the fix. Backend detection, the size cap and the pickle check all need this, before any weights load."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (  # RemoteEntryNotFoundError and LocalEntryNotFoundError are EntryNotFoundErrors
     EntryNotFoundError,
     GatedRepoError,
@@ -59,15 +62,27 @@ class CheckpointFiles:
         except ValueError:
             raise VizError(f"'{self.name}' is neither a local folder nor a Hub model id like org/name: check the spelling.") from None
 
-    def library_source(self) -> str:
-        """The name timm and open_clip load from: `hf-hub:org/name`, or `local-dir:` for folders and revisions."""
+    def on_disk(self, filename: str) -> str | None:
+        """Local path of `filename` if it is already here (folder or Hub cache); never downloads."""
         if self.local is not None:
-            return f"local-dir:{self.local}"
-        if self.revision:
-            from huggingface_hub import snapshot_download
+            candidate = self.local / filename
+            return str(candidate) if candidate.is_file() else None
+        try:
+            found = try_to_load_from_cache(self.name, filename, revision=self.revision)
+        except ValueError:  # not a repo id; path() names the problem
+            return None
+        return found if isinstance(found, str) else None
 
-            return f"local-dir:{snapshot_download(self.name, revision=self.revision)}"
-        return f"hf-hub:{self.name}"
+    def has(self, filename: str) -> bool:
+        """Whether the checkpoint has `filename`, without downloading it (weight files can be gigabytes)."""
+        if self.on_disk(filename) is not None:
+            return True
+        if self.local is not None or constants.HF_HUB_OFFLINE:
+            return False
+        try:
+            return HfApi().file_exists(self.name, filename, revision=self.revision)
+        except (HfHubHTTPError, OSError, ValueError):
+            return False
 
     def exists(self, filename: str) -> bool:
         return self.path(filename) is not None
@@ -89,19 +104,39 @@ class CheckpointFiles:
             return VizError(f"Cannot reach the Hub to fetch '{self.name}': check the network or HF_ENDPOINT, or use a cached model.")
         return VizError(f"'{self.name}' has no config.json or open_clip_config.json: it is not a transformers, timm or open_clip checkpoint.")
 
-    def require_weights(self, safe: list[str], pickled: list[str], allow_pickle: bool) -> None:
-        """Refuse pickle-only checkpoints unless the user allowed them: unpickling can run arbitrary code."""
-        if any(self.exists(name) for name in safe):
-            return
-        if any(self.exists(name) for name in pickled):
-            if allow_pickle:
-                return
-            raise VizError(
-                f"'{self.name}' only has pickle weights ({pickled[0]}), which can run code when loaded: "
-                "pass --allow-pickle (allow_pickle=True) if you trust it."
-            )
+    def weights(self, safe: list[str], pickled: list[str], allow_pickle: bool) -> str:
+        """Local path of the one weight file to load: the first safetensors name present, else a pickle name only
+        when allowed (unpickling can run arbitrary code). Backends must load exactly this file (see `staged`):
+        checking one file while a library picks another is how a pickle slips through."""
+        for name in safe:
+            if self.has(name):
+                return self.path(name) or self._vanished(name)
+        for name in pickled:
+            if self.has(name):
+                if not allow_pickle:
+                    raise VizError(
+                        f"'{self.name}' only has pickle weights ({name}), which can run code when loaded: "
+                        "pass --allow-pickle (allow_pickle=True) if you trust it."
+                    )
+                return self.path(name) or self._vanished(name)
         raise VizError(f"'{self.name}' has no weight file ({safe[0]} or {pickled[0]}): check the repo.")
 
+    def _vanished(self, name: str) -> str:
+        raise VizError(f"'{self.name}' lists {name} but it could not be fetched: check the network and retry.")
+
+    @contextlib.contextmanager
+    def staged(self, weights: str, configs: list[str]) -> Iterator[str]:
+        """A temporary folder holding only `configs` and the checked `weights` file, as `local-dir:<folder>`.
+
+        timm and open_clip choose their weight file themselves (open_clip takes open_clip_pytorch_model.bin over
+        model.safetensors); in this folder there is no other file to choose."""
+        with tempfile.TemporaryDirectory(prefix="vfv-checkpoint-") as folder:
+            for name in configs:
+                found = self.path(name)
+                if found is not None:
+                    os.symlink(os.path.abspath(found), os.path.join(folder, name))
+            os.symlink(os.path.abspath(weights), os.path.join(folder, os.path.basename(weights)))
+            yield f"local-dir:{folder}"
 
 def _status(err: HfHubHTTPError) -> str:
     response = getattr(err, "response", None)

@@ -9,6 +9,7 @@ from ..errors import VizError
 from . import open_clip_backend, timm_backend, transformers_backend
 from .base import VisionModel
 from .hub_files import CheckpointFiles
+from .size import check_files_size
 
 BACKENDS = {
     "open_clip": open_clip_backend.load,
@@ -41,10 +42,12 @@ def load_model(
     precision: str = "auto",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    max_parameters: int | None = None,
 ) -> VisionModel:
     """Load a ViT/CLIP checkpoint by Hub name or local folder, ready to render.
 
-    Pickle weights are refused unless `allow_pickle`; remote code runs only with `trust_remote_code`.
+    Pickle weights are refused unless `allow_pickle`; remote code runs only with `trust_remote_code`; with
+    `max_parameters` a larger checkpoint is refused before its weights are downloaded (see size.py).
     """
     if not name_or_path or not str(name_or_path).strip():
         raise VizError("No model given: enter a Hub model id such as google/vit-base-patch16-224.")
@@ -52,6 +55,8 @@ def load_model(
     resolved_precision = resolve_precision(precision, resolved_device)
     files = CheckpointFiles(str(name_or_path).strip(), revision)
     backend, config = detect_backend(files)
+    if max_parameters is not None:
+        check_files_size(files, backend, config, max_parameters)
     return BACKENDS[backend](
         files,
         config,
@@ -63,6 +68,7 @@ def load_model(
 
 
 @functools.lru_cache(maxsize=2)
-def load_model_cached(name_or_path: str, revision: str | None = None, device: str = "auto", precision: str = "auto") -> VisionModel:
+def load_model_cached(name_or_path: str, revision: str | None = None, device: str = "auto", precision: str = "auto",
+                      max_parameters: int | None = None) -> VisionModel:
     """The app and repeated library calls reuse a loaded model instead of reading weights again."""
-    return load_model(name_or_path, revision=revision, device=device, precision=precision)
+    return load_model(name_or_path, revision=revision, device=device, precision=precision, max_parameters=max_parameters)

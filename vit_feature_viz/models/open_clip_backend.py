@@ -6,6 +6,10 @@ from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int
 from .hub_files import CheckpointFiles
 
 
+SAFE_WEIGHTS = ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors"]
+PICKLE_WEIGHTS = ["open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "pytorch_model.bin"]
+
+
 class OpenClipVisionModel(VisionModel):
     """open_clip's VisionTransformer cannot resample its position embedding, so it renders at native size only."""
 
@@ -16,12 +20,9 @@ class OpenClipVisionModel(VisionModel):
 def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remote_code, allow_pickle) -> VisionModel:
     import open_clip
 
-    files.require_weights(
-        ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors"],
-        ["open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "pytorch_model.bin"],
-        allow_pickle,
-    )
-    module = open_clip.create_model_and_transforms(files.library_source())[0]
+    weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
+    with files.staged(weights, ["open_clip_config.json"]) as source:
+        module = open_clip.create_model(source)
     visual = module.visual
     preprocess = config.get("preprocess_cfg", {})
     image_size = getattr(visual, "image_size", preprocess.get("size", 224))

@@ -6,6 +6,9 @@ from .base import VisionModel, as_int
 from .hub_files import CheckpointFiles
 
 
+SAFE_WEIGHTS, PICKLE_WEIGHTS = ["model.safetensors"], ["pytorch_model.bin"]
+
+
 class TimmVisionModel(VisionModel):
     """A timm model is its own vision tower; its forward returns logits when it has a head."""
 
@@ -20,8 +23,9 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     import timm
     import timm.data
 
-    files.require_weights(["model.safetensors"], ["pytorch_model.bin"], allow_pickle)
-    module = timm.create_model(files.library_source(), pretrained=True, dynamic_img_size=True)
+    weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
+    with files.staged(weights, ["config.json"]) as source:
+        module = timm.create_model(source, pretrained=True, dynamic_img_size=True)
     for sub in module.modules():  # explicit attention beats the fused kernel on CPU (see benchmarks/)
         if hasattr(sub, "fused_attn"):
             sub.fused_attn = device.type != "cpu"

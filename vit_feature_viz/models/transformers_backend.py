@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 
 import torch
 
@@ -10,6 +11,8 @@ from ..errors import VizError
 from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int
 from .hub_files import CheckpointFiles
 
+SAFE_WEIGHTS = ["model.safetensors", "model.safetensors.index.json"]
+PICKLE_WEIGHTS = ["pytorch_model.bin", "pytorch_model.bin.index.json"]
 CLIP_FAMILY = {"clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2", "chinese_clip", "altclip"}
 
 
@@ -27,8 +30,8 @@ class TransformersVisionModel(VisionModel):
 def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remote_code, allow_pickle) -> VisionModel:
     import transformers
 
-    files.require_weights(["model.safetensors", "model.safetensors.index.json"],
-                          ["pytorch_model.bin", "pytorch_model.bin.index.json"], allow_pickle)
+    weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
+    checked_safetensors = ".safetensors" in os.path.basename(weights)  # transformers then loads only safetensors
     auto_config = transformers.AutoConfig.from_pretrained(files.name, revision=files.revision, trust_remote_code=trust_remote_code)
     architectures = auto_config.architectures or []
     is_classifier = any("ForImageClassification" in a for a in architectures)
@@ -38,7 +41,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
             files.name,
             revision=files.revision,
             trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True,
+            use_safetensors=checked_safetensors,
             dtype=torch.float32,
             attn_implementation="eager" if device.type == "cpu" else "sdpa",  # explicit attention is faster on CPU
         )
