@@ -7,6 +7,7 @@ only with `trust_remote_code`. Class names come from the checkpoint so dataset l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,8 +98,11 @@ def _timm_cnn(files: CheckpointFiles, allow_pickle: bool):
     import timm
     import timm.data
 
-    files.require_weights(["model.safetensors"], ["pytorch_model.bin"], allow_pickle)
-    module = timm.create_model(files.library_source(), pretrained=True)
+    from . import timm_backend
+
+    weights = files.weights(timm_backend.SAFE_WEIGHTS, timm_backend.PICKLE_WEIGHTS, allow_pickle)
+    with files.staged(weights, ["config.json"]) as source:  # timm can find no other weight file there
+        module = timm.create_model(source, pretrained=True)
     data = timm.data.resolve_model_data_config(module)
     return module, int(data["input_size"][-1]), tuple(data["mean"]), tuple(data["std"])
 
@@ -106,12 +110,13 @@ def _timm_cnn(files: CheckpointFiles, allow_pickle: bool):
 def _transformers_cnn(files: CheckpointFiles, trust_remote_code: bool, allow_pickle: bool):
     import transformers
 
-    files.require_weights(["model.safetensors", "model.safetensors.index.json"],
-                          ["pytorch_model.bin", "pytorch_model.bin.index.json"], allow_pickle)
+    from . import transformers_backend
+
+    weights = files.weights(transformers_backend.SAFE_WEIGHTS, transformers_backend.PICKLE_WEIGHTS, allow_pickle)
     try:
         module = transformers.AutoModelForImageClassification.from_pretrained(
             files.name, revision=files.revision, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True, dtype=torch.float32,
+            use_safetensors=".safetensors" in os.path.basename(weights), dtype=torch.float32,
         )
     except ValueError as err:
         raise VizError(f"'{files.name}' is not an image classifier transformers can load: {str(err).splitlines()[0]}") from None
