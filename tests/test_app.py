@@ -1,119 +1,36 @@
 """The Gradio app, served on a free loopback port and called through gradio_client like any API user would.
 
-Tiny random checkpoints come from the offline test cache (conftest.py); the app runs with a tiny hardware
-preset set through the environment, so the caps are small enough to cross in a test.
+The served app and its helpers are in app_fixtures.py; pushing the session gallery is tested in test_app_sharing.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import gradio as gr
+from gradio_client import Client, handle_file
+from PIL import Image
 
-import gradio as gr  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh  # noqa: E402
-from vit_feature_viz.app import common  # noqa: E402
-from vit_feature_viz.app.common import ModelCache  # noqa: E402
-from vit_feature_viz.app.explore_tab import Explorer  # noqa: E402
-from vit_feature_viz.app.render_tab import Renderer  # noqa: E402
-from vit_feature_viz.app.sharing_tab import Sharing  # noqa: E402
-from vit_feature_viz.errors import VizError  # noqa: E402
+from app_fixtures import (  # noqa: F401  (fixtures)
+    ROOT, app_error, client, free_port, image_folder, load_app, no_progress, render, serve, server, vit,
+)
+from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
+from vit_feature_viz.app import common
+from vit_feature_viz.app.common import ModelCache
+from vit_feature_viz.app.explore_tab import Explorer
+from vit_feature_viz.app.render_tab import Renderer
+from vit_feature_viz.app.sharing_tab import Sharing
+from vit_feature_viz.errors import VizError
 
 pytestmark = [pytest.mark.slow, IGNORE_CLIENT_UPLOAD_WARNING]
-
-CAPS = {  # a tiny preset, chosen by env exactly as a Space owner would
-    "VFV_HARDWARE": "cpu-basic",
-    "VFV_MAX_STEPS": "5",
-    "VFV_MAX_FEATURES": "3",
-    "VFV_MAX_IMAGE_SIZE": "48",
-    "VFV_MAX_SCAN_IMAGES": "20",
-    "VFV_MAX_TOP_K": "4",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def load_app(name: str = "vfv_space_app"):
-    """Import app.py (the Space entry point) as a module; its `demo` is built from the environment."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def serve(demo) -> str:
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    return f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(scope="module")
-def server(tiny_repos):
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in CAPS.items():
-            env.setenv(key, value)
-        app = load_app()
-    url = serve(app.demo)
-    try:
-        yield SimpleNamespace(url=url, app=app)
-    finally:
-        app.demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return Client(server.url, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def vit(tiny_repos):
-    return tiny_repos["vit"]
-
-
-def render(client, model, layer=1, features="0-2", *, objective="feature", recipe="paper", steps=3, image_size=0,
-           seed=0):
-    return client.predict(model, layer, features, objective, recipe, steps, image_size, seed, api_name="/render")
-
-
-def app_error(call) -> str:
-    with pytest.raises(AppError) as err:
-        call()
-    message = str(err.value)
-    assert "\n" not in message and "Traceback" not in message
-    return message
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    """A tiny imagefolder dataset: 12 random images of odd sizes in a train split."""
-    import numpy as np
-
-    root = tmp_path_factory.mktemp("images")
-    (root / "train").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)).save(root / "train" / f"{i}.png")
-    return root
 
 
 # --- the API ------------------------------------------------------------------------------------------------
@@ -126,7 +43,8 @@ def test_named_endpoints_and_their_parameters(client):
     assert params["/render"] == ["model_id", "layer", "features", "objective", "recipe", "steps", "image_size", "seed"]
     assert params["/patch_map"] == ["model_id", "layer", "feature", "image"]
     assert [r["component"] for r in endpoints["/render"]["returns"]] == ["Gallery", "Dataframe"]
-    assert not {"/download", "/push", "/pickers", "/feature_picker"} & set(endpoints)  # UI-only helpers stay private
+    assert params["/push"] == ["repo_name", "private", "token"]
+    assert not {"/download", "/pickers", "/feature_picker"} & set(endpoints)  # UI-only helpers stay private
 
 
 @pytest.mark.parametrize("role", ["vit", "clip", "timm_vit", "open_clip"])
@@ -176,6 +94,80 @@ def test_examples_from_a_local_dataset(client, vit, image_folder):
     assert gallery[0]["caption"].startswith("#1 · row ") and gallery[1]["caption"] == "#1 patch map"
 
 
+# --- /patch_map reads only images uploaded to the app -------------------------------------------------------
+
+
+def call_raw(url: str, endpoint: str, data: list) -> tuple[str, object]:
+    """Call a named endpoint over gradio's plain HTTP API, as any client could (no gradio_client); returns the
+    final server-sent event: ("complete", outputs) or ("error", message)."""
+    import json
+
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as http:
+        event_id = http.post(f"gradio_api/call/{endpoint}", json={"data": data}).raise_for_status().json()["event_id"]
+        stream = http.get(f"gradio_api/call/{endpoint}/{event_id}").text
+    events = [block.split("\n") for block in stream.strip().split("\n\n")]
+    last = {line.partition(": ")[0]: line.partition(": ")[2] for line in events[-1]}
+    return last["event"], json.loads(last["data"]) if last.get("data") else None
+
+
+def upload_raw(url: str, path: Path) -> str:
+    """Upload a file through gradio's /upload route; returns the server path gradio gives back."""
+    import httpx
+
+    with path.open("rb") as handle:
+        response = httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, handle, "image/png")}, timeout=60)
+    return response.raise_for_status().json()[0]
+
+
+@pytest.fixture(scope="module")
+def server_file(tmp_path_factory) -> Path:
+    """An image that lives on the server but was never uploaded (as /etc/... or the owner's photos would)."""
+    path = tmp_path_factory.mktemp("server-files") / "private.png"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(path)
+    return path
+
+
+FILE_META = {"_type": "gradio.FileData"}
+
+
+def test_patch_map_refuses_server_paths_over_raw_http(server, vit, server_file):
+    path = str(server_file)
+    for payload in ({"path": path}, {"path": path, "url": path}, {"path": "../" * 8 + path.lstrip("/")}):
+        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload])
+        assert event == "error" and "The image was not uploaded to this app" in str(data), (payload, data)
+    for payload in ({"path": path, "meta": FILE_META}, path):  # gradio's own checks refuse these, without details
+        assert call_raw(server.url, "patch_map", [vit, 1, 3, payload]) == ("error", {"error": None})
+    # a file gradio made for another request (a rendered image in its cache) was not uploaded either
+    event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0])
+    assert event == "complete"
+    rendered = outputs[0][0]["image"]["path"]
+    for payload in ({"path": rendered}, {"path": rendered, "meta": FILE_META}):
+        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload])
+        assert event == "error" and "not uploaded to this app" in str(data), (payload, data)
+
+
+def test_patch_map_takes_uploads_and_inline_images_over_raw_http(server, vit, tmp_path):
+    import base64
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(photo)
+    uploaded = upload_raw(server.url, photo)
+    inline = "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode()
+    for payload in ({"path": uploaded, "meta": FILE_META}, {"path": uploaded}, {"url": inline}):
+        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload])
+        assert event == "complete", (payload, data)
+        assert data[0]["path"] and data[0]["path"] != uploaded
+
+
+def test_patch_map_refuses_server_paths_through_gradio_client(client, vit, server_file):
+    message = app_error(lambda: client.predict(vit, 1, 3, {"path": str(server_file)}, api_name="/patch_map"))
+    assert message.startswith("The image was not uploaded to this app: upload it")
+    with Image.open(client.predict(vit, 1, 3, handle_file(str(server_file)), api_name="/patch_map")) as overlay:
+        assert overlay.size == (32, 32)  # the same file, uploaded by the client, is fine
+
+
 # --- clear errors ---------------------------------------------------------------------------------------
 
 
@@ -190,6 +182,8 @@ def test_examples_from_a_local_dataset(client, vit, image_folder):
         (("{vit}", 1, "500"), "Feature 500 is out of range: this layer has 128 features, use 0-127."),
         (("{vit}", 1, "random 999"), "Cannot draw 999 random features"),
         (("{resnet}", 1, "0"), "has no transformer blocks with an MLP"),
+        (("{vit_pickle}", 1, "0"), "can run code when loaded: this app loads only safetensors weights, so pick a "
+                                   "checkpoint that has a .safetensors file."),
     ],
 )
 def test_bad_render_input_gets_one_clear_line(client, tiny_repos, args, expected):
@@ -210,6 +204,29 @@ def test_bad_objective_recipe_and_image(client, vit, tmp_path):
     not_an_image.write_text("hello")
     message = app_error(lambda: client.predict(vit, 1, 3, handle_file(str(not_an_image)), api_name="/patch_map"))
     assert "not an image" in message
+
+
+def test_messages_name_the_apps_controls_not_cli_flags(client, tiny_repos):
+    message = app_error(lambda: render(client, tiny_repos["clip"], objective="logit", steps=2))
+    assert "has no classification head: set Objective to feature, or a classifier" in message
+    assert "--" not in message
+
+
+def test_every_flag_the_librarys_messages_name_has_app_wording():
+    """Each CLI flag in a VizError message of the library maps to a control of the app or to the app's own fix."""
+    import ast
+    import re
+
+    flags = set()
+    for path in (ROOT / "vit_feature_viz").rglob("*.py"):
+        if path.name in ("cli.py", "__main__.py"):  # the CLI's own messages never reach the app
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "VizError":
+                text = " ".join(c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                flags |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", text))
+    assert {"--objective", "--allow-pickle"} <= flags  # the scan sees the library's messages
+    assert flags - set(common.APP_CONTROLS) - set(common.APP_FIXES) == set()
 
 
 def test_unexpected_errors_are_one_generic_line(client, vit, monkeypatch):
@@ -402,142 +419,6 @@ def test_gpu_work_runs_inside_spaces_gpu_with_a_duration_from_the_request(vit, i
     assert asked == [("_render_stream", preset.gpu_duration(2, 3)),
                      ("_scan", explorer._scan_duration(vit, 1, 4, "", "", 12, 2))]
     assert 20 <= asked[0][1] <= preset.max_gpu_seconds
-
-
-# --- the session gallery: download and push --------------------------------------------------------------
-
-
-def no_progress(*args, **kwargs):
-    pass
-
-
-@pytest.fixture
-def session(vit, tmp_path, monkeypatch):
-    """A session gallery with two rendered features, made through the same function /render calls."""
-    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")
-    preset = SimpleNamespace(name="test", max_steps=5, max_features=3, max_image_size=48, max_scan_images=20,
-                             max_top_k=4, max_gpu_seconds=60, gpu_duration=lambda features, steps: 60)
-    renderer = Renderer(preset, ModelCache())
-    *_, (images, table, folder) = renderer.render(vit, 1, "0,1", "feature", "paper", 2, 0, 0, None, progress=no_progress)
-    assert len(images) == 2 and len(table) == 2
-    return SimpleNamespace(logic=Sharing(), folder=folder)
-
-
-def test_download_parquet_and_zip(session):
-    import datasets
-
-    parquet = session.logic.download("parquet", session.folder)
-    rows = datasets.load_dataset("parquet", data_files=parquet, split="train")
-    assert sorted(rows["feature"]) == [0, 1] and rows[0]["image"].size == (32, 32)
-    archive = session.logic.download("zip", session.folder)
-    names = zipfile.ZipFile(archive).namelist()
-    assert "vit-feature-viz-gallery/README.md" in names
-    assert any(n.startswith("vit-feature-viz-gallery/data/") and n.endswith(".parquet") for n in names)
-    assert not any("/." in n for n in names)
-    assert "2 feature(s)" in session.logic.gallery_status(session.folder)
-
-
-def test_download_of_an_empty_gallery_is_a_clear_error(session):
-    with pytest.raises(gr.Error, match="Your gallery is empty"):
-        session.logic.download("parquet", None)
-
-
-# --- pushing the session gallery, with the real huggingface_hub client, to the loopback Hub (tests/hub_server.py)
-
-
-def session_rows(folder) -> list[dict]:
-    from vit_feature_viz.gallery import GalleryFolder
-
-    return sorted(GalleryFolder(folder).rows(), key=lambda r: r["feature"])
-
-
-def assert_hub_holds_the_session(monkeypatch, tmp_path, repo_id: str, folder, name: str, token=None) -> None:
-    """load_dataset (with `token`, fresh cache) gets the session's rows: same features and image pixels."""
-    import numpy as np
-
-    if token:
-        monkeypatch.setenv("HF_TOKEN", token)
-    else:
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-    loaded = sorted(load_fresh(monkeypatch, tmp_path, repo_id, name), key=lambda r: r["feature"])
-    mine = session_rows(folder)
-    assert [r["feature"] for r in loaded] == [r["feature"] for r in mine] == [0, 1]
-    for ours, theirs in zip(mine, loaded):
-        assert (theirs["model_id"], theirs["layer"]) == (ours["model_id"], ours["layer"])
-        assert theirs["activation"] == pytest.approx(ours["activation"])
-        assert np.array_equal(np.asarray(theirs["image"]), np.asarray(ours["image"]))
-
-
-def visitor(token: str):
-    """What gradio hands push() for a visitor signed in as alice."""
-    oauth = gr.OAuthToken(token=token, scope="write-repos", expires_at=0)
-    profile = gr.OAuthProfile({"name": "Alice", "preferred_username": "alice", "profile": "", "picture": ""})
-    return oauth, profile
-
-
-def on_a_space(monkeypatch, space_secret: str) -> None:
-    monkeypatch.setenv("SYSTEM", "spaces")
-    monkeypatch.setenv("SPACE_ID", "owner/vit-feature-viz")
-    monkeypatch.setenv("HF_TOKEN", space_secret)  # the Space's own secret: never used for a visitor's push
-    assert common.on_space()
-
-
-def test_local_push_uses_the_local_token(session, hub, monkeypatch, tmp_path):
-    monkeypatch.delenv("SYSTEM", raising=False)
-    monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.setenv("HF_TOKEN", hub.write_token)
-    assert not common.on_space()
-
-    message = session.logic.push("alice/my-gallery", True, session.folder, None, None)
-
-    assert "Pushed 2 feature(s)" in message and f"{hub.url}/datasets/alice/my-gallery" in message
-    assert "README.md" in hub.files("alice/my-gallery")
-    assert hub.repos[("dataset", "alice/my-gallery")].private
-    assert_hub_holds_the_session(monkeypatch, tmp_path, "alice/my-gallery", session.folder, "local",
-                                 token=hub.read_token)
-
-
-def test_space_push_needs_sign_in_and_goes_to_the_visitors_namespace(session, hub, monkeypatch, tmp_path):
-    on_a_space(monkeypatch, space_secret=hub.write_token)  # a usable secret: a fallback to it would push
-    with pytest.raises(gr.Error, match="Sign in with Hugging Face"):
-        session.logic.push("gallery", False, session.folder, None, None)
-    assert hub.commits == []
-
-    on_a_space(monkeypatch, space_secret="hf_space_owner_secret")  # unknown to the Hub: using it would fail
-    token, profile = visitor(hub.write_token)
-    with pytest.raises(gr.Error, match="only into your own namespace: use alice/gallery"):
-        session.logic.push("someone-else/gallery", False, session.folder, token, profile)
-    assert hub.commits == []
-
-    assert "Pushed 2 feature(s)" in session.logic.push("gallery", False, session.folder, token, profile)
-    assert "Pushed 2 feature(s)" in session.logic.push("alice/other", False, session.folder, token, profile)
-    assert {c.repo_id for c in hub.commits} == {"alice/gallery", "alice/other"}
-    assert_hub_holds_the_session(monkeypatch, tmp_path, "alice/gallery", session.folder, "space")
-
-
-@pytest.mark.parametrize("where", ["local", "space"])
-def test_push_with_a_wrong_token_is_one_line_without_the_token(session, hub, monkeypatch, where):
-    wrong = "hf_thisIsNotAValidToken123"
-    if where == "space":
-        on_a_space(monkeypatch, space_secret=hub.write_token)
-        oauth = visitor(wrong)
-    else:
-        monkeypatch.delenv("SYSTEM", raising=False)
-        monkeypatch.setenv("HF_TOKEN", wrong)
-        oauth = (None, None)
-    with pytest.raises(gr.Error) as excinfo:
-        session.logic.push("alice/gallery", False, session.folder, *oauth)
-    assert_error_without_token(excinfo, "rejected the request as unauthenticated (401)", "your gallery", token=wrong)
-    assert str(session.folder) not in str(excinfo.value)  # the server's folder is none of the visitor's business
-    assert hub.commits == []
-
-
-def test_gradio_injects_the_oauth_arguments_of_push(server):
-    """gradio fills gr.OAuthToken / gr.OAuthProfile parameters from the session (None when signed out)."""
-    from gradio.helpers import special_args
-
-    inputs, *_ = special_args(Sharing.push, inputs=["name", False, "/tmp/x"], request=None)
-    assert inputs == ["name", False, "/tmp/x", None, None]
 
 
 def test_local_paths_are_refused_on_a_space(monkeypatch, vit):

@@ -8,13 +8,18 @@ unexpected (the traceback goes to the server log only).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,13 +67,42 @@ def user_errors(action: str):
     except gr.Error:
         raise
     except VizError as err:
-        raise gr.Error(str(err), print_exception=False) from None
+        raise gr.Error(app_wording(str(err)), print_exception=False) from None
     except Exception as err:
         log.exception("unexpected error while %s", action)
         raise gr.Error(
             f"Unexpected error while {action} ({type(err).__name__}): try again, or with other settings.",
             print_exception=False,
         ) from None
+
+
+# Library messages name the CLI's flags; a visitor of the app needs its controls, or what to do instead when the
+# app has no such control. tests/test_app.py checks that every flag the library's messages name is here.
+APP_CONTROLS = {"--objective": "Objective", "--recipe": "Recipe", "--image-size": "Image size", "--split": "Split",
+                "--top-k": "Top k", "--features": "Features", "--steps": "Steps", "--seed": "Seed", "--layer": "Layer"}
+APP_FIXES = {  # replaces the message's advice (after its last ': ')
+    "--allow-pickle": "this app loads only safetensors weights, so pick a checkpoint that has a .safetensors file",
+    "--trust-remote-code": "this app never runs code from a model repo, so pick a checkpoint that transformers, "
+                           "timm or open_clip load by themselves",
+    "--image-column": "this app reads the dataset's first image column, so pick a dataset that has one",
+    "--batch-size": "this app picks the batch size itself, so try again with fewer images",
+    "--device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
+    "hf auth login": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
+}
+CLI_ADVICE = re.compile(r"\b(?:use|pass) (e\.g\. )?(--[a-z][a-z-]*)(?: with)? ?")
+
+
+def app_wording(message: str) -> str:
+    """A library message as the app's visitor should read it: controls of the app instead of CLI flags."""
+    for flag, fix in APP_FIXES.items():
+        at = message.find(flag)
+        if at >= 0:
+            cut = message.rfind(": ", 0, at)
+            tail = message.find(";", at)
+            return (message[:cut] if cut >= 0 else message.rstrip(".")) + ": " + fix + \
+                (message[tail:] if tail >= 0 else ".")
+    return CLI_ADVICE.sub(
+        lambda m: f"set {APP_CONTROLS[m[2]]} to {m[1] or ''}" if m[2] in APP_CONTROLS else m[0], message)
 
 
 # ------------------------------------------------------------------------------------------ small checks
@@ -110,25 +144,56 @@ def resolve_features(spec: Any, num_features: int, seed: int) -> list[int]:
                           num_features, seed)
 
 
-def open_image(payload: Any):
-    """A PIL image from what the endpoint gets: a PIL image, or gradio's file payload (a dict whose path gradio
-    has already checked is an upload in its cache; the endpoints skip gradio's preprocessing so that all
-    bounds are checked here, against the loaded model and the caps)."""
+MAX_IMAGE_PIXELS = 4096 * 4096  # an uploaded image is checked from its header before it is decoded
+
+
+def open_image(payload: Any, uploads: Collection[str]):
+    """A PIL image from what an endpoint gets: a file that gradio itself received as an upload (its path is in
+    `uploads`, the Blocks' upload_file_set), inline data (a data: URL), or a PIL image (Python callers).
+
+    The endpoints skip gradio's preprocessing (so that all bounds are checked against the loaded model and the
+    caps), and gradio checks a file payload only when it carries gradio's FileData meta: a bare
+    {"path": "/some/server/file.png"} would reach us unchecked. So any path that is not one of this app's
+    uploads is refused here, whatever the payload looks like.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    if payload is None or payload == {}:
-        raise VizError("No image given: upload an image to map.")
     if isinstance(payload, Image.Image):
         return payload
     path = payload.get("path") if isinstance(payload, dict) else None
-    if not path:
+    url = payload.get("url") if isinstance(payload, dict) else payload if isinstance(payload, str) else None
+    if isinstance(url, str) and url.startswith("data:"):
+        source = _inline_data(url)
+    elif isinstance(path, str) and path:
+        if path not in uploads and str(Path(path).resolve()) not in uploads:
+            raise VizError("The image was not uploaded to this app: upload it (the Your image box, or "
+                           "gradio_client's handle_file) or send it inline as a data: URL, not as a server path.")
+        source = path
+    elif payload in (None, {}, ""):
         raise VizError("No image given: upload an image to map.")
+    else:
+        raise VizError("The image was not uploaded to this app: upload it (the Your image box, or "
+                       "gradio_client's handle_file) or send it inline as a data: URL.")
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise VizError(f"The image is {image.width}x{image.height} pixels, more than this app reads "
+                               f"({MAX_IMAGE_PIXELS // 1_000_000} megapixels): upload a smaller one.")
             image.load()
             return image.copy()
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise VizError("The uploaded file is not an image this app can read: upload a PNG, JPEG or WebP.") from None
+
+
+def _inline_data(url: str) -> io.BytesIO:
+    """The bytes of a base64 data: URL (what a browser or an API client may send instead of an upload)."""
+    header, _, data = url.partition(",")
+    if not header.endswith(";base64") or len(data) > 30_000_000:
+        raise VizError("The inline image is not a base64 data: URL under 20 MB: upload the image instead.")
+    try:
+        return io.BytesIO(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise VizError("The inline image is not valid base64: upload the image instead.") from None
 
 
 def over_cap(preset, what: str, asked: int, cap: int, unit: str) -> VizError:

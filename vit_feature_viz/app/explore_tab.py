@@ -3,6 +3,8 @@ fires in an uploaded image (/patch_map)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 import gradio as gr
 
 from ..errors import VizError
@@ -17,9 +19,10 @@ SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
 class Explorer:
     """/examples and /patch_map for one hardware preset, on the shared model cache."""
 
-    def __init__(self, preset, models: ModelCache):
+    def __init__(self, preset, models: ModelCache, uploads: Callable[[], Collection[str]] = tuple):
         self.preset = preset
         self.models = models
+        self.uploads = uploads  # the paths gradio received as uploads: the only files /patch_map may read
         self._scan_on_device = on_gpu(self._scan, duration=self._scan_duration)
 
     def check_feature(self, model, layer, feature) -> tuple[int, int]:
@@ -38,7 +41,7 @@ class Explorer:
         from ..patchmap import patch_map
 
         with user_errors("drawing the patch map"):
-            image = open_image(image)
+            image = open_image(image, self.uploads())
             model = self.models.get(model_id)
             layer, feature = self.check_feature(model, layer, feature)
             return patch_map(model, image, layer, feature)
@@ -88,7 +91,7 @@ class Explorer:
 def build(ctx: AppContext) -> Explorer:
     """The "Explore a feature" tab inside the open gr.Tabs, for the shared layer and feature pickers."""
     preset = ctx.preset
-    explorer = Explorer(preset, ctx.models)
+    explorer = Explorer(preset, ctx.models, uploads=lambda: ctx.demo.upload_file_set)
     with gr.Tab("Explore a feature"):
         with gr.Row():
             dataset = gr.Textbox(DEFAULT_DATASET, label="Dataset (Hub id or local folder)")

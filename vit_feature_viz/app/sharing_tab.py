@@ -3,6 +3,7 @@ as a download, or pushed to a Hub dataset repo."""
 
 from __future__ import annotations
 
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -51,33 +52,45 @@ class Sharing:
             return str(out)
 
     @staticmethod
-    def push(repo_name: str, private: bool, session: str | None = None,
+    def push(repo_name: str, private: bool, token: str | None = None, session: str | None = None,
              oauth_token: gr.OAuthToken | None = None, profile: gr.OAuthProfile | None = None) -> str:
-        """Push the session's gallery to a Hub dataset repo.
+        """/push: the session's gallery to a Hub dataset repo, with the visitor's own token, never the server's.
 
-        On a Space the visitor's own OAuth token is used (never the Space's secrets) and the repo must be in
-        their namespace. Locally huggingface_hub's usual token (HF_TOKEN or `hf auth login`) is used.
+        The token is the one pasted in the Token field (or sent through the API), else on a Space the visitor's
+        OAuth token (the repo must then be in their namespace). Off a Space gradio's sign-in hands out the
+        server's own token, so it is ignored there, and the server's HF_TOKEN is used only if its owner opts in
+        with VFV_PUSH_WITH_SERVER_TOKEN=1. The token is used for this push only: never stored, logged or shown.
         """
         from ..hub import push_gallery
 
         with user_errors("pushing to the Hub"):
             folder = session_folder(session)
             name = str(repo_name or "").strip() or DEFAULT_REPO_NAME
-            token = None
-            if on_space():
-                if oauth_token is None or profile is None:
-                    raise VizError("Sign in with Hugging Face (button at the top) to push into your own namespace.")
+            token = str(token or "").strip() or None
+            if token is None and on_space() and oauth_token is not None and profile is not None:
                 namespace, _, short = name.rpartition("/")
                 if namespace and namespace != profile.username:
                     raise VizError(f"You can push only into your own namespace: use {profile.username}/{short}.")
                 name, token = f"{profile.username}/{short}", oauth_token.token
+            if token is None and not server_token_allowed():
+                raise VizError(
+                    ("Sign in with Hugging Face (button at the top) or paste a token with write access in the "
+                     "Token field" if on_space() else "Paste a Hugging Face token with write access in the Token "
+                     "field (this server pushes with its own token only if its owner sets "
+                     "VFV_PUSH_WITH_SERVER_TOKEN=1)") + " to push."
+                )
             started = time.monotonic()
             try:
                 url = push_gallery(folder.path, name, private=bool(private), token=token,
-                                   commit_message="Gallery from the vit-feature-viz Space")
+                                   commit_message="Gallery from the vit-feature-viz app")
             except VizError as err:  # visitors know their gallery, not the server folder that holds it
                 raise VizError(str(err).replace(f"the local gallery in {folder.path}", "your gallery")) from None
             return f"Pushed {len(folder.keys())} feature(s) to [{url}]({url}) in {time.monotonic() - started:.0f} s."
+
+
+def server_token_allowed() -> bool:
+    """Whether pushes without a visitor's token may use the server's own (its owner's opt-in, never on a Space)."""
+    return not on_space() and os.environ.get("VFV_PUSH_WITH_SERVER_TOKEN", "").strip() == "1"
 
 
 def build(ctx: AppContext) -> Sharing:
@@ -91,14 +104,18 @@ def build(ctx: AppContext) -> Sharing:
         file = gr.File(label="Download", interactive=False)
         with gr.Row():
             repo_name = gr.Textbox(DEFAULT_REPO_NAME, label="Dataset repo (name or you/name)")
+            token = gr.Textbox(label="Token", type="password", placeholder="hf_…", elem_id="push-token",
+                               info="A Hugging Face token with write access, used for this push only, never stored")
+        with gr.Row():
             private = gr.Checkbox(False, label="Private")
             push = gr.Button("Push to the Hub", variant="primary")
         pushed = gr.Markdown(
-            "Sign in with Hugging Face above to push into your own namespace." if ctx.show_login
-            else "Pushes use your local Hugging Face token (HF_TOKEN or `hf auth login`)."
+            ("Sign in with Hugging Face above, or paste a token, to push into your own namespace." if on_space()
+             else "Paste a token to push." if not server_token_allowed()
+             else "Pushes use your token if you paste one, else this server's own Hugging Face token.")
         )
 
     tab.select(sharing.gallery_status, [ctx.session], [status], api_visibility="private", queue=False)
     download.click(sharing.download, [fmt, ctx.session], [file], api_visibility="private")
-    push.click(sharing.push, [repo_name, private, ctx.session], [pushed], api_visibility="private")
+    push.click(sharing.push, [repo_name, private, token, ctx.session], [pushed], api_name="push")
     return sharing
