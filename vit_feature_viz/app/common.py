@@ -79,7 +79,9 @@ def user_errors(action: str):
 # Library messages name the CLI's flags; a visitor of the app needs its controls, or what to do instead when the
 # app has no such control. tests/test_app.py checks that every flag the library's messages name is here.
 APP_CONTROLS = {"--objective": "Objective", "--recipe": "Recipe", "--image-size": "Image size", "--split": "Split",
-                "--top-k": "Top k", "--features": "Features", "--steps": "Steps", "--seed": "Seed", "--layer": "Layer"}
+                "--top-k": "Top k", "--features": "Features", "--steps": "Steps", "--seed": "Seed", "--layer": "Layer",
+                "--max-images": "Max images", "--label-column": "Label column", "--box-column": "Box column",
+                "--mask-column": "Mask column"}
 APP_FIXES = {  # replaces the message's advice (after its last ': ')
     "--allow-pickle": "this app loads only safetensors weights, so pick a checkpoint that has a .safetensors file",
     "--trust-remote-code": "this app never runs code from a model repo, so pick a checkpoint that transformers, "
@@ -89,6 +91,7 @@ APP_FIXES = {  # replaces the message's advice (after its last ': ')
     "--device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
     "hf auth login": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
 }
+CLI_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 CLI_ADVICE = re.compile(r"\b(?:use|pass) (e\.g\. )?(--[a-z][a-z-]*)(?: with)? ?")
 
 
@@ -101,8 +104,9 @@ def app_wording(message: str) -> str:
             tail = message.find(";", at)
             return (message[:cut] if cut >= 0 else message.rstrip(".")) + ": " + fix + \
                 (message[tail:] if tail >= 0 else ".")
-    return CLI_ADVICE.sub(
+    message = CLI_ADVICE.sub(
         lambda m: f"set {APP_CONTROLS[m[2]]} to {m[1] or ''}" if m[2] in APP_CONTROLS else m[0], message)
+    return CLI_FLAG.sub(lambda m: APP_CONTROLS.get(m[0], m[0]), message)
 
 
 # ------------------------------------------------------------------------------------------ small checks
