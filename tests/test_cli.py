@@ -184,3 +184,90 @@ def test_accelerate_launch_two_processes_equals_one(tiny_repos, tmp_path, launch
         assert np.abs(np.asarray(row["image"], dtype=int) - np.asarray(expected.image, dtype=int)).max() <= 1
         assert row["activation"] == pytest.approx(expected.activation, abs=1e-3)
         assert len(row["top_images"]) == 2
+
+
+# --- conventions: version, help, lazy imports, default split, estimate ------------------------------------
+HEAVY_MODULES = ("torch", "transformers", "timm", "open_clip", "datasets", "huggingface_hub", "gradio")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["render", "--help"], ["--version"]], ids=["help", "render-help", "version"])
+def test_help_and_version_import_nothing_heavy(argv):
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['vit-feature-viz', *{argv!r}]\n"
+        "try:\n    runpy.run_module('vit_feature_viz', run_name='__main__')\n"
+        "except SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
+        f"print('heavy:', sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_version_and_defaults_in_help():
+    import vit_feature_viz
+
+    assert run_cli("--version").stdout.strip() == f"vit-feature-viz {vit_feature_viz.__version__}"
+    help_text = " ".join(run_cli("examples", "--help").stdout.split())
+    assert "(default: 8)" in help_text and "(default: feature)" in help_text and "(default: auto)" in help_text
+    assert "first of test, validation, train" in help_text and "(default: None)" not in help_text
+
+
+def test_choice_names_match_the_libraries_tables():
+    from vit_feature_viz import OBJECTIVES, RECIPES
+    from vit_feature_viz.names import OBJECTIVE_NAMES, RECIPE_NAMES
+
+    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES and tuple(RECIPES) == RECIPE_NAMES
+
+
+def test_lazy_package_keeps_render_the_function():
+    import importlib
+
+    import vit_feature_viz
+
+    importlib.import_module("vit_feature_viz.render")
+    assert callable(vit_feature_viz.render) and vit_feature_viz.render.__name__ == "render"
+    assert vit_feature_viz.render is importlib.import_module("vit_feature_viz.render").render
+    with pytest.raises(AttributeError):
+        vit_feature_viz.no_such_name
+
+
+def test_examples_without_split_uses_test_then_validation_then_train(tiny_repos, tmp_path):
+    from vit_feature_viz.examples import default_split, open_image_dataset
+
+    assert default_split(["train", "validation", "test"]) == "test"
+    assert default_split(["train", "validation"]) == "validation"
+    assert default_split(["train"]) == "train" and default_split(["extra", "more"]) == "extra"
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 3), ("test", 2)):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / split / f"{i}.png")
+    dataset, column = open_image_dataset(tmp_path / "data")
+    assert len(dataset) == 2 and column == "image"
+
+    out = tmp_path / "gallery"
+    assert main(["examples", tiny_repos["vit"], "--layer", "0", "--features", "0", "--dataset", str(tmp_path / "data"),
+                 "--top-k", "5", "--out", str(out), "--quiet"]) == 0
+    [row] = load_rows(out)
+    assert sorted(row["top_indices"]) == [0, 1]  # the two test images, not the three train ones
+
+
+def test_features_all_prints_an_estimate_first(tiny_repos, tmp_path, capsys):
+    out = tmp_path / "gallery"
+    code = main(["render", tiny_repos["vit"], "--layer", "0", "--features", "all", "--objective", "residual",
+                 "--steps", "3", "--batch-size", "16", "--out", str(out), "--quiet"])
+    assert code == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    estimate = [line for line in lines if line.startswith("estimated time: about ")]
+    assert len(estimate) == 1 and "every feature of layer 0 on 1 process(es)" in estimate[0]
+    assert lines.index(estimate[0]) < lines.index(next(line for line in lines if line.startswith("rendered ")))
+    assert len(load_rows(out)) == 32
+
+
+def test_estimate_is_measured_and_zero_without_steps(tiny_repos):
+    from vit_feature_viz.render import estimate_seconds
+
+    model = load_model(tiny_repos["vit"], device="cpu")
+    assert estimate_seconds(model, 0, "0-15", objective="residual", steps=50, batch_size=4) > 0
+    assert estimate_seconds(model, 0, "0-15", objective="residual", steps=0, batch_size=4) == 0.0

@@ -9,7 +9,9 @@ import argparse
 import json
 import sys
 
+from . import __version__
 from .errors import VizError
+from .names import OBJECTIVE_NAMES, RECIPE_NAMES
 
 EXIT_USAGE = 2
 
@@ -48,12 +50,34 @@ def _render(args, model=None) -> int:
     from .jobs import render_to_folder
 
     model = model or _load(args)
+    if args.features.strip().lower() == "all":
+        _print_estimate(model, args)
     done = render_to_folder(
         model, args.out, args.layer, args.features, objective=args.objective, recipe=args.recipe, steps=args.steps,
         image_size=args.image_size, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
     )
     print(f"rendered {len(done)} feature(s) of layer {args.layer} into {args.out}", file=sys.stderr)
     return 0
+
+
+def _print_estimate(model, args) -> None:
+    """One line on stderr before a whole layer starts: how long it should take, timed on its first steps."""
+    from .render import estimate_seconds
+    from .scale import current_workers
+
+    workers = current_workers()
+    seconds = estimate_seconds(
+        model, args.layer, args.features, processes=workers.world, objective=args.objective, recipe=args.recipe,
+        steps=args.steps, image_size=args.image_size, seed=args.seed, batch_size=args.batch_size,
+    )
+    if workers.is_main:
+        print(f"estimated time: about {_duration(seconds)} for every feature of layer {args.layer} on "
+              f"{workers.world} process(es) (less for features already in {args.out})", file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    minutes, hours = seconds / 60, seconds / 3600
+    return f"{hours:.1f} h" if hours >= 1 else f"{minutes:.0f} min" if minutes >= 1 else f"{seconds:.0f} s"
 
 
 def _examples(args, model=None) -> int:
@@ -100,18 +124,30 @@ def _load(args):
 
 
 # --- arguments ----------------------------------------------------------------------------------------------
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except the ones that mean 'not set' (None, False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line and exit code 2 like every other user error."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .objectives import OBJECTIVES
-    from .recipes import RECIPES
-
+    """Built from torch-free modules only, so `--help` and `--version` answer at once."""
     parser = _Parser(prog="vit-feature-viz", description="See what Vision Transformers learn.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     def model_command(name, run, help):
@@ -119,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("model", help="Hub model id (org/name) or local folder")
         sub.add_argument("--revision", default=None, help="branch, tag or commit of the model repo")
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-        sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+        sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                         help="auto: bf16 where the CPU or GPU runs it fast, else fp32")
         sub.add_argument("--trust-remote-code", action="store_true", help="run the repo's own model code (only if you trust it)")
         sub.add_argument("--allow-pickle", action="store_true", help="load pickle weights (only if you trust the repo)")
         sub.set_defaults(run=run)
@@ -131,24 +168,25 @@ def _parser() -> argparse.ArgumentParser:
     def target_args(sub):
         sub.add_argument("--layer", type=int, required=True, help="block index, from 0")
         sub.add_argument("--features", required=True, help="e.g. 7, 0,5,9, 0-63, all or random 8 (drawn with --seed)")
-        sub.add_argument("--objective", default="feature", choices=list(OBJECTIVES))
+        sub.add_argument("--objective", default="feature", choices=OBJECTIVE_NAMES, help="what to maximize")
         sub.add_argument("--out", required=True, help="gallery folder (a Hugging Face dataset folder)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def render_args(sub):
-        sub.add_argument("--recipe", default="paper", choices=list(RECIPES))
+        sub.add_argument("--recipe", default="paper", choices=RECIPE_NAMES, help="parametrization and augmentations")
         sub.add_argument("--steps", type=int, default=None, help="optimization steps (default: the recipe's)")
         sub.add_argument("--image-size", type=int, default=None, help="render size (default: the model's)")
-        sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--batch-size", type=int, default=None, help="features optimized together")
+        sub.add_argument("--seed", type=int, default=0, help="random seed of the starting images")
+        sub.add_argument("--batch-size", type=int, default=None, help="features optimized together (default: as many as fill 8 images on CPU, 256 on GPU)")
 
     def examples_args(sub):
         sub.add_argument("--dataset", required=True, help="Hub dataset name or local imagefolder/parquet folder")
-        sub.add_argument("--split", default="train")
-        sub.add_argument("--image-column", default=None)
-        sub.add_argument("--max-images", type=int, default=None)
-        sub.add_argument("--top-k", type=int, default=8)
-        sub.add_argument("--streaming", action="store_true")
+        sub.add_argument("--split", default=None,
+                         help="dataset split (default: the first of test, validation, train the dataset has)")
+        sub.add_argument("--image-column", default=None, help="column holding the images (default: found)")
+        sub.add_argument("--max-images", type=int, default=None, help="scan only the first N rows (default: all)")
+        sub.add_argument("--top-k", type=int, default=8, help="dataset examples kept per feature")
+        sub.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
         sub.add_argument("--scan-batch-size", type=int, default=32, help="images per forward pass while scanning")
 
     render = model_command("render", _render, "render images that maximize features into a gallery folder")
@@ -163,17 +201,17 @@ def _parser() -> argparse.ArgumentParser:
     examples_args(gallery)
 
     push = commands.add_parser("push", help="push a gallery folder to a Hub dataset repo")
-    push.add_argument("folder")
-    push.add_argument("repo_id")
-    push.add_argument("--private", action="store_true")
+    push.add_argument("folder", help="gallery folder")
+    push.add_argument("repo_id", help="dataset repo id, e.g. your-name/vit-b16-layer5")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
     push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or your login)")
-    push.add_argument("--commit-message", default=None)
+    push.add_argument("--commit-message", default=None, help="message of the Hub commit")
     push.set_defaults(run=_push)
 
     pull = commands.add_parser("pull", help="download a gallery dataset repo into a folder")
-    pull.add_argument("repo_id")
-    pull.add_argument("folder")
-    pull.add_argument("--revision", default=None)
+    pull.add_argument("repo_id", help="dataset repo id of a pushed gallery")
+    pull.add_argument("folder", help="new or empty folder, or a gallery folder to add the files to")
+    pull.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     pull.set_defaults(run=_pull)
     return parser
 

@@ -34,6 +34,8 @@ from .patchmap import (
 from .specs import parse_features
 
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
+# The split scanned when none is given (CLI and app alike): held-out images first, as the model saw them least.
+SPLIT_PREFERENCE = ("test", "validation", "train")
 EXAMPLE_HUB_DATASET = "uoft-cs/cifar10"
 DECODE_THREADS = min(8, os.cpu_count() or 1)
 
@@ -49,8 +51,19 @@ class Example:
 
 
 # --- opening a dataset ---------------------------------------------------------------------------------------
-def open_image_dataset(name_or_path, *, split: str = "train", image_column: str | None = None, streaming: bool = False):
+def default_split(available) -> str:
+    """The split to use when none is given: the first of test, validation, train the dataset has, else its first."""
+    available = list(available)
+    if not available:
+        raise VizError("The dataset has no splits: pass a dataset with data files, or --split NAME.")
+    return next((name for name in SPLIT_PREFERENCE if name in available), available[0])
+
+
+def open_image_dataset(name_or_path, *, split: str | None = None, image_column: str | None = None,
+                       streaming: bool = False):
     """Open one split of a Hub dataset or a local folder and find its image column.
+
+    `split=None` picks `default_split` of the dataset's splits.
 
     Local folders may be an imagefolder (image files), parquet files or a Hub-style dataset folder (README
     configs), or a `save_to_disk` folder. Returns `(dataset, image_column)`.
@@ -62,7 +75,7 @@ def open_image_dataset(name_or_path, *, split: str = "train", image_column: str 
     return dataset, find_image_column(dataset, image_column, name)
 
 
-def _load_split(name: str, split: str, streaming: bool):
+def _load_split(name: str, split: str | None, streaming: bool):
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
@@ -77,6 +90,8 @@ def _load_split(name: str, split: str, streaming: bool):
         )
     source = str(path) if path.is_dir() else name
     try:
+        if split is None:
+            split = default_split(datasets.get_dataset_split_names(source))
         return datasets.load_dataset(source, split=split, streaming=streaming)
     except datasets.exceptions.DatasetNotFoundError:
         raise VizError(
@@ -96,10 +111,11 @@ def _load_split(name: str, split: str, streaming: bool):
         raise VizError(_split_message(name, split, _available_splits(source, error))) from None
 
 
-def _load_saved(path: Path, name: str, split: str, streaming: bool):
+def _load_saved(path: Path, name: str, split: str | None, streaming: bool):
     """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
+        split = default_split(loaded) if split is None else split
         if split not in loaded:
             raise VizError(_split_message(name, split, list(loaded)))
         loaded = loaded[split]
@@ -198,8 +214,9 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _select_split(dataset, split: str):
+def _select_split(dataset, split: str | None):
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        split = default_split(dataset) if split is None else split
         if split not in dataset:
             raise VizError(_split_message("dataset", split, list(dataset)))
         return dataset[split]
@@ -290,7 +307,7 @@ def scan_examples(
     dataset,
     *,
     objective="feature",
-    split: str = "train",
+    split: str | None = None,
     image_column: str | None = None,
     max_images: int | None = None,
     top_k: int = 8,
@@ -303,7 +320,7 @@ def scan_examples(
     """Top-`top_k` dataset images per feature of `layer`, best first, from one pass over the data.
 
     `features`: a spec ("7", "0-63", "all") or list. `dataset`: a Hub id, a local folder, or an opened
-    (Iterable)Dataset. `max_images` caps the rows of the split considered (the first `max_images`, shared by all
+    (Iterable)Dataset(Dict); `split=None` uses `default_split` (test, else validation, else train). `max_images` caps the rows of the split considered (the first `max_images`, shared by all
     shards); this process scans the rows whose index % `num_shards` == `shard_index`.
     """
     objective = make_objective(objective, layer)

@@ -97,6 +97,29 @@ def render_batches(
             yield _render_chunk(model, plan, chunk, seed, bar, callback, every)
 
 
+def estimate_seconds(model: VisionModel, layer: int, features, *, processes: int = 1, **options) -> float:
+    """Seconds a render of `features` would take, from timing real steps on the first batch.
+
+    Runs three steps of the first batch and times the last two (the first pays one-time costs), then scales
+    to every step of every batch, shared by `processes`. Takes about three steps of one batch.
+    """
+    import time
+
+    model = model if isinstance(model, VisionModel) else load_model(model)
+    plan = plan_render(model, layer, features, options.get("objective", "feature"), options.get("recipe", "paper"),
+                       options.get("steps"), options.get("image_size"), options.get("batch_size"), options.get("seed", 0))
+    if not plan.features or not plan.steps:
+        return 0.0
+    stamps: list[float] = []
+    probe = {**options, "steps": min(3, plan.steps), "progress": False, "callback_every": 1,
+             "callback": lambda step, images: stamps.append(time.perf_counter())}
+    start = time.perf_counter()
+    next(render_batches(model, plan.layer, plan.features[: plan.batch_size], **probe))
+    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else stamps[0] - start
+    batches = math.ceil(len(plan.features) / plan.batch_size)
+    return per_step * plan.steps * math.ceil(batches / max(1, processes))
+
+
 @dataclass
 class RenderPlan:
     """A validated request: everything is checked before the first step, so bad input fails fast."""

@@ -1,0 +1,7 @@
+"""Names the CLI offers as choices, free of torch so `vit-feature-viz --help` answers at once.
+
+objectives.py and recipes.py build their tables under exactly these names (tests/test_cli.py checks).
+"""
+
+OBJECTIVE_NAMES = ("feature", "neuron", "cls", "residual", "logit")
+RECIPE_NAMES = ("paper", "fourier", "maco")
