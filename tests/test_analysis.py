@@ -188,3 +188,44 @@ def test_a_run_saves_a_table_with_its_settings_and_a_png_under_analysis(tiny, tm
     assert rows[0]["images"] == "5" and rows[0]["max_images"] == "5" and "vit-classifier" in rows[0]["models"]
     assert Image.open(files["plot"]).size[0] > 400
     assert result.save(tmp_path) == files  # same settings: same files, replaced
+
+
+# --- command line -------------------------------------------------------------------------------------------------
+def test_cli_analyze_writes_table_and_plot_and_fails_in_one_line(tiny_repos, tmp_path, capsys):
+    from vit_feature_viz.cli import main
+    from vit_feature_viz.data.shapes import shapes_dataset
+
+    _dataset(6).save_to_disk(str(tmp_path / "data"))
+    code = main(["analyze", "cls-isolation", tiny_repos["vit"], tiny_repos["deit"], "--dataset", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "gallery"), "--device", "cpu", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "vit-classifier: natural" in err and "deit: natural" in err
+    table, plot = out.split()
+    assert table.endswith(".csv") and plot.endswith(".png") and "/analysis/cls_isolation/" in table
+    assert sorted(p.name for p in (tmp_path / "gallery" / "analysis" / "cls_isolation").iterdir()) == sorted(
+        [table.split("/")[-1], plot.split("/")[-1]])
+
+    shapes_dataset(6, size=32).save_to_disk(str(tmp_path / "shapes"))
+    capsys.readouterr()
+    code = main(["analyze", "per-block-cls", tiny_repos["vit"], "--dataset", str(tmp_path / "shapes"),
+                 "--split", "train", "--out", str(tmp_path / "gallery"), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    error = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(error) == 1 and "(disc, square, triangle, ...) are not classes of" in error[0]
+
+
+def test_results_in_a_gallery_folder_are_pushed_with_it_and_strays_are_not(tiny, tmp_path, hub):
+    from vit_feature_viz.gallery import GalleryFolder
+    from vit_feature_viz.hub import push_gallery
+
+    folder = tmp_path / "gallery"
+    files = per_block_cls(tiny["vit"], _dataset(4), **RUN).save(folder)  # results first: the folder stays usable
+    GalleryFolder(folder).add([{"model_id": "m", "layer": 0, "feature": 0, "objective": "feature",
+                                "image": Image.new("RGB", (8, 8))}])
+    (folder / "analysis" / "per_block_cls" / ".partial.csv.tmp").write_text("x")
+    (folder / "analysis" / "notes.txt").write_text("x")
+    push_gallery(folder, "alice/with-analysis", token=hub.write_token)
+    remote = hub.files("alice/with-analysis")
+    wanted = {p.relative_to(folder).as_posix() for p in files.values()}
+    assert wanted <= set(remote) and not any("notes" in p or ".tmp" in p for p in remote)
+    assert remote[files["table"].relative_to(folder).as_posix()] == files["table"].read_bytes()

@@ -1,4 +1,4 @@
-"""The command line: `vit-feature-viz layers|render|examples|gallery|push|pull`.
+"""The command line: `vit-feature-viz layers|render|examples|gallery|push|pull|analyze`.
 
 Every user mistake ends as one line on stderr and exit code 2; nothing here knows how rendering works.
 """
@@ -213,6 +213,10 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("folder", help="new or empty folder, or a gallery folder to add the files to")
     pull.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     pull.set_defaults(run=_pull)
+
+    from .analysis.command import add_analyze_command
+
+    add_analyze_command(commands)
     return parser
 
 

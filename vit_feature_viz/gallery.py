@@ -74,6 +74,8 @@ HUB_URL = "https://huggingface.co"
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # namespace/name, never a path
 CARD_INFO_KEY = "vit_feature_viz"  # YAML key holding extra card info, so the card can be regenerated later
 LOCK_NAME = ".gallery.lock"
+ANALYSIS_DIR = "analysis"  # experiment results (vit_feature_viz.analysis): analysis/<experiment>/<run>.csv|.png
+ANALYSIS_SUFFIXES = (".csv", ".png")
 LOCK_TIMEOUT_S = 600
 _SIZE_CATEGORIES = [
     (1_000, "n<1K"),
@@ -173,6 +175,17 @@ class GalleryFolder:
             return []
         return sorted(p for p in self.data_dir.glob("*.parquet") if not p.name.startswith("."))
 
+    def analysis_paths(self) -> list[Path]:
+        """Experiment tables and plots, `analysis/<experiment>/<run>.csv|.png` (no hidden files): they are part of
+        the gallery and pushed with it."""
+        root = self.path / ANALYSIS_DIR
+        if not root.is_dir():
+            return []
+        return sorted(
+            p for p in root.glob("*/*")
+            if p.suffix in ANALYSIS_SUFFIXES and p.is_file() and not p.name.startswith(".") and not p.parent.name.startswith(".")
+        )
+
     def _require_shards(self) -> list[Path]:
         """Shards, or a VizError saying this is not a gallery folder."""
         shards = self.shard_paths()
@@ -204,7 +217,7 @@ class GalleryFolder:
         """Refuse to turn an unrelated, non-empty folder into a gallery (we would overwrite its README)."""
         if self.shard_paths():
             return
-        allowed = {"README.md", "data", LOCK_NAME}
+        allowed = {"README.md", "data", LOCK_NAME, ANALYSIS_DIR}
         foreign = sorted(p.name for p in self.path.iterdir() if p.name not in allowed and not p.name.startswith("."))
         if foreign:
             raise VizError(

@@ -119,8 +119,9 @@ def check_pull_destination(folder: Path) -> None:
 
 
 def gallery_files(folder: Path) -> dict[str, Path]:
-    """The shards a push uploads, by repo path (the card is rendered for the repo); VizError if `folder` is not a
-    gallery. Exactly the files `load_dataset` reads: data/*.parquet without hidden files, nothing else."""
+    """The files a push uploads besides the card (rendered for the repo), by repo path; VizError if `folder` is not a
+    gallery. The files `load_dataset` reads (data/*.parquet without hidden files) plus the experiment results
+    (analysis/<experiment>/<run>.csv|.png), nothing else."""
     if not folder.is_dir():
         raise VizError(f"gallery folder {folder} does not exist: pass the folder a gallery was saved to")
     gallery = GalleryFolder(folder)
@@ -129,7 +130,7 @@ def gallery_files(folder: Path) -> dict[str, Path]:
             f"{folder} is not a gallery folder (it needs README.md and data/*.parquet):"
             " pass the folder a gallery was saved to"
         )
-    return {path.relative_to(folder).as_posix(): path for path in gallery.shard_paths()}
+    return {path.relative_to(folder).as_posix(): path for path in gallery.shard_paths() + gallery.analysis_paths()}
 
 
 def hub_endpoint() -> str:

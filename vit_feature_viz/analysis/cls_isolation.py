@@ -43,4 +43,14 @@ def cls_isolation(models, dataset, **options) -> AnalysisResult:
     panel = Panel(f"{settings['dataset']} ({settings['split']}, {settings['images']} images)",
                   "blocks the CLS token runs alone, l (0 = unchanged model)", "accuracy (%)", lines)
     figure = line_figure("CLS isolation: CLS and patches apart for blocks [0, l), joined after", [panel])
-    return AnalysisResult(EXPERIMENT, rows, settings, figure)
+    notes = [
+        f"{short_name(clf.model_id)}: natural {_top1(rows, clf, 0)}, CLS isolated until the last block "
+        f"{_top1(rows, clf, stages[clf.model_id].num_layers - 1)}, never joined {_top1(rows, clf, stages[clf.model_id].num_layers)}"
+        for clf in classifiers
+    ]
+    return AnalysisResult(EXPERIMENT, rows, settings, figure, notes)
+
+
+def _top1(rows, clf, depth) -> str:
+    row = next(r for r in rows if r["model_id"] == clf.model_id and r["isolated_blocks"] == depth)
+    return f"{row['top1']:.1f}% top-1 / {row['top5']:.1f}% top-5 (l={depth})"

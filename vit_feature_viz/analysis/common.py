@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from ..errors import VizError
+from ..gallery import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
 from .data import LabeledData, LabelMap, batches, open_labeled, resize_to
 
-ANALYSIS_DIR = "analysis"  # inside a gallery folder; pushed with it
 
 
 @dataclass
@@ -56,7 +56,12 @@ class AnalysisResult:
     rows: list[dict]
     settings: dict
     figure: Figure
+    notes: list[str] = field(default_factory=list)  # the headline numbers, one line per model
     files: dict[str, Path] = field(default_factory=dict)  # "table" / "plot" once saved
+
+    def summary(self) -> str:
+        head = f"{self.experiment} on {self.settings.get('dataset')} ({self.settings.get('images')} images)"
+        return "\n".join([head, *(f"  {n}" for n in self.notes)])
 
     def table(self) -> list[dict]:
         """Rows with the settings as extra columns, so a CSV alone says how it was made."""

@@ -63,7 +63,17 @@ def foreground_background(
         f"{settings['dataset']} ({split}, {seen} images, {fill} fill)",
         [f"{short_name(m)} ({c.kind})" for m, c in zip(ids, classifiers)], series, "% of full-image accuracy",
     )
-    return AnalysisResult(EXPERIMENT, rows, settings, figure)
+    notes = [
+        f"{short_name(m)}: full {by[(m, 'full')]['top1']:.1f}% top-1 / {by[(m, 'full')]['top5']:.1f}% top-5; "
+        f"normalized top-1 / top-5: foreground-only {_pct(by[(m, 'foreground')])}, background-only "
+        f"{_pct(by[(m, 'background')])}"
+        for m in ids
+    ]
+    return AnalysisResult(EXPERIMENT, rows, settings, figure, notes)
+
+
+def _pct(row) -> str:
+    return " / ".join("n/a" if row[k] is None else f"{row[k]:.1f}" for k in ("top1_normalized", "top5_normalized"))
 
 
 def _ratio(part: float, whole: float) -> float | None:

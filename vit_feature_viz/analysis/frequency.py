@@ -69,4 +69,11 @@ def frequency(
                             "top-1 accuracy (%)", lines, xscale="log" if fractions[0] > 0 else "linear",
                             xticks=fractions))
     figure = line_figure(f"Accuracy on filtered images: {settings['dataset']} ({split}, {seen} images)", panels)
-    return AnalysisResult(EXPERIMENT, rows, settings, figure)
+    notes = [
+        f"{short_name(clf.model_id)} top-1 by cutoff ({', '.join(f'{f:g}' for f in fractions)}): "
+        + "; ".join(
+            f"{kind}-pass " + ", ".join(f"{counts[(clf.model_id, (kind, f))].top1:.1f}" for f in fractions)
+            for kind in KINDS)
+        for clf in classifiers
+    ]
+    return AnalysisResult(EXPERIMENT, rows, settings, figure, notes)

@@ -34,4 +34,9 @@ def per_block_cls(models, dataset, **options) -> AnalysisResult:
     panel = Panel(f"{settings['dataset']} ({settings['split']}, {settings['images']} images)",
                   "block (from 0) whose CLS output is classified", "accuracy (%)", lines)
     figure = line_figure("Per-block CLS: final norm + head on the CLS token after each block", [panel])
-    return AnalysisResult(EXPERIMENT, rows, settings, figure)
+    notes = [
+        f"{short_name(clf.model_id)}: top-1 after each block "
+        + ", ".join(f"{r['top1']:.1f}%" for r in rows if r["model_id"] == clf.model_id)
+        for clf in classifiers
+    ]
+    return AnalysisResult(EXPERIMENT, rows, settings, figure, notes)

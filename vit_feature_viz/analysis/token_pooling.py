@@ -48,4 +48,13 @@ def token_pooling(models, dataset, **options) -> AnalysisResult:
                   "block after which CLS is dropped, l (L = pool the final tokens)", "top-1 accuracy (%)", lines,
                   references=references)
     figure = line_figure("Token pooling: classify the mean / max of patch tokens", [panel])
-    return AnalysisResult(EXPERIMENT, rows, settings, figure)
+    notes = []
+    for clf in classifiers:
+        last = stages[clf.model_id].num_layers
+        found = {(r["cls_dropped_after"], r["pool"]): r for r in rows if r["model_id"] == clf.model_id}
+        notes.append(
+            f"{short_name(clf.model_id)}: with CLS {found[(None, NATURAL)]['top1']:.1f}%, mean of final patch tokens "
+            f"{found[(last, 'mean')]['top1']:.1f}%, max {found[(last, 'max')]['top1']:.1f}%, CLS dropped after block 0: "
+            f"mean {found[(0, 'mean')]['top1']:.1f}%, max {found[(0, 'max')]['top1']:.1f}% (top-1)"
+        )
+    return AnalysisResult(EXPERIMENT, rows, settings, figure, notes)

@@ -1,0 +1,83 @@
+"""`vit-feature-viz analyze EXPERIMENT MODEL... --dataset ...`: the CLI face of the experiments.
+
+Kept apart from cli.py so the experiments' options live next to the experiments; cli.py only registers it.
+Heavy imports (torch models, matplotlib) happen when the command runs, not when the parser is built.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXPERIMENT_NAMES = ("cls-isolation", "token-pooling", "per-block-cls", "foreground-background", "frequency", "clip-names")
+
+
+def add_analyze_command(commands) -> None:
+    sub = commands.add_parser(
+        "analyze", help="run one of the paper's experiments and write a table and a plot",
+        description="Run an experiment on one or more checkpoints and write analysis/<experiment>/<run>.csv and "
+                    ".png into --out (a gallery folder, so `push` shares them).",
+    )
+    sub.add_argument("experiment", choices=EXPERIMENT_NAMES)
+    sub.add_argument("models", nargs="+", metavar="MODEL", help="Hub model ids or local folders (CNNs too for "
+                     "foreground-background and frequency)")
+    sub.add_argument("--dataset", required=True, help="Hub dataset id or local folder with images and labels")
+    sub.add_argument("--split", default="test")
+    sub.add_argument("--max-images", type=int, default=None, help="use only the first N images of the split")
+    sub.add_argument("--out", default=".", help="gallery folder to write analysis/ into (default: here)")
+    sub.add_argument("--batch-size", type=int, default=32)
+    sub.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
+    sub.add_argument("--image-column", default=None)
+    sub.add_argument("--label-column", default=None)
+    sub.add_argument("--box-column", default=None, help="foreground-background: boxes x0,y0,x1,y1 in pixels")
+    sub.add_argument("--box-format", default="xyxy", choices=["xyxy", "xywh"])
+    sub.add_argument("--mask-column", default=None, help="foreground-background: foreground masks")
+    sub.add_argument("--fill", default="black", choices=["black", "grey"], help="what replaces the removed part")
+    sub.add_argument("--cutoffs", default=None, help="frequency: fractions of Nyquist, e.g. 0.0625,0.125,0.25,0.5,1")
+    sub.add_argument("--layer", type=int, default=None, help="clip-names: block index, from 0")
+    sub.add_argument("--features", default=None, help="clip-names: e.g. 7, 0,5,9 or 0-15")
+    sub.add_argument("--vocabulary", default=None, help="clip-names: text file, one word or phrase a line "
+                     "(default: the shipped list of common visual concepts)")
+    sub.add_argument("--top-images", type=int, default=16, help="clip-names: images per feature that define it")
+    sub.add_argument("--top-names", type=int, default=5, help="clip-names: names kept per feature")
+    sub.add_argument("--revision", default=None)
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    sub.add_argument("--trust-remote-code", action="store_true")
+    sub.add_argument("--allow-pickle", action="store_true")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.set_defaults(run=run_analyze)
+
+
+def run_analyze(args) -> int:
+    from . import EXPERIMENTS
+
+    options = dict(
+        split=args.split, max_images=args.max_images, batch_size=args.batch_size, streaming=args.streaming,
+        image_column=args.image_column, progress=not args.quiet, revision=args.revision, device=args.device,
+        precision=args.precision, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+    )
+    if args.experiment == "clip-names":
+        options.update(layer=args.layer, features=args.features, vocabulary=args.vocabulary,
+                       top_images=args.top_images, top_names=args.top_names)
+    else:
+        options["label_column"] = args.label_column
+    if args.experiment == "foreground-background":
+        options.update(box_column=args.box_column, mask_column=args.mask_column, box_format=args.box_format,
+                       fill=args.fill)
+    if args.experiment == "frequency" and args.cutoffs:
+        options["cutoffs"] = _floats(args.cutoffs)
+    result = EXPERIMENTS[args.experiment](args.models, args.dataset, **options)
+    files = result.save(args.out)
+    print(result.summary(), file=sys.stderr)
+    print(files["table"])
+    print(files["plot"])
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    from ..errors import VizError
+
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise VizError(f"--cutoffs must be numbers separated by commas, not '{text}': use e.g. 0.125,0.25,0.5,1.") from None
