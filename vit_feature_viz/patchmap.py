@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import VizError
@@ -15,21 +16,9 @@ from .models.base import VisionModel
 from .objectives import Channel, Objective, make_objective
 from .specs import parse_features
 
-# Inferno at 11 evenly spaced stops: dark-to-bright with monotonic lightness, readable in greyscale and by most
-# colour-blind viewers. Linear interpolation between the stops is visually indistinguishable from the full map.
-_INFERNO_STOPS = [
-    "000004", "160b39", "420a68", "6a176e", "932667", "bc3754", "dd513a", "f37819", "fca50a", "f6d746", "fcffa4",
-]
-
-
-def _build_lut(stops: list[str], size: int = 256) -> np.ndarray:
-    colours = np.array([[int(s[i : i + 2], 16) for i in (0, 2, 4)] for s in stops], dtype=np.float64)
-    at = np.linspace(0, 1, size)
-    where = np.linspace(0, 1, len(stops))
-    return np.stack([np.interp(at, where, colours[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
-
-
-COLORMAP = _build_lut(_INFERNO_STOPS)  # [256, 3] uint8
+# Inferno: dark-to-bright with monotonic lightness, readable in greyscale and by most colour-blind viewers.
+COLORMAP_NAME = "inferno"
+COLORMAP = (colormaps[COLORMAP_NAME](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)  # [256, 3]
 MIN_LABELLED_SIZE = 48  # px: smaller overlays get the colour bar without its min/max labels
 
 
