@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
 from vit_feature_viz.browse import GalleryCache, deep_link, open_gallery, parse_deep_link
@@ -21,30 +22,6 @@ from vit_feature_viz.gallery import GalleryFolder
 from vit_feature_viz.hub import push_gallery
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
-TOP_K = 3
-
-
-def make_gallery(model, folder: Path, image_folder: Path) -> Path:
-    """Layer 1: features 0-3 rendered, 0-3 with dataset examples; layer 2: features 0-1 rendered only."""
-    from vit_feature_viz import jobs
-
-    jobs.render_to_folder(model, folder, 1, "0-3", steps=2, progress=False)
-    jobs.render_to_folder(model, folder, 2, "0-1", steps=2, progress=False)
-    jobs.examples_to_folder(model, folder, 1, "0-3", str(image_folder), top_k=TOP_K, split="train", progress=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def rendered(tiny_repos, tmp_path_factory) -> Path:
-    """A gallery made by the renderer and a dataset scan (module scope: built before `hub` swaps the caches)."""
-    from vit_feature_viz import load_model
-
-    images = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(images / f"img_{i}.png")
-    model = load_model(tiny_repos["vit"], device="cpu")
-    return make_gallery(model, tmp_path_factory.mktemp("browse") / "gallery", images)
 
 
 def same_pixels(a: Image.Image, b: Image.Image) -> bool:
@@ -58,7 +35,7 @@ def stored_rows(folder: Path) -> dict:
 def check_gallery(gallery, folder: Path) -> None:
     """What a browser of `gallery` sees matches the rows written to `folder`, pixel for pixel."""
     rows = stored_rows(folder)
-    model = "tiny-org/vit-classifier"
+    model = MODEL
     assert gallery.models() == [model] and gallery.layers() == [1, 2]
     assert gallery.objectives(model, 1) == ["feature"]
     layer1 = gallery.features(None, 1)
@@ -88,17 +65,17 @@ def check_gallery(gallery, folder: Path) -> None:
     assert first.previous is None and first.next == 1 and first.examples == [] and len(first.visualizations) == 1
 
 
-def test_browse_a_gallery_folder(rendered):
-    gallery = open_gallery(rendered)
-    check_gallery(gallery, rendered)
+def test_browse_a_gallery_folder(browse_gallery):
+    gallery = open_gallery(browse_gallery)
+    check_gallery(gallery, browse_gallery)
     page = gallery.feature_page(None, 1, 3)
     assert page.next is None
-    assert page.link("http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={quote(str(rendered), safe='/')}" \
+    assert page.link("http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={quote(str(browse_gallery), safe='/')}" \
         "&layer=1&feature=3"
 
 
-def test_browse_reads_only_the_images_a_view_needs(rendered):
-    gallery = open_gallery(rendered)
+def test_browse_reads_only_the_images_a_view_needs(browse_gallery):
+    gallery = open_gallery(browse_gallery)
     assert gallery._cache == {}  # opening and listing read no image column
     gallery.features(None, 1)
     assert gallery._cache == {}
@@ -106,8 +83,8 @@ def test_browse_reads_only_the_images_a_view_needs(rendered):
     assert {key[2] for key in gallery._cache} == {"image"}
 
 
-def test_bad_requests_are_one_line_vizerrors(rendered, tmp_path):
-    gallery = open_gallery(rendered)
+def test_bad_requests_are_one_line_vizerrors(browse_gallery, tmp_path):
+    gallery = open_gallery(browse_gallery)
     cases = [
         (lambda: gallery.features(None, 7), "no layer 7", "pick one of 1-2"),
         (lambda: gallery.feature_page(None, 1, 9), "no feature 9 in layer 1", "it has 0-3"),
@@ -117,7 +94,7 @@ def test_bad_requests_are_one_line_vizerrors(rendered, tmp_path):
         (lambda: open_gallery(tmp_path / "missing"), "does not exist", "Hub dataset id"),
         (lambda: open_gallery(tmp_path), "is not a gallery folder", "vit-feature-viz"),
         (lambda: open_gallery(""), "No gallery given", "org/name"),
-        (lambda: open_gallery(str(rendered), allow_local=False), "is a local path", "Hub dataset id"),
+        (lambda: open_gallery(str(browse_gallery), allow_local=False), "is a local path", "Hub dataset id"),
         (lambda: open_gallery("just-a-name", allow_local=False), "not a Hub dataset id", "namespace/name"),
     ]
     for call, *needles in cases:
@@ -127,10 +104,10 @@ def test_bad_requests_are_one_line_vizerrors(rendered, tmp_path):
         assert all(n in message for n in needles) and "\n" not in message, message
 
 
-def test_concept_names_show_when_the_gallery_has_them(rendered, tmp_path):
+def test_concept_names_show_when_the_gallery_has_them(browse_gallery, tmp_path):
     """A gallery with the optional `concept_names` column (CLIP concepts) shows them on the feature page."""
     folder = tmp_path / "with-concepts"
-    shutil.copytree(rendered, folder)
+    shutil.copytree(browse_gallery, folder)
     for shard in sorted((folder / "data").glob("*.parquet")):
         table = pq.read_table(shard)
         names = [[f"concept {r['feature']}", "stripes"] for r in table.select(["feature"]).to_pylist()]
@@ -149,13 +126,13 @@ def test_deep_links_round_trip():
         parse_deep_link({"gallery": "org/name", "feature": "abc"})
 
 
-def test_browse_a_pushed_gallery_by_repo_id(hub, rendered, monkeypatch):
+def test_browse_a_pushed_gallery_by_repo_id(hub, browse_gallery, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", hub.write_token)
-    push_gallery(rendered, "alice/browse-me")
+    push_gallery(browse_gallery, "alice/browse-me")
     monkeypatch.delenv("HF_TOKEN")  # anyone can browse a public gallery
     gallery = open_gallery("alice/browse-me")
     assert re.fullmatch(r"[0-9a-f]{40}", gallery.source.revision)  # reads are pinned to one commit
-    check_gallery(gallery, rendered)
+    check_gallery(gallery, browse_gallery)
     assert open_gallery("https://huggingface.co/datasets/alice/browse-me").entries == gallery.entries
 
     cache = GalleryCache(max_size=1)

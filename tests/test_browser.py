@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
+from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -21,7 +24,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, IGNORE_CLIENT_UPLOAD_WARNING]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,7 @@ def page():
 def test_render_in_the_browser(app_url, page, tiny_repos):
     page, outside = page
     page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Render").click()  # "Explore galleries" is the first tab
     model = page.locator("#model-id input")
     model.wait_for(timeout=30_000)
     model.fill(tiny_repos["vit"])
@@ -103,4 +107,55 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.get_by_text("Cannot read feature spec '0-x'").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1_500)  # the toast slides in
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"), full_page=False)
+    assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
+
+
+def images_loaded(page, selector: str, count: int) -> None:
+    """`count` images under `selector`, each served by the app and decoded by the browser."""
+    page.wait_for_function(
+        "([sel, n]) => { const imgs = [...document.querySelectorAll(sel + ' img')];"
+        " return imgs.length === n && imgs.every(img => img.complete && img.naturalWidth > 0); }",
+        arg=[selector, count], timeout=30_000,
+    )
+
+
+def test_browse_a_pushed_gallery_and_follow_a_deep_link(app_url, page, hub, browse_gallery, monkeypatch):
+    from vit_feature_viz.hub import push_gallery
+
+    monkeypatch.setenv("HF_TOKEN", hub.write_token)
+    push_gallery(browse_gallery, "alice/browse-me")
+    monkeypatch.delenv("HF_TOKEN")  # visitors browse without a token
+    page, outside = page
+    page.goto(app_url, wait_until="domcontentloaded")
+    source = page.locator("#gallery-source input")
+    source.wait_for(timeout=30_000)
+    source.fill("alice/browse-me")
+    source.press("Enter")
+    page.locator("#open-gallery").click()
+    images_loaded(page, "#layer-grid", 4)  # layer 1: features 0-3
+    page.get_by_text("6 features of tiny-org/vit-classifier").wait_for()
+
+    page.locator("#layer-grid img").nth(2).click()  # feature 2
+    header = page.locator("#feature-header")
+    header.get_by_text("Layer 1 · feature 2").wait_for(timeout=30_000)
+    images_loaded(page, "#feature-visualizations", 2)  # the visualization and its patch map
+    images_loaded(page, "#feature-examples", 2 * TOP_K)  # top examples and their patch maps
+    page.locator("#feature-stats").get_by_text("rank in layer").wait_for()
+    link = page.locator("#feature-link textarea, #feature-link input").first.input_value()
+    assert link == f"{app_url}?gallery=alice/browse-me&layer=1&feature=2"
+    page.wait_for_url("**/?gallery=alice/browse-me&layer=1&feature=2")  # the address bar follows
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-gallery-feature.png"), full_page=True)
+
+    page.locator("#next-feature").click()
+    header.get_by_text("Layer 1 · feature 3").wait_for(timeout=30_000)
+    assert page.locator("#next-feature").is_disabled()  # feature 3 is the layer's last
+
+    page.goto(f"{app_url}?gallery=alice/browse-me&layer=2&feature=1", wait_until="domcontentloaded")
+    page.locator("#feature-header").get_by_text("Layer 2 · feature 1").wait_for(timeout=30_000)
+    images_loaded(page, "#feature-visualizations", 2)
+    images_loaded(page, "#layer-grid", 2)  # layer 2: features 0-1
+    assert page.locator("#gallery-layer input").input_value() == "2"
+    assert page.locator("#feature-examples img").count() == 0  # layer 2 has no dataset examples
+    page.screenshot(path=str(ARTIFACTS / "browser-gallery-deep-link.png"), full_page=True)
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"

@@ -294,7 +294,7 @@ class Gallery:
         if found is None:
             present = [e.feature for e in self.features(model_id, layer, objective)]
             raise VizError(f"The gallery {self.label} has no feature {feature} in layer {layer} of {model_id}: "
-                           f"it has {_ranges(present)}.")
+                           f"it has {compact_ranges(present)}.")
         return found
 
     # --- images -----------------------------------------------------------------------------------------
@@ -427,7 +427,7 @@ class Gallery:
         layers = sorted({e.layer for e in self.entries if e.model_id == model_id})
         if layer not in layers:
             raise VizError(f"The gallery {self.label} has no layer {layer} for {model_id}: "
-                           f"pick one of {_ranges(layers)}.")
+                           f"pick one of {compact_ranges(layers)}.")
         return layer
 
     def _objective(self, model_id: str, layer: int, objective: str | None) -> str:
@@ -553,7 +553,7 @@ def _short_list(values: list, limit: int = 5) -> str:
     return shown + (f" (and {len(values) - limit} more)" if len(values) > limit else "")
 
 
-def _ranges(numbers: list[int]) -> str:
+def compact_ranges(numbers: list[int]) -> str:
     """0-3, 7, 9-12: a compact list of the indices a gallery holds."""
     if not numbers:
         return "none"

@@ -1,0 +1,350 @@
+"""The "Explore galleries" tab: browse galleries computed once and pushed to the Hub (or, off a Space, a gallery
+folder), like OpenAI Microscope: a layer as a grid of feature images, a click opens the feature's page.
+
+Browsing costs no model compute, so these events run outside the device's concurrency group. The URL carries
+what is shown (`?gallery=org/name&layer=5&feature=812`, plus `model` and `objective` when needed): it is read
+when the page loads, updated when a feature opens, and shown on every feature page so it can be shared.
+Named API endpoints: /open_gallery, /show_layer, /feature_page, /compare.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ..browse import GalleryCache, compact_ranges, parse_deep_link
+from ..errors import VizError
+from .common import AppContext, on_space, user_errors
+
+GRID_PAGE = 48  # features per page of a layer's grid
+COMPARE_MAX = 24  # features per comparison
+THUMB_PX = 192  # grid thumbnails are shrunk to this (the feature page shows full size)
+FEATURED_FILE = Path(__file__).resolve().parents[2] / "spaces_config" / "featured_galleries.yaml"
+ENV_FEATURED = "VFV_FEATURED_GALLERIES"  # comma-separated Hub ids; replaces the file's list when set
+NO_GALLERY = ("Open a gallery: a Hub dataset id made with `vit-feature-viz push` (or the Sharing tab)"
+              " such as org/name{local}.")
+# Keep the address bar (and, inside a Space's iframe, the Space page's) on the feature being shown.
+UPDATE_URL_JS = """(link) => {
+  if (!link || !link.includes("?")) return;
+  const query = link.slice(link.indexOf("?"));
+  try { history.replaceState(null, "", location.pathname + query); } catch (e) {}
+  if (window.parent !== window) {
+    try { window.parent.postMessage({ queryString: query }, "https://huggingface.co"); } catch (e) {}
+  }
+}"""
+
+
+def featured_galleries(env=os.environ, path: Path = FEATURED_FILE) -> list[dict]:
+    """Featured galleries offered on the first screen: [{id, title, description}] from the env or the YAML file."""
+    if env.get(ENV_FEATURED, "").strip():
+        return [{"id": i.strip(), "title": i.strip(), "description": ""}
+                for i in env[ENV_FEATURED].split(",") if i.strip()]
+    if not path.is_file():
+        return []
+    import yaml
+
+    items = (yaml.safe_load(path.read_text()) or {}).get("galleries") or []
+    return [{"id": str(i["id"]), "title": str(i.get("title") or i["id"]), "description": str(i.get("description") or "")}
+            for i in items if isinstance(i, dict) and i.get("id")]
+
+
+def featured_markdown(featured: list[dict]) -> str:
+    if not featured:
+        return NO_GALLERY.format(local="" if on_space() else ", or the path of a gallery folder")
+    lines = ["**Featured galleries** (pick one in the box above, then **Open**):", ""]
+    lines += [f"- `{g['id']}`: {g['title']}" + (f". {g['description']}" if g["description"] else "") for g in featured]
+    return "\n".join(lines)
+
+
+def base_url(request: gr.Request | None) -> str:
+    """Where a shared link should point: the Space's page on the Hub (it hands its query to the app), else this
+    server as the browser reached it."""
+    space = os.environ.get("SPACE_ID")
+    if on_space() and space:
+        return f"https://huggingface.co/spaces/{space}"
+    headers = getattr(request, "headers", None) or {}
+    host = headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1:7860"
+    scheme = (headers.get("x-forwarded-proto") or "http").split(",")[0].strip()
+    return f"{scheme}://{host}/"
+
+
+def placeholder(size: int) -> Image.Image:
+    """A grey square standing in for a feature one side of a comparison lacks."""
+    return Image.new("RGB", (size, size), (200, 200, 200))
+
+
+class Galleries:
+    """The tab's endpoints; opened galleries are shared by all visitors for a few minutes (GalleryCache)."""
+
+    def __init__(self, cache: GalleryCache | None = None):
+        self.cache = cache or GalleryCache()
+
+    def gallery(self, source: Any):
+        return self.cache.get(source, allow_local=not on_space())
+
+    # --- open -------------------------------------------------------------------------------------------
+    def open(self, source: Any):
+        """/open_gallery: (source, model, layer, objective pickers, summary) of a gallery."""
+        with user_errors("opening the gallery"):
+            gallery = self.gallery(source)
+            return (gallery.label, *self._pickers(gallery, None, None, None), self._summary(gallery))
+
+    def pick_model(self, source: Any, model: Any):
+        with user_errors("opening the gallery"):
+            return self._pickers(self.gallery(source), model, None, None)
+
+    def pick_layer(self, source: Any, model: Any, layer: Any):
+        with user_errors("opening the gallery"):
+            return self._pickers(self.gallery(source), model, layer, None)
+
+    @staticmethod
+    def _choose(gallery, model, layer, objective) -> tuple[str, int, str]:
+        """Model, layer and objective checked against the gallery; the first of each where not given."""
+        model = gallery.model(model or None)
+        layer = gallery.layers(model)[0] if layer in (None, "") else layer
+        objectives = gallery.objectives(model, layer)
+        return model, int(layer), objective if objective in objectives else objectives[0]
+
+    @classmethod
+    def _pickers(cls, gallery, model, layer, objective):
+        model, layer, objective = cls._choose(gallery, model, layer, objective)
+        objectives = gallery.objectives(model, layer)
+        return (gr.Dropdown(choices=gallery.models(), value=model),
+                gr.Dropdown(choices=gallery.layers(model), value=layer),
+                gr.Dropdown(choices=objectives, value=objective, visible=len(objectives) > 1))
+
+    @staticmethod
+    def _summary(gallery) -> str:
+        models = gallery.models()
+        features = {(e.model_id, e.layer, e.feature) for e in gallery.entries}
+        revision = f" at `{gallery.source.revision[:8]}`" if gallery.source.revision else ""
+        return (f"**{gallery.label}**{revision}: {len(features)} features of {', '.join(models)} in "
+                f"{len({(e.model_id, e.layer) for e in gallery.entries})} layer(s). Click a feature to open its page.")
+
+    # --- a layer ----------------------------------------------------------------------------------------
+    def show_layer(self, source: Any, model: Any, layer: Any, objective: Any, page: Any = 1):
+        """/show_layer: one page of the layer's grid [(thumbnail, 'feature · activation')], its feature list,
+        the page slider and a note."""
+        with user_errors("showing the layer"):
+            gallery = self.gallery(source)
+            entries = gallery.features(model or None, layer, objective or None)
+            pages = max(1, -(-len(entries) // GRID_PAGE))
+            page = min(max(int(float(page or 1)), 1), pages)
+            shown = entries[(page - 1) * GRID_PAGE: page * GRID_PAGE]
+            grid = [(image if image is not None else placeholder(THUMB_PX),
+                     f"{e.feature} · {e.activation:.3g}" if e.rendered else f"{e.feature} · examples only")
+                    for e, image in zip(shown, gallery.thumbnails(shown, THUMB_PX))]
+            note = (f"Layer {shown[0].layer}: features {shown[0].feature}-{shown[-1].feature} "
+                    f"({len(entries)} in this layer), activation after optimization under each image.")
+            return (grid, [e.feature for e in shown],
+                    gr.Slider(minimum=1, maximum=max(pages, 2), value=page, step=1, visible=pages > 1), note)
+
+    @staticmethod
+    def clicked(features: list[int] | None, event: gr.SelectData) -> int:
+        """The feature of the grid cell a visitor clicked."""
+        if not features or event.index is None or not 0 <= int(event.index) < len(features):
+            raise gr.Error("That cell is no longer shown: open the layer again.", print_exception=False)
+        return features[int(event.index)]
+
+    # --- a feature --------------------------------------------------------------------------------------
+    def feature_page(self, source: Any, model: Any, layer: Any, objective: Any, feature: Any,
+                     request: gr.Request = None):
+        """/feature_page: header, shareable link, visualizations, top examples with patch maps, statistics,
+        previous/next feature, and the feature number."""
+        with user_errors("opening the feature"):
+            page = self.gallery(source).feature_page(model or None, layer, feature, objective or None)
+            return self._page_outputs(page, base_url(request))
+
+    @staticmethod
+    def _page_outputs(page, base: str):
+        link = page.link(base)
+        concepts = f"  \nCLIP concepts: {', '.join(page.concept_names)}" if page.concept_names else ""
+        header = (f"### Layer {page.layer} · feature {page.feature}\n{page.model_id} in `{page.source}`"
+                  + (f" · examples from {page.dataset}" if page.dataset else "") + concepts)
+        visualizations = []
+        for viz in page.visualizations:
+            if viz.image is not None:
+                visualizations.append((viz.image, viz.caption))
+            if viz.patch_map is not None:
+                visualizations.append((viz.patch_map, f"{viz.row.objective} · where it fires"))
+        examples = []
+        for example in page.examples:
+            examples.append((example.image, example.caption))
+            if example.patch_map is not None:
+                examples.append((example.patch_map, f"#{example.rank} patch map"))
+        stats = [[name, f"{value:.4g}" if isinstance(value, float) else str(value)]
+                 for name, value in page.stats.items()]
+        return (gr.Column(visible=True), header, link, visualizations, examples, stats,
+                gr.Button(interactive=page.previous is not None), gr.Button(interactive=page.next is not None),
+                page.previous, page.next, page.feature)
+
+    # --- deep links -------------------------------------------------------------------------------------
+    def from_link(self, request: gr.Request):
+        """On page load: open what the URL's query names (nothing changes when it names no gallery)."""
+        try:
+            wanted = parse_deep_link(dict(request.query_params) if request is not None else {})
+        except VizError as err:
+            raise gr.Error(f"{err} (in the page's link)", print_exception=False) from None
+        if wanted is None:
+            return tuple(gr.skip() for _ in range(OUTPUTS_ON_LOAD))
+        with user_errors("opening the link"):
+            gallery = self.gallery(wanted.gallery)
+            model, layer, objective = self._choose(gallery, wanted.model, wanted.layer, wanted.objective)
+            pickers = self._pickers(gallery, model, layer, objective)
+            page = 1
+            if wanted.feature is not None:
+                at = [e.feature for e in gallery.features(model, layer, objective)].index(
+                    gallery.entry(model, layer, wanted.feature, objective).feature)
+                page = at // GRID_PAGE + 1
+            opened = (gallery.label, *pickers, self._summary(gallery))
+            grid = self.show_layer(gallery.label, model, layer, objective, page)
+            if wanted.feature is None:
+                shown = tuple(gr.skip() for _ in range(OUTPUTS_OF_PAGE))
+            else:
+                shown = self.feature_page(gallery.label, model, layer, objective, wanted.feature, request)
+            return (*opened, *grid, *shown)
+
+    # --- compare ----------------------------------------------------------------------------------------
+    def compare(self, source_a: Any, model_a: Any, layer: Any, objective: Any, source_b: Any, features: Any):
+        """/compare: the same layer and features of two galleries side by side (a grey square where one lacks
+        a feature); features default to the first of the layer."""
+        from ..specs import parse_features
+
+        with user_errors("comparing galleries"):
+            a = self.gallery(source_a)
+            if not str(source_b or "").strip():
+                raise VizError("Enter a second gallery to compare with (a Hub dataset id).")
+            b = self.gallery(source_b)
+            model_a = a.model(model_a or None)
+            entries_a = a.features(model_a, layer, objective or None)
+            layer, objective = entries_a[0].layer, entries_a[0].objective
+            model_b = model_a if model_a in b.models() else b.model(None)
+            entries_b = {e.feature: e for e in b.features(model_b, layer,
+                                                          objective if objective in b.objectives(model_b, layer)
+                                                          else None)}
+            entries_a = {e.feature: e for e in entries_a}
+            spec = str(features or "").strip()
+            width = max([*entries_a, *entries_b]) + 1
+            try:
+                wanted = parse_features(spec, width) if spec else sorted(entries_a)[:COMPARE_MAX]
+            except VizError as err:
+                raise VizError(f"{err} (layer {layer} of these galleries holds features "
+                               f"{compact_ranges(sorted({*entries_a, *entries_b}))})") from None
+            if len(wanted) > COMPARE_MAX:
+                raise VizError(f"{len(wanted)} features is more than {COMPARE_MAX} per comparison: "
+                               f"compare at most {COMPARE_MAX}, e.g. {wanted[0]}-{wanted[COMPARE_MAX - 1]}.")
+            sides = []
+            for gallery, found in ((a, entries_a), (b, entries_b)):
+                present = [found[f] for f in wanted if f in found]
+                images = dict(zip((e.feature for e in present), gallery.thumbnails(present, THUMB_PX)))
+                sides.append([
+                    (images.get(f) or placeholder(THUMB_PX),
+                     f"{f} · {found[f].activation:.3g}" if f in found and found[f].rendered else f"{f} · not here")
+                    for f in wanted
+                ])
+            note = (f"Layer {layer}, features {', '.join(map(str, wanted[:8]))}{'…' if len(wanted) > 8 else ''}: "
+                    f"left **{a.label}** ({model_a}), right **{b.label}** ({model_b}).")
+            return sides[0], sides[1], note
+
+
+OUTPUTS_OF_PAGE = 11  # what _page_outputs returns
+OUTPUTS_ON_LOAD = 5 + 4 + OUTPUTS_OF_PAGE  # open + show_layer + feature page
+
+
+def build(ctx: AppContext) -> Galleries:
+    """The "Explore galleries" tab inside the open gr.Tabs, and the page-load handler that reads deep links."""
+    galleries = Galleries()
+    featured = featured_galleries()
+    with gr.Tab("Explore galleries", id="galleries"):
+        with gr.Row(equal_height=True):
+            source_box = gr.Dropdown([g["id"] for g in featured], value=featured[0]["id"] if featured else None,
+                                     allow_custom_value=True, scale=4, elem_id="gallery-source",
+                                     label="Gallery (Hub dataset id" + (")" if on_space() else " or folder)"))
+            open_button = gr.Button("Open", scale=1, variant="primary", elem_id="open-gallery")
+        summary = gr.Markdown(featured_markdown(featured), elem_id="gallery-summary")
+        # the opened gallery (the box may be edited without opening it); a hidden textbox, not a State, so that
+        # API callers pass it too
+        source = gr.Textbox(visible=False, label="gallery")
+        with gr.Row():
+            model = gr.Dropdown([], label="Model", elem_id="gallery-model")
+            layer = gr.Dropdown([], label="Layer", elem_id="gallery-layer")
+            objective = gr.Dropdown([], label="Objective", visible=False)
+            page = gr.Slider(1, 2, value=1, step=1, label="Grid page", visible=False, elem_id="grid-page")
+        layer_note = gr.Markdown()
+        grid = gr.Gallery(label="Features of the layer (click one)", columns=8, fit_columns=False,
+                          allow_preview=False, format="png", height="auto", elem_id="layer-grid")
+        shown_features = gr.State([])
+        with gr.Column(visible=False, elem_id="feature-page") as feature_page:
+            header = gr.Markdown(elem_id="feature-header")
+            link = gr.Textbox(label="Link to this feature", buttons=["copy"], interactive=False,
+                              elem_id="feature-link")
+            with gr.Row():
+                previous = gr.Button("← Previous feature", elem_id="previous-feature")
+                feature = gr.Number(label="Feature", precision=0, minimum=0, elem_id="gallery-feature")
+                go = gr.Button("Go", elem_id="go-feature")
+                following = gr.Button("Next feature →", elem_id="next-feature")
+            previous_feature, next_feature = gr.State(None), gr.State(None)
+            with gr.Row():
+                visualizations = gr.Gallery(label="Visualizations (and where the feature fires in them)", columns=4,
+                                            fit_columns=False, format="png", height="auto", elem_id="feature-visualizations")
+                stats = gr.Dataframe(headers=["statistic", "value"], label="Activation statistics",
+                                     interactive=False, elem_id="feature-stats")
+            examples = gr.Gallery(label="Top dataset examples and their patch maps", columns=6, fit_columns=False,
+                                  format="png", height="auto", elem_id="feature-examples")
+        with gr.Accordion("Compare with another gallery (same layer and features)", open=False):
+            with gr.Row(equal_height=True):
+                other = gr.Textbox(label="Second gallery", scale=3, elem_id="compare-source")
+                compare_features = gr.Textbox(label=f"Features (up to {COMPARE_MAX})", info="0-7 | 3,9 | empty = first",
+                                              scale=2, elem_id="compare-features")
+                compare_button = gr.Button("Compare", scale=1, elem_id="compare")
+            compare_note = gr.Markdown()
+            with gr.Row():
+                left = gr.Gallery(label="This gallery", columns=4, fit_columns=False, allow_preview=False,
+                                  format="png", elem_id="compare-a")
+                right = gr.Gallery(label="Second gallery", columns=4, fit_columns=False, allow_preview=False,
+                                   format="png", elem_id="compare-b")
+
+    where = [source, model, layer, objective]
+    opened = [source, model, layer, objective, summary]
+    layer_view = [grid, shown_features, page, layer_note]
+    page_view = [feature_page, header, link, visualizations, examples, stats, previous, following,
+                 previous_feature, next_feature, feature]
+    # Reads, no model: outside the device's concurrency group. preprocess=False: the pickers' choices are set
+    # per gallery, which API callers never see; every input is checked against the gallery instead.
+    fast = dict(preprocess=False, concurrency_limit=4, concurrency_id="browse")
+
+    def then_layer(event):
+        return event.success(galleries.show_layer, where, layer_view, api_visibility="private", **fast)
+
+    def then_feature(event):
+        shown = event.success(galleries.feature_page, [*where, feature], page_view, api_visibility="private", **fast)
+        shown.success(None, [link], None, js=UPDATE_URL_JS)
+        return shown
+
+    # The named endpoints first: gradio names an event after its function, and a later public event with the
+    # same function would get a suffixed name.
+    opening = [open_button.click(galleries.open, [source_box], opened, api_name="open_gallery", **fast)]
+    page.release(galleries.show_layer, [*where, page], layer_view, api_name="show_layer", **fast)
+    go_event = go.click(galleries.feature_page, [*where, feature], page_view, api_name="feature_page", **fast)
+    go_event.success(None, [link], None, js=UPDATE_URL_JS)
+    compare_button.click(galleries.compare, [*where[:2], layer, objective, other, compare_features],
+                         [left, right, compare_note], api_name="compare", **fast)
+
+    opening.append(source_box.select(galleries.open, [source_box], opened, api_visibility="private", **fast))
+    for event in opening:
+        then_layer(event)
+    then_layer(model.input(galleries.pick_model, [source, model], [model, layer, objective],
+                           api_visibility="private", **fast))
+    then_layer(layer.input(galleries.pick_layer, [source, model, layer], [model, layer, objective],
+                           api_visibility="private", **fast))
+    objective.input(galleries.show_layer, where, layer_view, api_visibility="private", **fast)
+    then_feature(grid.select(galleries.clicked, [shown_features], [feature], api_visibility="private", queue=False))
+    then_feature(previous.click(lambda f: f, [previous_feature], [feature], api_visibility="private", queue=False))
+    then_feature(following.click(lambda f: f, [next_feature], [feature], api_visibility="private", queue=False))
+    ctx.demo.load(galleries.from_link, None, [*opened, *layer_view, *page_view], api_visibility="private", **fast) \
+        .success(None, [link], None, js=UPDATE_URL_JS)
+    return galleries
