@@ -35,7 +35,7 @@ TABS = (galleries_tab, render_tab, explore_tab, sharing_tab)
 
 def build_demo(preset=None) -> gr.Blocks:
     preset = preset or current_preset()
-    models = ModelCache()
+    models = ModelCache(max_parameters=preset.max_parameters)
     show_login = os.environ.get("VFV_OAUTH", "1" if on_space() else "0") == "1"
 
     # delete_cache: every 30 min, drop files gradio cached for visitors (images, downloads) older than 3 h

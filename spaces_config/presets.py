@@ -10,7 +10,8 @@ Choice of preset, first match wins:
   2. SPACES_ZERO_GPU=true (set by Hugging Face on ZeroGPU Spaces) -> zero-a10g;
   3. cpu-basic.
 Any cap can then be overridden by env: VFV_MAX_STEPS, VFV_MAX_FEATURES, VFV_MAX_IMAGE_SIZE,
-VFV_MAX_SCAN_IMAGES, VFV_MAX_TOP_K, VFV_CONCURRENCY (e.g. a Space owner on bigger hardware, or tests).
+VFV_MAX_SCAN_IMAGES, VFV_MAX_TOP_K, VFV_MAX_PARAMETERS, VFV_CONCURRENCY (e.g. a Space owner on bigger hardware,
+or tests).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ OVERRIDES = {
     "VFV_MAX_IMAGE_SIZE": "max_image_size",
     "VFV_MAX_SCAN_IMAGES": "max_scan_images",
     "VFV_MAX_TOP_K": "max_top_k",
+    "VFV_MAX_PARAMETERS": "max_parameters",
     "VFV_CONCURRENCY": "concurrency",
 }
 
@@ -45,6 +47,7 @@ class Preset:
     max_image_size: int  # render side in pixels
     max_scan_images: int  # dataset images scanned per "top examples" request
     max_top_k: int  # examples shown per feature
+    max_parameters: int  # largest checkpoint (all its towers), checked from small files before any weights load
     concurrency: int  # jobs running at once (gr.Blocks.queue(default_concurrency_limit=...))
     queue_size: int  # requests waiting at most; later ones are turned away by the queue
     zero_gpu: bool = False  # run the GPU work inside @spaces.GPU with a duration computed per request
@@ -59,7 +62,8 @@ class Preset:
     def caps_text(self) -> str:
         """One line for the UI, e.g. 'cpu-basic: up to 96 steps, 2 features, 224 px per request'."""
         return (f"{self.name}: up to {self.max_steps} steps, {self.max_features} feature(s), "
-                f"{self.max_image_size} px and {self.max_scan_images} dataset images per request")
+                f"{self.max_image_size} px and {self.max_scan_images} dataset images per request, "
+                f"models up to {self.max_parameters / 1e6:,.0f}M parameters")
 
 
 PRESETS: dict[str, Preset] = {
@@ -68,27 +72,32 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="cpu-basic", hub_hardware="cpu-basic", description="Free CPU Space (2 vCPU, 16 GB): previews only.",
             max_steps=96, max_features=2, max_image_size=224, max_scan_images=200, max_top_k=8,
+            max_parameters=200_000_000,  # every ViT-B and CLIP-B (151M with its text tower); a ViT-L is too slow here
             concurrency=1, queue_size=16,
         ),
         Preset(
             name="zero-a10g", hub_hardware="zero-a10g", description="ZeroGPU: a GPU slice per request, billed by duration.",
             max_steps=512, max_features=16, max_image_size=448, max_scan_images=5000, max_top_k=16,
+            max_parameters=3_000_000_000,
             concurrency=4, queue_size=64, zero_gpu=True, seconds_per_feature_step=0.01, max_gpu_seconds=120,
         ),
         Preset(
             name="t4-small", hub_hardware="t4-small", description="NVIDIA T4 16 GB.",
             max_steps=400, max_features=16, max_image_size=384, max_scan_images=2000, max_top_k=16,
+            max_parameters=1_100_000_000,  # up to CLIP ViT-H/14 (986M) in 16 GB
             concurrency=1, queue_size=32, seconds_per_feature_step=0.03,
         ),
         Preset(
             name="a10g-small", hub_hardware="a10g-small", description="NVIDIA A10G 24 GB.",
             max_steps=512, max_features=32, max_image_size=448, max_scan_images=5000, max_top_k=16,
+            max_parameters=2_600_000_000,  # up to CLIP ViT-bigG/14 (2.5B)
             concurrency=2, queue_size=64, seconds_per_feature_step=0.012,
         ),
         Preset(
             # The Hub has no h100 Space flavor in huggingface_hub's SpaceHardware list; the nearest is a100-large.
             name="h100", hub_hardware="a100-large", description="NVIDIA H100/A100 80 GB class.",
             max_steps=1024, max_features=128, max_image_size=448, max_scan_images=20000, max_top_k=32,
+            max_parameters=8_000_000_000,
             concurrency=4, queue_size=128, seconds_per_feature_step=0.004,
         ),
     ]

@@ -23,6 +23,7 @@ from app_fixtures import (  # noqa: F401  (fixtures)
     ROOT, app_error, client, free_port, image_folder, load_app, no_progress, render, serve, server, vit,
 )
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
+from test_model_safety import _declares_vit_large, _header_claims_a_huge_tensor, _push_model  # the same repos
 from vit_feature_viz.app import common
 from vit_feature_viz.app.common import ModelCache
 from vit_feature_viz.app.explore_tab import Explorer
@@ -245,8 +246,10 @@ def test_unexpected_errors_are_one_generic_line(client, vit, monkeypatch):
     "kwargs, expected",
     [
         (dict(steps=6), "6 steps is over this Space's cap of 5 steps per request (max steps, hardware preset cpu-basic)"),
-        (dict(features="0-3"), "4 features is over this Space's cap of 3 features per request (max features"),
-        (dict(features="all"), "128 features is over this Space's cap of 3 features"),
+        (dict(features="0-3"), "4 features asked for, more than the 3 allowed per request: ask for fewer, e.g. 0-2."),
+        (dict(features="all"), "128 features asked for, more than the 3 allowed per request"),
+        (dict(features="0-30000000"), "Feature 128 is out of range: this layer has 128 features"),  # no list built
+        (dict(features="0-99,200-30000000"), "Feature 200 is out of range"),
         (dict(image_size=64), "64 px is over this Space's cap of 48 px per request (max image size"),
     ],
 )
@@ -254,6 +257,23 @@ def test_render_caps_are_enforced(client, vit, kwargs, expected):
     options = dict(features="0", steps=2) | kwargs
     features = options.pop("features")
     assert expected in app_error(lambda: render(client, vit, 1, features, **options))
+
+
+@pytest.mark.parametrize("build, source", [(_declares_vit_large, "as its config declares"),
+                                           (_header_claims_a_huge_tensor, "in its weight files")])
+def test_an_oversized_model_is_refused_before_its_weights_are_downloaded(client, hub, tmp_path, build, source):
+    """The preset's model-size cap (10M parameters here) holds for every endpoint: the loopback Hub sees requests
+    for the config and, at most, a ranged read of the weight file's header, never a download of the weights."""
+    repo = f"alice/{build.__name__.strip('_')}"
+    build(tmp_path / "repo")
+    _push_model(hub, repo, tmp_path / "repo")
+    hub.requests.clear()
+    for call in (lambda: client.predict(repo, api_name="/layers"), lambda: render(client, repo, steps=2)):
+        message = app_error(call)
+        assert f"({source}), more than the 10M allowed here: pick a smaller checkpoint." in message
+    weights = [(path, status) for method, path, status in hub.requests if method == "GET" and ".safetensors" in path]
+    assert all(status == 206 for _, status in weights), weights
+    assert bool(weights) == (source == "in its weight files")
 
 
 def test_examples_caps_are_enforced(client, vit, image_folder):

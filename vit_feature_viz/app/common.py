@@ -140,12 +140,13 @@ def check_name(name: Any, kind: str, example: str) -> str:
     return name
 
 
-def resolve_features(spec: Any, num_features: int, seed: int) -> list[int]:
-    """Parse a feature spec from the UI or API: 7 | 0,5,9 | 0-63 | all | random N (drawn with the seed)."""
+def resolve_features(spec: Any, num_features: int, seed: int, max_count: int) -> list[int]:
+    """Parse a feature spec from the UI or API: 7 | 0,5,9 | 0-63 | all | random N (drawn with the seed), checked
+    against the layer's width and the cap before any list is built ("0-30000000" is one line, not gigabytes)."""
     from ..specs import parse_features
 
     return parse_features(spec if isinstance(spec, (int, float)) else str(spec if spec is not None else "").strip(),
-                          num_features, seed)
+                          num_features, seed, max_count=max_count)
 
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # an uploaded image is checked from its header before it is decoded
@@ -214,10 +215,12 @@ class ModelCache:
     """Loaded models shared by every tab and request, keyed by (id, revision): the weights are read once.
 
     Small on purpose (a model can take gigabytes): the least recently used one is dropped when a new one comes
-    in. Two requests for the same model wait for one load instead of loading it twice.
+    in. Two requests for the same model wait for one load instead of loading it twice. A checkpoint larger than
+    `max_parameters` is refused from its config and weight headers, before any weights are downloaded.
     """
 
-    def __init__(self, size: int = 2):
+    def __init__(self, max_parameters: int | None = None, size: int = 2):
+        self.max_parameters = max_parameters
         self.size = size
         self._models: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -238,7 +241,7 @@ class ModelCache:
                 if key in self._models:
                     return self._models[key]
             try:
-                model = load_model(key[0], revision=revision)
+                model = load_model(key[0], revision=revision, max_parameters=self.max_parameters)
             finally:
                 with self._lock:
                     self._loading.pop(key, None)

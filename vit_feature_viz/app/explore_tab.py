@@ -7,7 +7,6 @@ from collections.abc import Callable, Collection
 
 import gradio as gr
 
-from ..errors import VizError
 from .common import (
     DEFAULT_DATASET, DEFAULT_SPLIT, AppContext, ModelCache, add_rows, as_int, check_name, on_gpu, open_image,
     over_cap, resolve_features, user_errors,
@@ -31,10 +30,7 @@ class Explorer:
         layer = as_int(layer, "layer")
         model.check_layer(layer)
         target = make_objective("feature", layer)
-        features = resolve_features(feature, target.num_channels(model), 0)
-        if len(features) != 1:
-            raise VizError(f"Pick one feature here, not {len(features)}: e.g. {features[0]}.")
-        return layer, features[0]
+        return layer, resolve_features(feature, target.num_channels(model), 0, max_count=1)[0]
 
     def patch_map(self, model_id, layer, feature, image):
         """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay)."""

@@ -45,9 +45,7 @@ class Renderer:
         model.check_layer(layer)
         target = make_objective(objective, layer)
         target.check(model)
-        wanted = resolve_features(features, target.num_channels(model), seed)
-        if len(wanted) > preset.max_features:
-            raise over_cap(preset, "max features", len(wanted), preset.max_features, "features")
+        wanted = resolve_features(features, target.num_channels(model), seed, max_count=preset.max_features)
         plan = plan_render(model, layer, wanted, objective, recipe, steps, size or None, None)
         if plan.image_size > preset.max_image_size:
             raise over_cap(preset, "max image size", plan.image_size, preset.max_image_size, "px")
