@@ -78,7 +78,7 @@ def brute_force(model, dataset, column: str, features: list[int], top_k: int, ro
     scores = []
     with torch.no_grad():
         for i in range(rows or len(dataset)):
-            pixels = preprocess([dataset[i][column]], model.image_size)
+            pixels = model.preprocess_uint8(dataset[i][column])[None].float() / 255  # what scans keep
             scores.append(objective.values(model.activations(pixels, objective.needs))[0])
     scores = torch.stack(scores)
     return {

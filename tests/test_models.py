@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,6 +98,55 @@ def test_model_knows_its_preprocessing(models):
     assert models["vit"].mean == (0.5, 0.5, 0.5)
     assert models["clip"].mean[0] == pytest.approx(0.48145466) and models["clip"].is_clip
     assert models["timm_vit"].backend == "timm" and models["open_clip"].backend == "open_clip"
+
+
+def _library_pipeline(role, repo):
+    """Each library's own eval preprocessing of the checkpoint, normalization included: what the model expects."""
+    if role in ("vit", "clip"):
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(repo)
+        return lambda image: processor(images=image, return_tensors="pt")["pixel_values"][0]
+    if role == "timm_vit":
+        import timm
+        import timm.data
+
+        module = timm.create_model(f"hf-hub:{repo}", pretrained=False)
+        return timm.data.create_transform(**timm.data.resolve_model_data_config(module), is_training=False)
+    import open_clip
+
+    return open_clip.create_model_and_transforms(f"hf-hub:{repo}")[2]
+
+
+@pytest.mark.parametrize("role", list(ACTIVATION_MODULE))
+def test_preprocess_is_the_checkpoints_own_pipeline(models, tiny_repos, role):
+    """Resize, crop and interpolation come from each library (preprocessor_config.json, timm's data config,
+    open_clip's preprocess); our pixels, normalized by the model, equal the library's output."""
+    from PIL import Image
+
+    from vit_feature_viz.patchmap import preprocess as generic
+
+    model = models[role]
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 256, (37, 61, 3), dtype=np.uint8))  # not square, not model-sized
+    pixels = model.preprocess(photo)
+    assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.float32 and 0 <= pixels.min() <= pixels.max() <= 1
+    expected = _library_pipeline(role, tiny_repos[role])(photo)
+    assert torch.allclose(model.normalize(pixels[None])[0], expected, atol=1e-5)
+    stored = model.preprocess_uint8(photo)
+    assert stored.dtype == torch.uint8 and torch.allclose(stored.float() / 255, pixels, atol=0.5 / 255 + 1e-6)
+    if role in ("clip", "timm_vit", "vit"):  # these differ from one generic resize + crop, so the test can fail
+        assert not torch.allclose(model.normalize(generic([photo], 32))[0], expected, atol=1e-3)
+
+
+def test_checkpoint_without_a_processor_falls_back_to_resize_and_centre_crop(tiny_repos):
+    from PIL import Image
+
+    from vit_feature_viz.patchmap import preprocess as generic
+
+    model = load_model(tiny_repos["vit_model"], device="cpu")  # a ViTModel saved without preprocessor_config.json
+    photo = Image.fromarray(np.random.default_rng(4).integers(0, 256, (50, 40, 3), dtype=np.uint8))
+    assert model.pixel_pipeline is None and torch.equal(model.preprocess(photo), generic([photo], 32)[0])
 
 
 @pytest.mark.parametrize(

@@ -24,13 +24,7 @@ from tqdm.auto import tqdm
 from .errors import VizError
 from .models.base import VisionModel
 from .objectives import Channel, Objective, make_objective
-from .patchmap import (
-    fit_square,
-    heatmap_overlay,
-    patch_values_for,
-    pil_to_uint8,
-    uint8_to_pil,
-)
+from .patchmap import heatmap_overlay, patch_values_for, uint8_to_pil
 from .specs import parse_features
 
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
@@ -46,7 +40,7 @@ class Example:
 
     score: float
     index: int
-    image: Image.Image  # preprocessed: the model-size centre crop
+    image: Image.Image  # as the model saw it: through the checkpoint's own resize and crop
     patch_map: Image.Image | None  # overlay of the feature's per-patch values; None for objectives without (logit)
 
 
@@ -271,8 +265,8 @@ def _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_i
             yield indices, values
 
 
-def _load_pixels(value, column: str, size: int) -> torch.Tensor:
-    return pil_to_uint8(fit_square(as_pil(value, column), size))
+def _load_pixels(value, column: str, model: VisionModel) -> torch.Tensor:
+    return model.preprocess_uint8(as_pil(value, column))
 
 
 # --- scanning -------------------------------------------------------------------------------------------------
@@ -346,7 +340,7 @@ def scan_examples(
         shard_index=shard_index, progress=progress, desc=f"Scanning layer {layer}",
     )
     wanted_on_device = channels.to(model.device)
-    load = functools.partial(_load_pixels, column=column, size=model.image_size)
+    load = functools.partial(_load_pixels, column=column, model=model)
     with ThreadPoolExecutor(DECODE_THREADS) as pool:  # PIL decodes and resizes outside the GIL
         for indices, encoded in batches:
             pixels = torch.stack(list(pool.map(load, encoded)))

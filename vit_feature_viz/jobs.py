@@ -57,7 +57,7 @@ def render_to_folder(
 def _with_patch_map(model: VisionModel, row: dict, objective) -> dict:
     """The paper's third view for the optimized image too: where in it the feature fires."""
     if isinstance(objective, Channel) and objective.kind != LOGITS:
-        row["image_patch_map"] = patch_map(model, row["image"], row["layer"], row["feature"], objective)
+        row["image_patch_map"] = patch_map(model, row["image"], row["layer"], row["feature"], objective, rendered=True)
     return row
 
 

@@ -1,7 +1,8 @@
 """Patch-wise activation maps: where in an image a feature fires, drawn as a heatmap over the image.
 
-Also home to `preprocess`, the one way dataset images become model input, so scores, stored example images and
-their patch maps all see exactly the same pixels.
+Dataset images become model input through the checkpoint's own pipeline (`VisionModel.preprocess`), so scores,
+stored example images and their patch maps all see exactly the pixels the model's own library would feed it; the
+generic resize + centre crop here (`fit_square`, `preprocess`) is the fallback for checkpoints without one.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def uint8_to_pil(pixels: torch.Tensor) -> Image.Image:
 
 
 def preprocess_uint8(images: list[Image.Image], size: int) -> torch.Tensor:
-    """Images -> [B, 3, size, size] uint8: what scans keep for their candidates (`/ 255` gives model input)."""
+    """Images -> [B, 3, size, size] uint8 by `fit_square` (the generic fallback; `/ 255` gives model input)."""
     if not images:
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
     return torch.stack([pil_to_uint8(fit_square(image, size)) for image in images])
@@ -151,8 +152,14 @@ def patch_values_for(model: VisionModel, objective: Objective, pixels: torch.Ten
     return values.float().reshape(values.shape[0], grid_h, grid_w, values.shape[-1]).cpu()
 
 
-def patch_map(model: VisionModel, image: Image.Image, layer: int, feature: int, objective="feature") -> Image.Image:
-    """Where `feature` of `layer` fires in `image`: its per-patch values over the model-size crop the model saw."""
+def patch_map(
+    model: VisionModel, image: Image.Image, layer: int, feature: int, objective="feature", *, rendered: bool = False
+) -> Image.Image:
+    """Where `feature` of `layer` fires in `image`: its per-patch values over the picture the model saw.
+
+    A photo goes through the checkpoint's own pipeline (`model.preprocess`); `rendered=True` marks an image
+    the renderer made, which already is model input: it is only resized to the model's size, never cropped.
+    """
     objective = make_objective(objective, layer)
     objective.check(model)
     features = parse_features(feature, objective.num_channels(model))
@@ -160,7 +167,7 @@ def patch_map(model: VisionModel, image: Image.Image, layer: int, feature: int, 
         raise VizError(f"A patch map shows one feature, not {len(features)}: pass a single index such as {features[0]}.")
     feature = features[0]
     image = ImageOps.exif_transpose(image)  # photos straight from a camera; datasets already does this on decode
-    pixels = preprocess_uint8([image], model.image_size)
+    pixels = preprocess_uint8([image], model.image_size) if rendered else model.preprocess_uint8(image)[None]
     values = patch_values_for(model, objective, pixels.float() / 255)
     if values is None:
         raise VizError(

@@ -7,7 +7,7 @@ the forward pass early is done here, from the structure of the module tree, so m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -92,6 +92,9 @@ class VisionModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "fp32"
     blocks: list[Block] = field(default_factory=list)
+    # The checkpoint's own eval resize/crop (its library's pipeline minus normalization): RGB PIL -> [3, S, S] in
+    # [0, 1]; None falls back to a bicubic shorter-side resize and centre crop.
+    pixel_pipeline: Callable | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if not self.blocks:
@@ -162,6 +165,25 @@ class VisionModel:
             raise VizError(f"Image size {size} is too large for a {self.image_size}px model: use at most {self.image_size * 2}.")
         return size
 
+    # --- preparing images -----------------------------------------------------------------------------------
+    def preprocess(self, image) -> torch.Tensor:
+        """A PIL image as this checkpoint's own pipeline prepares it (transformers' image processor, timm's data
+        config, open_clip's preprocess): [3, S, S] floats in [0, 1], S = `image_size`. Normalization stays in
+        `activations`, so the result is also the picture to show. A pipeline that does not give an S x S image
+        (a processor that resizes without cropping) falls back to the bicubic shorter-side resize + centre crop."""
+        from ..patchmap import fit_square, pil_to_uint8, to_rgb
+
+        image = to_rgb(image)
+        if self.pixel_pipeline is not None:
+            pixels = torch.as_tensor(self.pixel_pipeline(image)).float()
+            if tuple(pixels.shape) == (3, self.image_size, self.image_size):
+                return pixels.clamp(0, 1)
+        return pil_to_uint8(fit_square(image, self.image_size)).float() / 255
+
+    def preprocess_uint8(self, image) -> torch.Tensor:
+        """`preprocess` as [3, S, S] uint8 (a quarter of the memory; exact for pipelines that resize 8-bit images)."""
+        return (self.preprocess(image) * 255).round().to(torch.uint8)
+
     # --- running it ------------------------------------------------------------------------------------------
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -219,6 +241,23 @@ class VisionModel:
 
     def _logits(self, output) -> torch.Tensor:
         raise VizError(f"'{self.model_id}' has no classification head: use --objective feature.")
+
+
+def without_normalize(transform) -> Callable:
+    """A torchvision Compose (timm's and open_clip's eval transforms) minus its Normalize: resize, crop, [0, 1]."""
+    from torchvision import transforms
+
+    return transforms.Compose([t for t in transform.transforms if not isinstance(t, transforms.Normalize)])
+
+
+def normalize_of(transform) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) of the Normalize in a torchvision Compose, the values its pipeline really uses."""
+    from torchvision import transforms
+
+    for t in transform.transforms:
+        if isinstance(t, transforms.Normalize):
+            return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
+    return None
 
 
 def find_blocks(root: nn.Module, tower: nn.Module) -> list[Block]:

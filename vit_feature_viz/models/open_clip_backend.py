@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int
+from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int, normalize_of, without_normalize
 from .hub_files import CheckpointFiles
 
 
@@ -19,12 +19,16 @@ class OpenClipVisionModel(VisionModel):
 
 def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remote_code, allow_pickle) -> VisionModel:
     import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
 
     weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
     with files.staged(weights, ["open_clip_config.json"]) as source:
         module = open_clip.create_model(source)
     visual = module.visual
+    # The eval transform create_model_and_transforms would return, from the config the model was built with.
+    evaluation = image_transform_v2(PreprocessCfg(**visual.preprocess_cfg), is_train=False)
     preprocess = config.get("preprocess_cfg", {})
+    mean, std = normalize_of(evaluation) or (preprocess.get("mean", OPENAI_CLIP_MEAN), preprocess.get("std", OPENAI_CLIP_STD))
     image_size = getattr(visual, "image_size", preprocess.get("size", 224))
     patch_size = getattr(visual, "patch_size", 16)
     transformer = getattr(visual, "transformer", None)
@@ -35,13 +39,14 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         tower=visual,
         image_size=as_int(image_size),
         patch_size=as_int(patch_size),
-        mean=tuple(float(v) for v in preprocess.get("mean", OPENAI_CLIP_MEAN)),
-        std=tuple(float(v) for v in preprocess.get("std", OPENAI_CLIP_STD)),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
         hidden_size=int(getattr(transformer, "width", 0) or 0),
         is_clip=True,
         can_interpolate=False,
         sequence_first=not getattr(transformer, "batch_first", True),
         device=device,
         precision=precision,
+        pixel_pipeline=without_normalize(evaluation),
     )
 

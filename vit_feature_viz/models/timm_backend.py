@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import VisionModel, as_int
+from .base import VisionModel, as_int, without_normalize
 from .hub_files import CheckpointFiles
 
 
@@ -29,7 +29,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     for sub in module.modules():  # explicit attention beats the fused kernel on CPU (see benchmarks/)
         if hasattr(sub, "fused_attn"):
             sub.fused_attn = device.type != "cpu"
-    data = timm.data.resolve_model_data_config(module)
+    data = timm.data.resolve_model_data_config(module)  # input size, crop_pct, interpolation, mean, std
     patch = getattr(getattr(module, "patch_embed", None), "patch_size", (16, 16))
     tag = f"{config.get('architecture', '')} {config.get('pretrained_cfg', {}).get('tag', '')}".lower()
     return TimmVisionModel(
@@ -47,4 +47,5 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         can_interpolate=True,
         device=device,
         precision=precision,
+        pixel_pipeline=without_normalize(timm.data.create_transform(**data, is_training=False)),
     )

@@ -69,11 +69,28 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         is_clip=auto_config.model_type in CLIP_FAMILY,
         device=device,
         precision=precision,
+        pixel_pipeline=_processor_pipeline(files, trust_remote_code),
     )
     model._entry = entry
     model._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
     model.can_interpolate = model._takes_interpolate or auto_config.model_type.startswith("dinov2")
     return model
+
+
+def _processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
+    """The checkpoint's image processor (sizes and resampling from preprocessor_config.json) without its
+    normalization, or None when the repo has no processor config."""
+    import transformers
+
+    if files.path("preprocessor_config.json") is None:
+        return None
+    processor = transformers.AutoImageProcessor.from_pretrained(
+        files.name, revision=files.revision, trust_remote_code=trust_remote_code)
+
+    def pipeline(image):
+        return processor(images=image, do_normalize=False, return_tensors="pt")["pixel_values"][0]
+
+    return pipeline
 
 
 def _normalization(files: CheckpointFiles, model_type: str):
