@@ -179,6 +179,8 @@ def test_push_uploads_a_changed_shard_and_keeps_remote_only_files(hub, gallery, 
 
 
 def test_pull_gallery_gives_the_same_files_and_pushes_back_nothing(hub, gallery, tmp_path):
+    (gallery / "analysis" / "token_pooling").mkdir(parents=True)
+    (gallery / "analysis" / "token_pooling" / "run.csv").write_text("layer,accuracy\n0,0.5\n")
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
     write_gallery(gallery, shard=1)
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
@@ -191,6 +193,7 @@ def test_pull_gallery_gives_the_same_files_and_pushes_back_nothing(hub, gallery,
     assert got == remote
     assert {p: b for p, b in got.items() if p.startswith("data/")} == \
         {p: b for p, b in snapshot(gallery).items() if p.startswith("data/")}
+    assert "analysis/token_pooling/run.csv" in got
     commits, uploads = len(hub.commits), len(hub.uploads)
     push_gallery(pulled, "alice/vit-gallery", token=hub.write_token)  # .cache and .gitattributes stay local
     assert (len(hub.commits), len(hub.uploads)) == (commits, uploads)

@@ -26,10 +26,11 @@ from huggingface_hub.errors import (
 )
 
 from .errors import VizError
-from .gallery import GalleryFolder
+from .gallery import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder
 
 REPO_TYPE = "dataset"
-GALLERY_PATTERNS = ["README.md", "data/*.parquet"]  # a gallery's own files; nothing else is pulled
+# A gallery's own files, the ones push uploads; nothing else is pulled.
+GALLERY_PATTERNS = ["README.md", "data/*.parquet", *(f"{ANALYSIS_DIR}/*/*{suffix}" for suffix in ANALYSIS_SUFFIXES)]
 
 
 # ------------------------------------------------------------------------------------------------ public API
