@@ -5,6 +5,7 @@ Every experiment returns an `AnalysisResult`; `.save(folder)` writes `analysis/<
 the settings) and `.png` into a gallery folder, which `push` uploads with the gallery.
 """
 
+from .clip_names import clip_names, feature_names
 from .cls_isolation import cls_isolation
 from .common import ANALYSIS_DIR, AnalysisResult
 from .foreground_background import foreground_background
@@ -18,7 +19,8 @@ EXPERIMENTS = {
     "per-block-cls": per_block_cls,
     "foreground-background": foreground_background,
     "frequency": frequency,
+    "clip-names": clip_names,
 }
 
-__all__ = ["ANALYSIS_DIR", "AnalysisResult", "EXPERIMENTS", "cls_isolation", "foreground_background", "frequency",
-           "per_block_cls", "token_pooling"]
+__all__ = ["ANALYSIS_DIR", "AnalysisResult", "EXPERIMENTS", "clip_names", "cls_isolation", "feature_names",
+           "foreground_background", "frequency", "per_block_cls", "token_pooling"]

@@ -38,7 +38,7 @@ class LabeledData:
     dataset: datasets.Dataset | datasets.IterableDataset
     name: str
     image_column: str
-    label_column: str
+    label_column: str | None  # None only where labels are not needed (naming features)
     label_names: list[str] | None  # None when labels are bare integers (taken as the model's class index)
     box_column: str | None = None
     mask_column: str | None = None
@@ -48,7 +48,7 @@ class LabeledData:
 @dataclass
 class Batch:
     images: torch.Tensor  # [B, 3, S, S] floats in [0, 1]
-    labels: list  # dataset labels: ints (ClassLabel ids / class indices) or strings
+    labels: list  # dataset labels: ints (ClassLabel ids / class indices) or strings; [] without a label column
     masks: torch.Tensor | None  # [B, S, S] bool foreground, when a box or mask column was asked for
 
 
@@ -61,6 +61,7 @@ def open_labeled(
     box_column: str | None = None,
     mask_column: str | None = None,
     need_region: bool = False,
+    need_label: bool = True,
     box_format: str = "xyxy",
     streaming: bool = False,
 ) -> LabeledData:
@@ -77,7 +78,7 @@ def open_labeled(
         image = find_image_column(opened, image_column, name)
     columns = _columns(opened)
     label = _pick(columns, label_column, LABEL_COLUMN_NAMES, name, "label", "--label-column")
-    if label is None:
+    if label is None and need_label:
         raise VizError(f"Dataset '{name}' has no label column (columns: {', '.join(columns)}): pass --label-column NAME.")
     box = mask = None
     if need_region or box_column or mask_column:
@@ -90,7 +91,8 @@ def open_labeled(
             )
     if box_format not in ("xyxy", "xywh"):
         raise VizError(f"Unknown box format '{box_format}': use xyxy (x0, y0, x1, y1) or xywh (x, y, width, height).")
-    return LabeledData(opened, name, image, label, _label_names(opened, label), box, mask, box_format)
+    names = _label_names(opened, label) if label else None
+    return LabeledData(opened, name, image, label, names, box, mask, box_format)
 
 
 def _columns(dataset) -> list[str]:
@@ -195,7 +197,7 @@ def batches(
             bar.update(len(rows))
             images = torch.stack([image for image, _ in loaded]).float() / 255
             masks = torch.stack([mask for _, mask in loaded]) if data.box_column or data.mask_column else None
-            yield Batch(images, [row[data.label_column] for row in rows], masks)
+            yield Batch(images, [row[data.label_column] for row in rows] if data.label_column else [], masks)
 
 
 def _row_chunks(dataset, total, batch_size) -> Iterator[list[dict]]:

@@ -90,3 +90,25 @@ def bar_figure(title: str, groups: list[str], series: dict[str, list[float]], yl
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
     return figure
+
+
+def names_figure(title: str, panels: list[tuple[str, list[str], list[float]]], columns: int = 4) -> Figure:
+    """One small horizontal bar chart per feature: its best names, best at the top, with their scores."""
+    panels = panels[:16] or [("no features", [], [])]
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
+    figure = Figure(figsize=(3.6 * cols, 0.6 + 2.3 * rows), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(title, fontsize=11)
+    grid = figure.subplots(rows, cols, squeeze=False)
+    for axes, (name, words, scores) in zip(grid.flat, panels):
+        positions = list(range(len(words)))[::-1]
+        axes.barh(positions, scores, color="C0")
+        axes.set_yticks(positions)
+        axes.set_yticklabels([w if len(w) <= 22 else w[:21] + "…" for w in words], fontsize=8)
+        axes.set_title(name, fontsize=9)
+        axes.set_xlabel("score (cosine, top images - all)", fontsize=7)
+        axes.tick_params(axis="x", labelsize=7)
+    for axes in list(grid.flat)[len(panels):]:
+        axes.set_visible(False)
+    return figure

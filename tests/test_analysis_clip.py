@@ -1,0 +1,108 @@
+"""Naming CLIP features: a CLIP whose text tower is built so that one word matches a feature names it first, on
+transformers CLIP (with a tokenizer saved in its repo) and open_clip (its bundled tokenizer)."""
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tiny_checkpoints import HEADS, IMG, MLP, PATCH, VIT, WIDTH, place_in_cache
+from vit_feature_viz.analysis import clip_names, feature_names
+from vit_feature_viz.analysis.clip_names import load_vocabulary
+from vit_feature_viz.errors import VizError
+from vit_feature_viz.models import load_model
+from vit_feature_viz.models.text import ClipText, clip_image_embeddings
+from vit_feature_viz.objectives import make_objective
+
+WORDS = ["zebra", "teapot", "volcano", "violin", "cactus", "lighthouse", "pretzel", "glacier", "saxophone", "anchor",
+         "tulip", "helmet"]
+LAYER, FEATURE, TOP = 2, 5, 4
+RUN = dict(device="cpu", precision="fp32", progress=False)
+
+
+def _build_clip_with_tokenizer(out):
+    """A tiny CLIPModel plus a word-level tokenizer that knows WORDS (what a Hub CLIP repo ships)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>", special_tokens=[("<bos>", 1), ("<eos>", 2)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(out)
+    text = dict(hidden_size=WIDTH, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=MLP,
+                max_position_embeddings=16, vocab_size=len(vocab), bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=VIT, projection_dim=16)).save_pretrained(out)
+
+
+@pytest.fixture(scope="module")
+def named_clip(hub_cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip-named")
+    _build_clip_with_tokenizer(out)
+    place_in_cache(out, hub_cache_dir, "tiny-org/clip-with-tokenizer")
+    return "tiny-org/clip-with-tokenizer"
+
+
+def _images(count=24, seed=0):
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (IMG, IMG, 3), dtype=np.uint8)) for _ in range(count)]
+    return datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+
+
+def _make_word_match_feature(model, dataset, word, prompt):
+    """Rebuild the text projection so `word`'s embedding is the direction separating the feature's top images from
+    all images, and every other word keeps its random embedding (a rank-one change orthogonal to the others)."""
+    pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in dataset["image"]]).float() / 255
+    objective = make_objective("feature", LAYER)
+    with torch.no_grad():
+        values = objective.values(model.activations(pixels, objective.needs))[:, FEATURE]
+    embeddings = clip_image_embeddings(model, pixels)
+    direction = embeddings[values.topk(TOP).indices].mean(0) - embeddings.mean(0)
+    tokenizer = ClipText(model)._tokenizer
+    tokens = tokenizer([prompt.format(w) for w in WORDS], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pooled = model.module.text_model(**tokens).pooler_output  # [V, C] before the projection
+        target = WORDS.index(word)
+        u = torch.linalg.pinv(pooled) @ torch.nn.functional.one_hot(torch.tensor(target), len(WORDS)).float()
+        weight = model.module.text_projection.weight  # [D, C]
+        weight += torch.outer(direction - weight @ pooled[target], u)
+
+
+def test_a_word_built_to_match_a_feature_is_named_first(named_clip, tmp_path):
+    model = load_model(named_clip, device="cpu", precision="fp32")
+    dataset = _images()
+    _make_word_match_feature(model, dataset, "lighthouse", "{}")
+    result = clip_names(model, dataset, layer=LAYER, features=[FEATURE, FEATURE + 1], vocabulary=WORDS, prompt="{}",
+                        top_images=TOP, top_names=3, **RUN)
+    first = [r for r in result.rows if r["feature"] == FEATURE]
+    assert [r["rank"] for r in first] == [1, 2, 3] and first[0]["name"] == "lighthouse"
+    assert first[0]["score"] > first[1]["score"]
+    result.save(tmp_path)
+    assert feature_names(tmp_path, named_clip, LAYER, FEATURE)[0] == "lighthouse"
+    assert feature_names(tmp_path, named_clip, LAYER, 99) == []
+
+
+def test_open_clip_names_features_with_its_own_tokenizer_and_the_shipped_vocabulary(tiny_repos):
+    result = clip_names(tiny_repos["open_clip"], _images(8), layer=1, features="0-1", top_images=3, top_names=4,
+                        max_images=6, **RUN)
+    assert result.settings["images"] == 6 and result.settings["vocabulary"].startswith("concepts.txt (")
+    assert [len([r for r in result.rows if r["feature"] == f]) for f in (0, 1)] == [4, 4]
+
+
+def test_default_vocabulary_is_a_few_thousand_concepts_with_its_licence_stated():
+    words, source = load_vocabulary()
+    assert 2000 <= len(words) <= 10000 and len(set(words)) == len(words) and "dog" in words
+    from importlib import resources
+
+    header = resources.files("vit_feature_viz.data").joinpath("concepts.txt").read_text()[:1200]
+    assert "CC0" in header and "Source:" in header
+
+
+def test_naming_needs_a_text_tower_and_a_layer(tiny_repos):
+    with pytest.raises(VizError, match="no text tower"):
+        clip_names(tiny_repos["clip_vision"], _images(4), layer=0, features="0", **RUN)
+    with pytest.raises(VizError, match="--layer"):
+        clip_names(tiny_repos["clip"], _images(4), features="0", **RUN)

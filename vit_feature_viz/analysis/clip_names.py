@@ -1,0 +1,132 @@
+"""Naming CLIP features with words, in the spirit of CLIP-Dissect (Oikarinen & Weng, 2023).
+
+For a feature of a CLIP vision tower (the paper's MLP channel, mean over patches), the images of a dataset that
+activate it most define it. Every word or phrase of a vocabulary is embedded by the checkpoint's own text tower
+(with a prompt such as "a photo of {}.") and scored by how much more it resembles those top images than the
+images in general:
+
+    score(word) = mean cosine(word, top images) - mean cosine(word, all scanned images)
+                = (mean embedding of the top images - mean embedding of all images) . text embedding(word)
+
+Subtracting the dataset mean removes words that fit every image ("a photo"), which is what CLIP-Dissect's
+soft-WPMI does with its second term. The default vocabulary is `vit_feature_viz/data/concepts.txt`.
+"""
+
+from __future__ import annotations
+
+import csv
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import VizError
+from ..gallery import ANALYSIS_DIR
+from ..models.base import VisionModel
+from ..models.text import ClipText, clip_image_embeddings
+from ..objectives import make_objective
+from ..specs import parse_features
+from .common import AnalysisResult, short_name
+from .data import batches, open_labeled
+from .plots import names_figure
+
+EXPERIMENT = "clip_names"
+DEFAULT_PROMPT = "a photo of {}."
+DEFAULT_VOCABULARY = "concepts.txt"  # in vit_feature_viz/data/
+
+
+def load_vocabulary(vocabulary=None) -> tuple[list[str], str]:
+    """(words, where they came from): the shipped list, a text file (one entry a line, '#' comments), or a list."""
+    if vocabulary is None:
+        text, source = resources.files("vit_feature_viz.data").joinpath(DEFAULT_VOCABULARY).read_text(), DEFAULT_VOCABULARY
+    elif isinstance(vocabulary, (str, Path)):
+        path = Path(vocabulary).expanduser()
+        if not path.is_file():
+            raise VizError(f"Vocabulary file '{vocabulary}' does not exist: pass a text file with one word or phrase a line.")
+        text, source = path.read_text(encoding="utf-8"), path.name
+    else:
+        text, source = "\n".join(str(w) for w in vocabulary), "user list"
+    words = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")))
+    if not words:
+        raise VizError(f"The vocabulary ({source}) is empty: give at least one word or phrase.")
+    return words, source
+
+
+def rank_names(top_embeddings: torch.Tensor, all_mean: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Scores [V] of the words whose unit embeddings are `text` [V, D], for a feature whose top images have unit
+    embeddings `top_embeddings` [K, D], against `all_mean` [D], the mean embedding of all scanned images."""
+    return text @ (top_embeddings.mean(dim=0) - all_mean)
+
+
+def clip_names(
+    models, dataset, *, layer: int | None = None, features="0-7", vocabulary=None, prompt: str = DEFAULT_PROMPT,
+    top_images: int = 16, top_names: int = 5, split: str = "test", max_images: int | None = None, batch_size: int = 32,
+    streaming: bool = False, image_column: str | None = None, progress: bool = True, **load_options,
+) -> AnalysisResult:
+    """The `top_names` best words for each feature of `layer` of each CLIP model."""
+    from ..models import load_model
+
+    models = [models] if isinstance(models, (str, VisionModel)) else list(models)
+    loaded = [m if isinstance(m, VisionModel) else load_model(m, **load_options) for m in models]
+    if layer is None:
+        raise VizError("Naming features needs a layer: pass --layer N (a block index, from 0).")
+    if top_images < 1 or top_names < 1:
+        raise VizError("top_images and top_names must be at least 1: use e.g. --top-images 16 --top-names 5.")
+    if "{}" not in prompt:
+        raise VizError(f"The prompt '{prompt}' has no {{}} for the word: use e.g. '{DEFAULT_PROMPT}'.")
+    words, source = load_vocabulary(vocabulary)
+    data = open_labeled(dataset, split=split, image_column=image_column, need_label=False, streaming=streaming)
+    rows, panels, notes, seen = [], [], [], 0
+    for model in loaded:
+        encoder = ClipText(model)  # fails early, before the scan, for towers without text
+        objective = make_objective("feature", layer)
+        objective.check(model)
+        wanted = parse_features(features, objective.num_channels(model))
+        activations, embeddings = _scan(model, objective, wanted, data, max_images, batch_size, progress)
+        seen = len(embeddings)
+        text = encoder.encode([prompt.format(w) for w in words])
+        all_mean = embeddings.mean(dim=0)
+        k = min(top_images, seen)
+        for position, feature in enumerate(wanted):
+            top = activations[:, position].topk(k).indices
+            scores = rank_names(embeddings[top], all_mean, text)
+            best = scores.topk(min(top_names, len(words)))
+            names = [words[i] for i in best.indices.tolist()]
+            rows += [{"model_id": model.model_id, "layer": layer, "feature": feature, "rank": rank + 1, "name": name,
+                      "score": float(score), "top_image_indices": " ".join(map(str, top.tolist()))}
+                     for rank, (name, score) in enumerate(zip(names, best.values.tolist()))]
+            panels.append((f"{short_name(model.model_id)} L{layer} F{feature}", names, best.values.tolist()))
+            notes.append(f"{short_name(model.model_id)} layer {layer} feature {feature}: {', '.join(names)}")
+    settings = {"experiment": EXPERIMENT, "models": [m.model_id for m in loaded], "dataset": data.name, "split": split,
+                "max_images": max_images, "images": seen, "layer": layer, "features": str(features),
+                "vocabulary": f"{source} ({len(words)} entries)", "prompt": prompt, "top_images": top_images}
+    figure = names_figure(f"Names of CLIP features: {data.name} ({split}, {seen} images, top {k} images each)", panels)
+    return AnalysisResult(EXPERIMENT, rows, settings, figure, notes)
+
+
+def _scan(model, objective, wanted, data, max_images, batch_size, progress):
+    """Feature values [N, F] and unit image embeddings [N, D] of the first `max_images` images."""
+    channels = torch.tensor(wanted, device=model.device)
+    values, embeddings = [], []
+    for batch in batches(data, size=model.image_size, max_images=max_images, batch_size=batch_size,
+                         progress=progress, desc="naming features"):
+        with torch.no_grad():
+            values.append(objective.values(model.activations(batch.images, objective.needs))[:, channels].float().cpu())
+        embeddings.append(clip_image_embeddings(model, batch.images))
+    if not values:
+        raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
+    return torch.cat(values), torch.cat(embeddings)
+
+
+def feature_names(folder, model_id: str, layer: int, feature: int, limit: int = 5) -> list[str]:
+    """The names saved for a feature under `folder/analysis/clip_names/` (the newest run that has it), for
+    showing next to the feature in galleries and the app; [] when none was computed."""
+    root = Path(folder) / ANALYSIS_DIR / EXPERIMENT
+    tables = sorted(root.glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    for table in tables:
+        with open(table, newline="") as f:
+            found = [r for r in csv.DictReader(f)
+                     if r.get("model_id") == model_id and r.get("layer") == str(layer) and r.get("feature") == str(feature)]
+        if found:
+            return [r["name"] for r in sorted(found, key=lambda r: int(r["rank"]))][:limit]
+    return []
