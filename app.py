@@ -2,8 +2,8 @@
 
 This file only builds the header and the shared controls, then lets each tab of vit_feature_viz/app/ lay
 itself out. The hardware preset (caps per request, queue concurrency) comes from spaces_config/presets.py via
-VFV_HARDWARE. Named API endpoints: /layers, /render, /patch_map, /examples (see the Space README for
-gradio_client calls).
+VFV_HARDWARE. Named API endpoints: /layers, /render, /patch_map, /examples, and the gallery browser's
+/open_gallery, /show_layer, /feature_page, /compare (see the Space README for gradio_client calls).
 """
 
 try:  # on ZeroGPU `spaces` must be imported before torch; elsewhere it is absent and nothing changes

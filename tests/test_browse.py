@@ -70,8 +70,8 @@ def test_browse_a_gallery_folder(browse_gallery):
     check_gallery(gallery, browse_gallery)
     page = gallery.feature_page(None, 1, 3)
     assert page.next is None
-    assert page.link("http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={quote(str(browse_gallery), safe='/')}" \
-        "&layer=1&feature=3"
+    gallery_param = quote(str(browse_gallery), safe="/")
+    assert page.link("http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={gallery_param}&layer=1&feature=3"
 
 
 def test_browse_reads_only_the_images_a_view_needs(browse_gallery):

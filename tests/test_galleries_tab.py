@@ -3,41 +3,19 @@ gradio_client against app.py served on loopback, on a gallery folder made by the
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import socket
-import sys
 from pathlib import Path
 
 import pytest
+from gradio_client.exceptions import AppError
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gradio_client import Client  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-
-from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: E402,F401 (a fixture)
-from vit_feature_viz.app import galleries_tab  # noqa: E402
-from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries  # noqa: E402
-from vit_feature_viz.gallery import GalleryFolder  # noqa: E402
+from app_fixtures import client, server  # noqa: F401 (fixtures: app.py served on loopback, its gradio_client)
+from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
+from vit_feature_viz.app import galleries_tab
+from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries
+from vit_feature_viz.gallery import GalleryFolder
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def client(tiny_repos):
-    spec = importlib.util.spec_from_file_location("vfv_space_app_galleries", ROOT / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        app.demo.close()
 
 
 def value(output):

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from statistics import median
@@ -44,7 +45,9 @@ PREFERRED_OBJECTIVE = "feature"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_URL = re.compile(r"^(?:https?://[^/]+/)?datasets/")  # https://huggingface.co/datasets/org/name -> org/name
 EXAMPLE_ID = "org/name"
-CACHE_BYTES = 256 * 2**20  # image column chunks kept in memory per gallery (neighbours often share a row group)
+CACHE_BYTES = 128 * 2**20  # image column chunks kept in memory per gallery (neighbours often share a row group)
+INDEX_THREADS = 8
+READ_BLOCK = 256 * 2**10  # bytes; HTTP range reads of a Hub shard
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -186,9 +189,13 @@ class _HubSource(_Source):
         self.shards = sorted(p for p in paths if PurePosixPath(p).parent == PurePosixPath("data")
                              and p.endswith(".parquet") and not PurePosixPath(p).name.startswith("."))
         self.fs = HfFileSystem(endpoint=self.endpoint, token=token)
+        with self.reading():  # one listing gives every shard's size: opening a shard then costs no extra request
+            self.fs.ls(f"datasets/{repo_id}@{self.revision}/data", detail=True)
 
     def open(self, shard: str):
-        return self.fs.open(f"datasets/{self.repo_id}@{self.revision}/{shard}", "rb")
+        # readahead in small blocks: pyarrow asks for whole column chunks, so a read-ahead past them would only
+        # fetch image bytes of columns the view does not show
+        return self.fs.open(f"datasets/{self.repo_id}@{self.revision}/{shard}", "rb", block_size=READ_BLOCK)
 
     def reading(self):
         from .hub import _hub_errors
@@ -243,7 +250,6 @@ class Gallery:
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._cache_bytes = 0
         self._lock = threading.Lock()
-        self._metadata: list = []
         self.entries = self._read_index()
         self._by_key = {(e.model_id, e.layer, e.feature, e.objective): e for e in self.entries}
 
@@ -311,7 +317,8 @@ class Gallery:
                      max_examples: int | None = None) -> FeaturePage:
         """What a feature's page shows; reads the image columns of this feature's row group(s) only."""
         main = self.entry(model_id, layer, feature, objective)
-        rows = [e for e in self.entries if (e.model_id, e.layer, e.feature) == (main.model_id, main.layer, main.feature)]
+        same = (main.model_id, main.layer, main.feature)
+        rows = [e for e in self.entries if (e.model_id, e.layer, e.feature) == same]
         rows.sort(key=lambda e: (e is not main, e.objective))
         visualizations = [
             Visualization(e, self._image(e, "image"), self._image(e, "image_patch_map"))
@@ -370,25 +377,30 @@ class Gallery:
 
     # --- reading ----------------------------------------------------------------------------------------
     def _read_index(self) -> list[Entry]:
-        entries = []
-        with self.source.reading():
-            for shard_number, shard in enumerate(self.source.shards):
-                with self.source.open(shard) as handle:
-                    parquet = pq.ParquetFile(handle)
-                    self._metadata.append(parquet.metadata)
-                    names = set(parquet.schema_arrow.names)
-                    missing = [c for c in (*KEY_COLUMNS, "image") if c not in names]
-                    if missing:
-                        raise VizError(f"{self.label}: {shard} is not a gallery shard (no {missing[0]} column): "
-                                       "open a gallery written by vit-feature-viz.")
-                    columns = [c for c in (*INDEX_COLUMNS, *OPTIONAL_INDEX_COLUMNS) if c in names]
-                    for group in range(parquet.num_row_groups):
-                        table = parquet.read_row_group(group, columns=columns)
-                        for row, values in enumerate(table.to_pylist()):
-                            entries.append(_entry(values, shard_number, group, row))
+        """The cheap columns of every shard; shards are read in parallel (a gallery written batch by batch has
+        hundreds of small shards, and on the Hub each costs a few round trips)."""
+        with self.source.reading(), ThreadPoolExecutor(INDEX_THREADS, thread_name_prefix="vfv-index") as pool:
+            shards = list(pool.map(self._index_shard, range(len(self.source.shards))))
+        self._metadata = [metadata for metadata, _ in shards]
+        entries = [entry for _, found in shards for entry in found]
         if not entries:
             raise VizError(f"The gallery {self.label} has no rows yet: render some features into it first.")
         return entries
+
+    def _index_shard(self, number: int) -> tuple[Any, list[Entry]]:
+        shard = self.source.shards[number]
+        with self.source.reading(), self.source.open(shard) as handle:
+            parquet = pq.ParquetFile(handle)
+            names = set(parquet.schema_arrow.names)
+            missing = [c for c in (*KEY_COLUMNS, "image") if c not in names]
+            if missing:
+                raise VizError(f"{self.label}: {shard} is not a gallery shard (no {missing[0]} column): "
+                               "open a gallery written by vit-feature-viz.")
+            columns = [c for c in (*INDEX_COLUMNS, *OPTIONAL_INDEX_COLUMNS) if c in names]
+            found = [_entry(values, number, group, row)
+                     for group in range(parquet.num_row_groups)
+                     for row, values in enumerate(parquet.read_row_group(group, columns=columns).to_pylist())]
+            return parquet.metadata, found
 
     def _column(self, shard: int, group: int, column: str):
         """One column chunk as an arrow array, from a small LRU cache bounded by bytes."""

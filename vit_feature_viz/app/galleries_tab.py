@@ -48,8 +48,8 @@ def featured_galleries(env=os.environ, path: Path = FEATURED_FILE) -> list[dict]
     import yaml
 
     items = (yaml.safe_load(path.read_text()) or {}).get("galleries") or []
-    return [{"id": str(i["id"]), "title": str(i.get("title") or i["id"]), "description": str(i.get("description") or "")}
-            for i in items if isinstance(i, dict) and i.get("id")]
+    return [{"id": str(i["id"]), "title": str(i.get("title") or i["id"]),
+             "description": str(i.get("description") or "")} for i in items if isinstance(i, dict) and i.get("id")]
 
 
 def featured_markdown(featured: list[dict]) -> str:
@@ -290,7 +290,8 @@ def build(ctx: AppContext) -> Galleries:
             previous_feature, next_feature = gr.State(None), gr.State(None)
             with gr.Row():
                 visualizations = gr.Gallery(label="Visualizations (and where the feature fires in them)", columns=4,
-                                            fit_columns=False, format="png", height="auto", elem_id="feature-visualizations")
+                                            fit_columns=False, format="png", height="auto",
+                                            elem_id="feature-visualizations")
                 stats = gr.Dataframe(headers=["statistic", "value"], label="Activation statistics",
                                      interactive=False, elem_id="feature-stats")
             examples = gr.Gallery(label="Top dataset examples and their patch maps", columns=6, fit_columns=False,
