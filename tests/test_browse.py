@@ -157,3 +157,25 @@ def test_hub_errors_are_one_line(hub, monkeypatch, tmp_path):
     with pytest.raises(VizError, match="cannot reach the Hub at") as err:
         open_gallery("alice/browse-me")
     assert "\n" not in str(err.value)
+
+
+def test_concept_names_from_the_galleries_clip_names_tables(hub, browse_gallery, monkeypatch, tmp_path):
+    """Names saved by `analyze clip-names` (analysis/clip_names/<run>.csv, the analysis package's own writer)
+    show on the feature page, from the folder and from the Hub after a push."""
+    from matplotlib.figure import Figure
+
+    from vit_feature_viz.analysis.clip_names import EXPERIMENT, feature_names
+    from vit_feature_viz.analysis.common import AnalysisResult
+
+    folder = tmp_path / "named"
+    shutil.copytree(browse_gallery, folder)
+    rows = [{"model_id": MODEL, "layer": 1, "feature": 2, "rank": rank, "name": name, "score": 1.0 / rank,
+             "top_image_indices": "0 1"} for rank, name in [(2, "stripes"), (1, "zebra")]]
+    AnalysisResult(EXPERIMENT, rows, {"experiment": EXPERIMENT, "dataset": "test"}, Figure()).save(folder)
+    assert feature_names(folder, MODEL, 1, 2) == ["zebra", "stripes"]  # what the analysis package reads back
+
+    assert open_gallery(folder).feature_page(None, 1, 2).concept_names == ["zebra", "stripes"]
+    assert open_gallery(folder).feature_page(None, 1, 1).concept_names == []
+    monkeypatch.setenv("HF_TOKEN", hub.write_token)
+    push_gallery(folder, "alice/named")
+    assert open_gallery("alice/named").feature_page(None, 1, 2).concept_names == ["zebra", "stripes"]

@@ -17,6 +17,7 @@ No Gradio here: the app's "Explore galleries" tab and any notebook use the same 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import re
 import threading
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from .errors import VizError
-from .gallery import KEY_COLUMNS
+from .gallery import ANALYSIS_DIR, KEY_COLUMNS
 
 # Cheap columns read when a gallery opens; `concept_names` (CLIP concept labels) is optional and shown if present.
 INDEX_COLUMNS = (*KEY_COLUMNS, "recipe", "steps", "seed", "image_size", "activation", "activation_init",
@@ -47,6 +48,9 @@ HUB_URL = re.compile(r"^(?:https?://[^/]+/)?datasets/")  # https://huggingface.c
 EXAMPLE_ID = "org/name"
 CACHE_BYTES = 128 * 2**20  # image column chunks kept in memory per gallery (neighbours often share a row group)
 INDEX_THREADS = 8
+# CLIP concept names written by `vit-feature-viz analyze clip-names` (vit_feature_viz.analysis.clip_names), kept
+# in the gallery next to its shards: model_id, layer, feature, rank, name columns
+CONCEPTS_DIR = f"{ANALYSIS_DIR}/clip_names"
 READ_BLOCK = 256 * 2**10  # bytes; HTTP range reads of a Hub shard
 
 
@@ -147,6 +151,7 @@ class _Source:
     label: str
     revision: str | None = None
     shards: list[str]
+    concept_tables: list[str]  # CSVs under CONCEPTS_DIR, the preferred (newest) first
 
     def open(self, shard: str):
         raise NotImplementedError
@@ -163,6 +168,8 @@ class _FolderSource(_Source):
         self.label = str(path)
         self.path = path
         self.shards = [p.relative_to(path).as_posix() for p in GalleryFolder(path)._require_shards()]
+        tables = sorted((path / CONCEPTS_DIR).glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
+        self.concept_tables = [p.relative_to(path).as_posix() for p in tables]
 
     def open(self, shard: str):
         return open(self.path / shard, "rb")
@@ -188,6 +195,8 @@ class _HubSource(_Source):
         self.revision = info.sha  # every later read is pinned to the commit just listed
         self.shards = sorted(p for p in paths if PurePosixPath(p).parent == PurePosixPath("data")
                              and p.endswith(".parquet") and not PurePosixPath(p).name.startswith("."))
+        self.concept_tables = sorted(p for p in paths if PurePosixPath(p).parent == PurePosixPath(CONCEPTS_DIR)
+                                     and p.endswith(".csv"))  # no dates on the Hub: file name order
         self.fs = HfFileSystem(endpoint=self.endpoint, token=token)
         with self.reading():  # one listing gives every shard's size: opening a shard then costs no extra request
             self.fs.ls(f"datasets/{repo_id}@{self.revision}/data", detail=True)
@@ -250,6 +259,7 @@ class Gallery:
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._cache_bytes = 0
         self._lock = threading.Lock()
+        self._concepts: dict | None = None
         self.entries = self._read_index()
         self._by_key = {(e.model_id, e.layer, e.feature, e.objective): e for e in self.entries}
 
@@ -336,8 +346,9 @@ class Gallery:
         return FeaturePage(
             source=self.label, model_id=main.model_id, layer=main.layer, feature=main.feature,
             visualizations=visualizations, examples=examples, dataset=with_examples.dataset,
-            stats=self._stats(main, with_examples), concept_names=list(next((e.concept_names for e in rows
-                                                                              if e.concept_names), ())),
+            stats=self._stats(main, with_examples),
+            concept_names=list(next((e.concept_names for e in rows if e.concept_names), ()))
+            or self.concepts().get((main.model_id, main.layer, main.feature), []),
             previous=neighbours[at - 1] if at > 0 else None,
             next=neighbours[at + 1] if at + 1 < len(neighbours) else None,
             link_params=params,
@@ -374,6 +385,31 @@ class Gallery:
             stats["lowest top-k score"] = min(scores)
             stats["examples from"] = with_examples.dataset or "?"
         return stats
+
+    def concepts(self) -> dict[tuple[str, int, int], list[str]]:
+        """CLIP concept names by (model, layer, feature) from the gallery's clip-names tables (read once; a
+        feature named by several runs keeps the preferred run's names)."""
+        with self._lock:
+            if self._concepts is not None:
+                return self._concepts
+        found: dict[tuple[str, int, int], list[tuple[int, str]]] = {}
+        with self.source.reading():
+            for table in self.source.concept_tables:
+                with self.source.open(table) as handle:
+                    rows = list(csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline="")))
+                named: dict[tuple[str, int, int], list[tuple[int, str]]] = {}
+                for row in rows:
+                    try:
+                        key = (row["model_id"], int(row["layer"]), int(row["feature"]))
+                        named.setdefault(key, []).append((int(row["rank"]), row["name"]))
+                    except (KeyError, TypeError, ValueError):
+                        continue  # a table of another shape: not ours to read
+                for key, names in named.items():
+                    found.setdefault(key, names)
+        concepts = {key: [name for _, name in sorted(names)] for key, names in found.items()}
+        with self._lock:
+            self._concepts = concepts
+        return concepts
 
     # --- reading ----------------------------------------------------------------------------------------
     def _read_index(self) -> list[Entry]:
