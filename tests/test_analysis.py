@@ -21,7 +21,7 @@ from vit_feature_viz.analysis.data import LabelMap, open_labeled
 from vit_feature_viz.analysis.frequency import frequency_filter
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.models import load_model
-from vit_feature_viz.models.classifiers import ImageClassifier, from_vision_model
+from vit_feature_viz.models.classifiers import ImageClassifier, from_vision_model, load_classifier
 
 TINY_CLASSES = [f"class_{i}" for i in range(10)]
 RUN = dict(batch_size=8, device="cpu", precision="fp32", progress=False)
@@ -40,11 +40,11 @@ def _dataset(count=16, names=TINY_CLASSES, size=(40, 48), seed=0):
 def _natural(classifier, dataset):
     """Accuracy of the model's own forward pass, computed without the analysis loop's stages."""
     data = open_labeled(dataset, split="test")
-    from vit_feature_viz.analysis.data import batches
+    from vit_feature_viz.analysis.data import batches, prepare
 
     acc = Accuracy()
-    for batch in batches(data, size=classifier.image_size, batch_size=8, progress=False):
-        acc.add(classifier.logits(batch.images), torch.tensor(batch.labels))
+    for batch in batches(data, batch_size=8, progress=False):
+        acc.add(classifier.logits(prepare(batch.images, classifier.preprocess)), torch.tensor(batch.labels))
     return acc
 
 
@@ -148,22 +148,42 @@ def test_low_pass_at_nyquist_leaves_images_unchanged_and_lower_cutoffs_remove_fi
     torch.testing.assert_close(frequency_filter(checker, 0.25, "high"), checker, atol=1e-5, rtol=0)
 
 
-def test_frequency_compares_models_and_low_pass_at_nyquist_is_the_natural_accuracy(tiny):
-    dataset = _dataset(16)
-    result = frequency([tiny["vit"], _box_reader_for_tiny()], dataset, cutoffs=[0.25, 1.0], **RUN)
-    natural = _natural(from_vision_model(tiny["vit"]), dataset)
-    full = next(r for r in result.rows if r["model_id"] == tiny["vit"].model_id and r["filter"] == "low-pass"
-                and r["cutoff"] == 1.0)
-    assert (full["top1"], full["top5"]) == (natural.top1, natural.top5)
-    assert {r["model_id"] for r in result.rows} == {tiny["vit"].model_id, "constructed/box-reader"}
+@pytest.fixture(scope="module")
+def resnet(hub_cache_dir, tmp_path_factory):
+    """A tiny timm ResNet classifier (timm's own test_resnet, 160 px) saved with safetensors, and a pickle-only copy."""
+    import timm
+    from timm.models import save_for_hf
+    from tiny_checkpoints import place_in_cache
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=10, pretrained=False)
+    for repo, safe in (("timm/test_resnet.tiny", True), ("timm/test_resnet.pickle", False)):
+        out = tmp_path_factory.mktemp(repo.split("/")[1])
+        save_for_hf(model, out, safe_serialization=safe)
+        place_in_cache(out, hub_cache_dir, repo)
+    return "timm/test_resnet.tiny"
+
+
+def test_frequency_compares_a_vit_with_a_cnn_and_low_pass_at_nyquist_is_the_natural_accuracy(tiny, resnet):
+    dataset = _dataset(12)
+    result = frequency([tiny["vit"], resnet], dataset, cutoffs=[0.25, 1.0], **RUN)
+    for classifier in (from_vision_model(tiny["vit"]), load_classifier(resnet, device="cpu")):
+        natural = _natural(classifier, dataset)
+        full = next(r for r in result.rows if r["model_id"] == classifier.model_id and r["filter"] == "low-pass"
+                    and r["cutoff"] == 1.0)
+        assert (full["top1"], full["top5"]) == (natural.top1, natural.top5)
+    assert {(r["model_id"], r["kind"]) for r in result.rows} == {(tiny["vit"].model_id, "vit"), (resnet, "cnn")}
     with pytest.raises(VizError, match="fractions of Nyquist"):
         frequency(tiny["vit"], dataset, cutoffs=[2], **RUN)
 
 
-def _box_reader_for_tiny():
-    """The box reader over the tiny models' ten classes, at a different input size than theirs (resized)."""
-    return ImageClassifier("constructed/box-reader", "cnn", 32, TINY_CLASSES,
-                           lambda images: images.mean(dim=(2, 3)).repeat(1, 4)[:, :10])
+def test_cnns_load_by_name_with_the_pickle_rule_and_are_refused_where_blocks_are_run(resnet):
+    classifier = load_classifier(resnet, device="cpu")
+    assert classifier.kind == "cnn" and classifier.image_size == 160 and len(classifier.class_names) == 10
+    with pytest.raises(VizError, match="--allow-pickle"):
+        load_classifier("timm/test_resnet.pickle", device="cpu")
+    with pytest.raises(VizError, match="not a Vision Transformer"):
+        token_pooling(classifier, _dataset(2), **RUN)
 
 
 # --- labels and files ---------------------------------------------------------------------------------------------

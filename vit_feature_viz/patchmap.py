@@ -36,16 +36,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def fit_square(image: Image.Image, size: int) -> Image.Image:
     """Shorter side resized to `size` (bicubic), then the centre `size` x `size` square: no distortion."""
-    return fit_square_as(to_rgb(image), size, Image.Resampling.BICUBIC)
-
-
-def fit_square_as(image: Image.Image, size: int, resample) -> Image.Image:
-    """`fit_square`'s geometry with any resampling: masks use NEAREST so they line up with their images."""
+    image = to_rgb(image)
     width, height = image.size
     scale = size / min(width, height)
     resized = (max(size, round(width * scale)), max(size, round(height * scale)))
     if resized != image.size:
-        image = image.resize(resized, resample)
+        image = image.resize(resized, Image.Resampling.BICUBIC)
     left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
     return image.crop((left, top, left + size, top + size))
 

@@ -22,8 +22,9 @@ def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test",
         s._need_head()
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming)
 
-    def score(clf, images, _masks):
+    def score(clf, batch, prepare):
         model, st = clf.vision_model, stages[clf.model_id]
+        images = prepare(batch.images)
         with model.autocast():
             return walk(st, st.embed(model.normalize(images.to(model.device))))
 

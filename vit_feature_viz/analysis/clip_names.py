@@ -15,6 +15,7 @@ soft-WPMI does with its second term. The default vocabulary is `vit_feature_viz/
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ..models.text import ClipText, clip_image_embeddings
 from ..objectives import make_objective
 from ..specs import parse_features
 from .common import AnalysisResult, short_name
-from .data import batches, open_labeled
+from .data import DECODE_THREADS, batches, open_labeled, prepare
 from .plots import names_figure
 
 EXPERIMENT = "clip_names"
@@ -108,11 +109,13 @@ def _scan(model, objective, wanted, data, max_images, batch_size, progress):
     """Feature values [N, F] and unit image embeddings [N, D] of the first `max_images` images."""
     channels = torch.tensor(wanted, device=model.device)
     values, embeddings = [], []
-    for batch in batches(data, size=model.image_size, max_images=max_images, batch_size=batch_size,
-                         progress=progress, desc="naming features"):
-        with torch.no_grad():
-            values.append(objective.values(model.activations(batch.images, objective.needs))[:, channels].float().cpu())
-        embeddings.append(clip_image_embeddings(model, batch.images))
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        for batch in batches(data, max_images=max_images, batch_size=batch_size, progress=progress,
+                             desc="naming features"):
+            images = prepare(batch.images, model.preprocess, pool)
+            with torch.no_grad():
+                values.append(objective.values(model.activations(images, objective.needs))[:, channels].float().cpu())
+            embeddings.append(clip_image_embeddings(model, images))
     if not values:
         raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
     return torch.cat(values), torch.cat(embeddings)

@@ -4,22 +4,23 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from ..errors import VizError
 from ..gallery import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
-from .data import LabeledData, LabelMap, batches, open_labeled, resize_to
+from .data import DECODE_THREADS, Batch, LabeledData, LabelMap, batches, open_labeled, prepare
 
 
 
@@ -130,7 +131,8 @@ def vision_models(classifiers: list[ImageClassifier]) -> list[VisionModel]:
 
 
 # --- the evaluation loop --------------------------------------------------------------------------------------
-Scorer = Callable[[ImageClassifier, torch.Tensor, "torch.Tensor | None"], dict]
+Prepare = Callable[[list], torch.Tensor]  # PIL images -> [B, 3, S, S] input of one classifier
+Scorer = Callable[[ImageClassifier, Batch, Prepare], dict]
 
 
 def sweep(
@@ -143,24 +145,21 @@ def sweep(
     progress: bool,
     desc: str,
 ) -> tuple[dict[tuple[str, object], Accuracy], int]:
-    """Top-1/top-5 per (model_id, key) over the data, where `score(classifier, images, masks)` returns
-    {key: logits} for one batch at the classifier's input size. Returns the counts and the number of images."""
+    """Top-1/top-5 per (model_id, key) over the data, where `score(classifier, batch, prepare)` returns
+    {key: logits} for one batch, `prepare` turning PIL images into that classifier's own input. Returns the counts
+    and the number of images."""
     maps = {c.model_id: LabelMap(data, c.class_names, c.model_id) for c in classifiers}
-    size = max(c.image_size for c in classifiers)
     counts: dict[tuple[str, object], Accuracy] = {}
     seen = 0
-    for batch in batches(data, size=size, max_images=max_images, batch_size=batch_size, progress=progress, desc=desc):
-        seen += len(batch.labels)
-        for clf in classifiers:
-            labels = maps[clf.model_id](batch.labels)
-            images = resize_to(batch.images, clf.image_size)
-            masks = batch.masks
-            if masks is not None and masks.shape[-1] != clf.image_size:
-                masks = F.interpolate(masks[:, None].float(), size=(clf.image_size,) * 2, mode="nearest")[:, 0] > 0.5
-            with torch.no_grad():
-                scored = score(clf, images, masks)
-            for key, logits in scored.items():
-                counts.setdefault((clf.model_id, key), Accuracy()).add(logits, labels)
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        for batch in batches(data, max_images=max_images, batch_size=batch_size, progress=progress, desc=desc):
+            seen += len(batch.labels)
+            for clf in classifiers:
+                labels = maps[clf.model_id](batch.labels)
+                with torch.no_grad():
+                    scored = score(clf, batch, functools.partial(prepare, preprocess=clf.preprocess, pool=pool))
+                for key, logits in scored.items():
+                    counts.setdefault((clf.model_id, key), Accuracy()).add(logits, labels)
     if not seen:
         raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
     return counts, seen

@@ -1,7 +1,7 @@
 """The one loop over a labelled image dataset that every experiment shares.
 
 It opens a Hub dataset or local folder (streaming where asked), finds the image, label and optional box/mask
-columns, decodes images in threads to the square the models see, and maps the dataset's labels to each model's
+columns, decodes images in threads (each model then prepares them with its own pipeline), and maps the dataset's labels to each model's
 classes by name. A progress bar counts images.
 """
 
@@ -17,13 +17,12 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import VizError
 from ..examples import as_pil, find_image_column, open_image_dataset
-from ..patchmap import fit_square, fit_square_as, pil_to_uint8
+from ..patchmap import to_rgb
 
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")
 BOX_COLUMN_NAMES = ("bbox", "box", "boxes", "bboxes")
@@ -47,9 +46,11 @@ class LabeledData:
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # [B, 3, S, S] floats in [0, 1]
+    """Decoded images at their own resolution: each model prepares them with its own pipeline."""
+
+    images: list[Image.Image]  # RGB
     labels: list  # dataset labels: ints (ClassLabel ids / class indices) or strings; [] without a label column
-    masks: torch.Tensor | None  # [B, S, S] bool foreground, when a box or mask column was asked for
+    masks: list[Image.Image] | None  # "L" foreground masks (255 = object) at the images' size, when asked for
 
 
 def open_labeled(
@@ -170,13 +171,12 @@ class LabelMap:
 def batches(
     data: LabeledData,
     *,
-    size: int,
     max_images: int | None = None,
     batch_size: int = 32,
     progress: bool = True,
     desc: str = "Evaluating",
 ) -> Iterator[Batch]:
-    """Batches of images at `size` x `size` (shorter side resized, centre crop) with labels and masks."""
+    """Batches of decoded images with their labels and foreground masks, decoded in threads."""
     if batch_size < 1:
         raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --batch-size 32.")
     if max_images is not None and max_images < 1:
@@ -190,14 +190,19 @@ def batches(
     total = len(dataset) if isinstance(dataset, datasets.Dataset) else None
     if max_images is not None:
         total = max_images if total is None else min(total, max_images)
-    load = functools.partial(_load_row, data=data, size=size)
+    load = functools.partial(_load_row, data=data)
     with ThreadPoolExecutor(DECODE_THREADS) as pool, tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
         for rows in _row_chunks(dataset, total, batch_size):
             loaded = list(pool.map(load, rows))
             bar.update(len(rows))
-            images = torch.stack([image for image, _ in loaded]).float() / 255
-            masks = torch.stack([mask for _, mask in loaded]) if data.box_column or data.mask_column else None
-            yield Batch(images, [row[data.label_column] for row in rows] if data.label_column else [], masks)
+            masks = [mask for _, mask in loaded] if data.box_column or data.mask_column else None
+            labels = [row[data.label_column] for row in rows] if data.label_column else []
+            yield Batch([image for image, _ in loaded], labels, masks)
+
+
+def prepare(images: list[Image.Image], preprocess, pool: ThreadPoolExecutor | None = None) -> torch.Tensor:
+    """[B, 3, S, S] model input in [0, 1] from PIL images, by a model's own `preprocess` (in threads if given)."""
+    return torch.stack(list(pool.map(preprocess, images) if pool is not None else map(preprocess, images)))
 
 
 def _row_chunks(dataset, total, batch_size) -> Iterator[list[dict]]:
@@ -218,15 +223,14 @@ def _row_chunks(dataset, total, batch_size) -> Iterator[list[dict]]:
         yield chunk
 
 
-def _load_row(row: dict, *, data: LabeledData, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    image = as_pil(row[data.image_column], data.image_column)
+def _load_row(row: dict, *, data: LabeledData) -> tuple[Image.Image, Image.Image | None]:
+    image = to_rgb(as_pil(row[data.image_column], data.image_column))
     mask = None
     if data.box_column:
         mask = _box_mask(row[data.box_column], image.size, data.box_format)
     elif data.mask_column:
         mask = _mask_image(row[data.mask_column], data.mask_column, image.size)
-    pixels = pil_to_uint8(fit_square(image, size))
-    return pixels, None if mask is None else _fit_mask(mask, size)
+    return image, mask
 
 
 def _box_mask(boxes, image_size: tuple[int, int], box_format: str) -> Image.Image:
@@ -245,15 +249,3 @@ def _mask_image(value, column: str, image_size: tuple[int, int]) -> Image.Image:
     if mask.shape[::-1] != tuple(image_size):
         raise VizError(f"Masks in column '{column}' are {mask.shape[::-1]} but images are {image_size}: masks must match their images.")
     return Image.fromarray(mask.astype(np.uint8) * 255)
-
-
-def _fit_mask(mask: Image.Image, size: int) -> torch.Tensor:
-    """The mask through exactly `fit_square`'s geometry (nearest neighbour, so it stays binary)."""
-    return torch.from_numpy(np.array(fit_square_as(mask, size, Image.Resampling.NEAREST)) > 127)
-
-
-def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Batch images to another model's input size (antialiased), for runs comparing models of several sizes."""
-    if images.shape[-1] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)

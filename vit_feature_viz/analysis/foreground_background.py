@@ -5,7 +5,7 @@ A model that ignores the background keeps 100% on foreground-only images. Paper 
 
 from __future__ import annotations
 
-import torch
+from PIL import Image
 
 from ..errors import VizError
 from .common import AnalysisResult, base_settings, load_classifiers, open_data, short_name, sweep
@@ -16,11 +16,11 @@ FILLS = {"black": 0.0, "grey": 0.5}
 CONDITIONS = ("full", "foreground", "background")
 
 
-def split_by_mask(images: torch.Tensor, masks: torch.Tensor, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(foreground only, background only) of images [B, 3, S, S] with masks [B, S, S] (True = object)."""
-    inside = masks[:, None].to(images.device)
-    filled = torch.full_like(images, fill)
-    return torch.where(inside, images, filled), torch.where(inside, filled, images)
+def split_by_mask(image: Image.Image, mask: Image.Image, fill: float) -> tuple[Image.Image, Image.Image]:
+    """(foreground only, background only) of an image, at its own resolution, before any model's resizing; `mask`
+    is "L" with 255 on the object."""
+    filled = Image.new("RGB", image.size, (round(fill * 255),) * 3)
+    return Image.composite(image, filled, mask), Image.composite(filled, image, mask)
 
 
 def foreground_background(
@@ -35,9 +35,10 @@ def foreground_background(
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
                      box_column=box_column, mask_column=mask_column, need_region=True, box_format=box_format)
 
-    def score(clf, images, masks):
-        foreground, background = split_by_mask(images, masks, FILLS[fill])
-        return {"full": clf.logits(images), "foreground": clf.logits(foreground), "background": clf.logits(background)}
+    def score(clf, batch, prepare):
+        parts = [split_by_mask(image, mask, FILLS[fill]) for image, mask in zip(batch.images, batch.masks)]
+        return {"full": clf.logits(prepare(batch.images)), "foreground": clf.logits(prepare([f for f, _ in parts])),
+                "background": clf.logits(prepare([b for _, b in parts]))}
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
                          desc="foreground/background")

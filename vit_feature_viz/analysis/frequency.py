@@ -49,7 +49,8 @@ def frequency(
     classifiers = load_classifiers(models, allow_cnn=True, **load_options)
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming)
 
-    def score(clf, images, _masks):
+    def score(clf, batch, prepare):
+        images = prepare(batch.images)
         return {(kind, f): clf.logits(frequency_filter(images, f * NYQUIST, kind)) for kind in KINDS for f in fractions}
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,

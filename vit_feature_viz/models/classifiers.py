@@ -16,14 +16,15 @@ from torch import nn
 
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import VizError
-from .base import LOGITS, NotTransformerError, Target, VisionModel, as_int
+from .base import LOGITS, NotTransformerError, Target, VisionModel, as_int, without_normalize
 from .hub_files import CheckpointFiles
 from .loader import detect_backend, load_model
 
 
 @dataclass
 class ImageClassifier:
-    """Images in [0, 1] ([B, 3, S, S] at `image_size`) -> class logits, plus the class names."""
+    """Images in [0, 1] ([B, 3, S, S] at `image_size`) -> class logits, plus the class names and the checkpoint's
+    own way to turn a PIL image into that input (`preprocess`; resize + centre crop when it has none)."""
 
     model_id: str
     kind: str  # "vit" or "cnn"
@@ -31,6 +32,18 @@ class ImageClassifier:
     class_names: list[str]
     _logits: Callable[[torch.Tensor], torch.Tensor]
     vision_model: VisionModel | None = None  # set for ViTs: the per-block experiments need it
+    pixel_pipeline: Callable | None = None  # PIL -> [3, S, S] in [0, 1], normalization left out
+
+    def preprocess(self, image) -> torch.Tensor:
+        if self.vision_model is not None:
+            return self.vision_model.preprocess(image)
+        if self.pixel_pipeline is not None:
+            pixels = torch.as_tensor(self.pixel_pipeline(image)).float()
+            if tuple(pixels.shape) == (3, self.image_size, self.image_size):
+                return pixels.clamp(0, 1)
+        from ..patchmap import preprocess
+
+        return preprocess([image], self.image_size)[0]
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -74,9 +87,9 @@ def _load_cnn(name, *, revision=None, device="auto", precision="auto", trust_rem
     resolved = resolve_device(device)
     dtype_precision = resolve_precision(precision, resolved)
     if backend == "timm":
-        module, size, mean, std = _timm_cnn(files, allow_pickle)
+        module, size, mean, std, pipeline = _timm_cnn(files, allow_pickle)
     elif backend == "transformers":
-        module, size, mean, std = _transformers_cnn(files, trust_remote_code, allow_pickle)
+        module, size, mean, std, pipeline = _transformers_cnn(files, trust_remote_code, allow_pickle)
     else:
         raise VizError(f"'{name}' is neither a ViT nor an image classifier: pick e.g. timm/resnet50.a1_in1k.")
     module.eval().requires_grad_(False).to(resolved)
@@ -91,7 +104,7 @@ def _load_cnn(name, *, revision=None, device="auto", precision="auto", trust_rem
             out = module((images.to(resolved) - mean_t) / std_t)
         return getattr(out, "logits", out)
 
-    return ImageClassifier(str(name), "cnn", size, _names_of(module, num_classes), logits)
+    return ImageClassifier(str(name), "cnn", size, _names_of(module, num_classes), logits, pixel_pipeline=pipeline)
 
 
 def _timm_cnn(files: CheckpointFiles, allow_pickle: bool):
@@ -104,7 +117,8 @@ def _timm_cnn(files: CheckpointFiles, allow_pickle: bool):
     with files.staged(weights, ["config.json"]) as source:  # timm can find no other weight file there
         module = timm.create_model(source, pretrained=True)
     data = timm.data.resolve_model_data_config(module)
-    return module, int(data["input_size"][-1]), tuple(data["mean"]), tuple(data["std"])
+    pipeline = without_normalize(timm.data.create_transform(**data, is_training=False))
+    return module, int(data["input_size"][-1]), tuple(data["mean"]), tuple(data["std"]), pipeline
 
 
 def _transformers_cnn(files: CheckpointFiles, trust_remote_code: bool, allow_pickle: bool):
@@ -126,7 +140,7 @@ def _transformers_cnn(files: CheckpointFiles, trust_remote_code: bool, allow_pic
         size = size.get("height") or size.get("shortest_edge") or 224
     mean = tuple(processor.get("image_mean", (0.485, 0.456, 0.406)))
     std = tuple(processor.get("image_std", (0.229, 0.224, 0.225)))
-    return module, as_int(size), mean, std
+    return module, as_int(size), mean, std, transformers_backend._processor_pipeline(files, trust_remote_code)
 
 
 def _num_classes(module: nn.Module) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import VisionModel, as_int, without_normalize
+from .base import NotTransformerError, VisionModel, as_int, without_normalize
 from .hub_files import CheckpointFiles
 
 
@@ -25,7 +25,15 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
 
     weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
     with files.staged(weights, ["config.json"]) as source:
-        module = timm.create_model(source, pretrained=True, dynamic_img_size=True)
+        try:
+            module = timm.create_model(source, pretrained=True, dynamic_img_size=True)
+        except TypeError as err:  # only transformer models take dynamic_img_size: a CNN (ResNet, ConvNeXt, ...)
+            if "dynamic_img_size" not in str(err):
+                raise
+            raise NotTransformerError(
+                f"'{files.name}' ({config.get('architecture')}) has no transformer blocks: pick a ViT or CLIP "
+                "checkpoint (e.g. timm/vit_base_patch16_224.augreg2_in21k_ft_in1k)."
+            ) from None
     for sub in module.modules():  # explicit attention beats the fused kernel on CPU (see benchmarks/)
         if hasattr(sub, "fused_attn"):
             sub.fused_attn = device.type != "cpu"
