@@ -1,8 +1,10 @@
-"""Render the Space's README.md (front matter + short body) and check that requirements.txt pins work together.
+"""Write the Space's README.md (front matter + short body) and requirements.txt, and check that the pins work together.
 
     python spaces_config/build_space.py --out space/README.md [--hardware zero-a10g] [--requirements requirements.txt]
     python spaces_config/build_space.py --check-only
 
+`--out` writes README.md there and the Space's requirements.txt beside it: the project's pins with the
+hardware's overrides (ZeroGPU runs Python 3.10.13 and older torch builds: see runtime.py).
 Exits 0 on success; otherwise prints one line naming the problem and exits 1. Checks on requirements.txt:
 every requirement pinned with `==` (comments, blank lines and index options allowed), no duplicates, gradio
 pinned to the README's sdk_version, torch and torchvision a released pair, every dependency of
@@ -32,9 +34,11 @@ HEADER = HERE / "space_header.yaml"
 # https://huggingface.co/docs/hub/oauth: openid and profile are always granted and must not be listed.
 OAUTH_SCOPES = {"email", "read-billing", "read-repos", "contribute-repos", "write-repos", "manage-repos",
                 "inference-api", "jobs", "webhooks", "write-discussions"}
+# The least that pushing a gallery needs: contribute-repos creates repos and writes to the ones this app created,
+# and cannot read or change any other repo of the visitor (write-repos / manage-repos would reach all of them).
+PUSH_SCOPES = ["contribute-repos"]
 COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>[A-Za-z0-9.+!_-]+)\s*(;.*)?$")
 OPTION_LINES = ("--extra-index-url", "--index-url", "--find-links", "-f ", "--trusted-host")
 
 
@@ -50,25 +54,29 @@ def gradio_version() -> str:
 
 
 def front_matter(hardware: str = "zero-a10g", sdk_version: str | None = None) -> dict:
-    """The Space metadata: space_header.yaml plus sdk_version, python_version and suggested_hardware."""
+    """The Space metadata: space_header.yaml plus sdk_version, python_version (what the hardware runs) and
+    suggested_hardware (for duplicates; left out for the free CPU)."""
     from huggingface_hub import SpaceHardware
 
+    from spaces_config import runtime
     from spaces_config.presets import get_preset
 
     data = yaml.safe_load(HEADER.read_text(encoding="utf-8"))
     data["sdk_version"] = sdk_version or gradio_version()
-    data["python_version"] = f"{sys.version_info.major}.{sys.version_info.minor}"
     preset = get_preset(hardware)
+    data["python_version"] = runtime.python_version(preset.zero_gpu)
     if preset.hub_hardware not in {h.value for h in SpaceHardware}:
         raise SpaceConfigError(f"Preset {hardware} names hardware '{preset.hub_hardware}' that the Hub does not know.")
-    data["suggested_hardware"] = preset.hub_hardware
+    suggested = runtime.suggested_hardware(preset.hub_hardware)
+    if suggested:
+        data["suggested_hardware"] = suggested
     validate_metadata(data)
     return data
 
 
 def validate_metadata(data: dict) -> None:
     """Checks the Hub would make on a gradio Space's front matter (the ones we rely on)."""
-    from huggingface_hub import SpaceHardware
+    from spaces_config import runtime
 
     def need(ok: bool, message: str):
         if not ok:
@@ -81,9 +89,11 @@ def validate_metadata(data: dict) -> None:
     scopes = data.get("hf_oauth_scopes") or []
     bad = [s for s in scopes if s not in OAUTH_SCOPES]
     need(not bad, f"Front matter: unknown OAuth scope {bad[:1]}: use some of {sorted(OAUTH_SCOPES)}.")
-    need("write-repos" in scopes, "Front matter: hf_oauth_scopes needs write-repos to push galleries.")
-    hardware = {h.value for h in SpaceHardware}
-    need(data.get("suggested_hardware") in hardware, f"Front matter: suggested_hardware must be one of {sorted(hardware)}.")
+    need(scopes == PUSH_SCOPES, f"Front matter: hf_oauth_scopes must be exactly {PUSH_SCOPES}, the least that pushing"
+                                " a gallery needs (creating the repo and writing to it).")
+    hardware = runtime.suggestable_hardware()
+    need(data.get("suggested_hardware") in hardware | {None},
+         f"Front matter: suggested_hardware must be a flavor a duplicate can get, one of {sorted(hardware)}, or absent.")
     need(len(str(data.get("short_description", ""))) <= 60, "Front matter: short_description must be at most 60 characters.")
     need(data.get("colorFrom") in COLORS and data.get("colorTo") in COLORS, f"Front matter: colors must be among {sorted(COLORS)}.")
     for key in ("models", "datasets"):
@@ -138,7 +148,10 @@ def render_readme(hardware: str = "zero-a10g", sdk_version: str | None = None) -
 
 
 def read_pins(path: Path) -> dict[str, tuple[str, str]]:
-    """canonical name -> (name as written, version) for every requirement line, or SpaceConfigError."""
+    """canonical name -> (name as written, version) for every requirement line, or SpaceConfigError.
+
+    Each line is parsed by `packaging` (the grammar pip uses) and must pin one exact version with `==`.
+    """
     if not path.is_file():
         raise SpaceConfigError(f"{path} does not exist: write a requirements.txt with name==version lines.")
     pins: dict[str, tuple[str, str]] = {}
@@ -146,14 +159,7 @@ def read_pins(path: Path) -> dict[str, tuple[str, str]]:
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#") or line.startswith(OPTION_LINES):
             continue
-        match = PIN.match(line)
-        if not match:
-            raise SpaceConfigError(f"{path.name}:{number}: '{line}' is not pinned: write it as name==version.")
-        name, version = match["name"], match["version"]
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise SpaceConfigError(f"{path.name}:{number}: '{version}' is not a version number.") from None
+        name, version = _exact_pin(line, f"{path.name}:{number}")
         key = canonicalize_name(name)
         if key in pins:
             raise SpaceConfigError(f"{path.name}:{number}: {name} is pinned twice: keep one line.")
@@ -161,6 +167,47 @@ def read_pins(path: Path) -> dict[str, tuple[str, str]]:
     if not pins:
         raise SpaceConfigError(f"{path.name} pins nothing: list the app's dependencies as name==version.")
     return pins
+
+
+def _exact_pin(line: str, where: str) -> tuple[str, str]:
+    """(name, version) of a `name==version` requirement line."""
+    not_pinned = SpaceConfigError(f"{where}: '{line}' is not pinned: write it as name==version.")
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        raise not_pinned from None
+    specifiers = list(requirement.specifier)
+    if requirement.url or len(specifiers) != 1 or specifiers[0].operator != "==" or "*" in specifiers[0].version:
+        raise not_pinned
+    try:
+        Version(specifiers[0].version)
+    except InvalidVersion:
+        raise SpaceConfigError(f"{where}: '{specifiers[0].version}' is not a version number.") from None
+    return requirement.name, specifiers[0].version
+
+
+def space_requirements(project: Path, hardware: str) -> str:
+    """The Space's requirements.txt: the project's pins, with the versions the hardware supports (runtime.py)."""
+    from spaces_config import runtime
+    from spaces_config.presets import get_preset
+
+    overrides = runtime.ZERO_GPU_PINS if get_preset(hardware).zero_gpu else {}
+    pins = read_pins(project)
+    lines = [f"# Written by spaces_config/build_space.py for {hardware} from {project.name}; do not edit."]
+    for key, (name, version) in pins.items():
+        lines.append(f"{name}=={overrides.get(key, version)}")
+    return "\n".join(lines) + "\n"
+
+
+def check_zero_gpu(pins: dict, python: str) -> None:
+    """ZeroGPU installs only its own Python and torch builds."""
+    from spaces_config import runtime
+
+    if python != runtime.ZERO_GPU_PYTHON:
+        raise SpaceConfigError(f"ZeroGPU runs Python {runtime.ZERO_GPU_PYTHON}, not {python}: set python_version to it.")
+    torch = pins.get("torch", (None, None))[1]
+    if torch not in runtime.ZERO_GPU_TORCH:
+        raise SpaceConfigError(f"ZeroGPU does not support torch=={torch}: pin one of {', '.join(runtime.ZERO_GPU_TORCH)}.")
 
 
 def check_requirements(path: Path, sdk_version: str | None = None, pyproject: Path | None = ROOT / "pyproject.toml") -> dict:
@@ -246,18 +293,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.out and not args.check_only:
         parser.error("give --out PATH, or --check-only")
+    sdk_version = args.sdk_version or gradio_version()
     try:
         text = render_readme(args.hardware, args.sdk_version)
-        pins = check_requirements(args.requirements, args.sdk_version or gradio_version())
+        pins = check_requirements(args.requirements, sdk_version)
+        space_pins = space_requirements(args.requirements, args.hardware)
     except (SpaceConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        print(f"wrote {args.out} ({len(pins)} pins checked in {args.requirements.name})")
-    else:
+    if not args.out:
         print(f"ok: {len(pins)} pins in {args.requirements.name} work together")
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    requirements = args.out.parent / "requirements.txt"
+    requirements.write_text(space_pins, encoding="utf-8")
+    try:
+        written = check_requirements(requirements, sdk_version)
+        from spaces_config.presets import get_preset
+
+        if get_preset(args.hardware).zero_gpu:
+            check_zero_gpu(written, front_matter(args.hardware, args.sdk_version)["python_version"])
+    except SpaceConfigError as err:
+        requirements.unlink()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out} and {requirements} ({len(written)} pins for {args.hardware}, checked)")
     return 0
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from huggingface_hub import SpaceCard, SpaceHardware  # noqa: E402
 
-from spaces_config import build_space  # noqa: E402
+from spaces_config import build_space, runtime  # noqa: E402
 from spaces_config.build_space import SpaceConfigError, check_requirements, render_readme  # noqa: E402
 from spaces_config.presets import PRESETS, PresetError, current_preset  # noqa: E402
 
@@ -40,10 +40,15 @@ def test_rendered_readme_is_valid_space_metadata(tmp_path):
     assert data["sdk_version"] == GRADIO
     assert data["app_file"] == "app.py" and (ROOT / data["app_file"]).is_file()
     assert data["hf_oauth"] is True
-    assert "write-repos" in data["hf_oauth_scopes"]
-    assert not {"openid", "profile"} & set(data["hf_oauth_scopes"])  # always granted, must not be listed
-    assert data["suggested_hardware"] == "zero-a10g"
-    assert data["suggested_hardware"] in {h.value for h in SpaceHardware}
+    assert data["hf_oauth_scopes"] == ["contribute-repos"]  # creates and writes its own repos, nothing else
+    assert data["suggested_hardware"] == "a10g-small"  # ZeroGPU itself cannot be suggested to duplicates
+    assert data["python_version"] == "3.10.13"  # the one Python ZeroGPU runs
+
+    pins = check_requirements(out.parent / "requirements.txt", GRADIO)  # written beside the README, checked
+    assert pins["torch"][1] in runtime.ZERO_GPU_TORCH and pins["torchvision"][1] == "0.23.0"
+    assert {key: version for key, (_, version) in pins.items() if key in runtime.ZERO_GPU_PINS} == runtime.ZERO_GPU_PINS
+    project = check_requirements(ROOT / "requirements.txt", GRADIO)
+    assert set(pins) == set(project)  # the same packages, only the versions ZeroGPU needs differ
     assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in data["models"]
     assert data["datasets"] and data["tags"]
     assert len(data["short_description"]) <= 60
@@ -56,13 +61,40 @@ def test_header_lists_the_apps_models_and_dataset():
     data = SpaceCard(render_readme("cpu-basic")).data
     assert data.models == WELL_KNOWN_MODELS
     assert DEFAULT_DATASET in data.datasets
-    assert data.suggested_hardware == "cpu-basic"
+    assert "suggested_hardware" not in data.to_dict()  # the free default: nothing to suggest
+    assert data.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @pytest.mark.parametrize("hardware", list(PRESETS))
-def test_every_preset_suggests_hardware_the_hub_knows(hardware):
-    data = SpaceCard(render_readme(hardware)).data
-    assert data.suggested_hardware in {h.value for h in SpaceHardware}
+def test_every_preset_suggests_hardware_a_duplicate_can_get(hardware):
+    data = SpaceCard(render_readme(hardware)).data.to_dict()
+    known = {h.value for h in SpaceHardware}
+    assert data.get("suggested_hardware", "none") in known - {"zero-a10g", "cpu-basic"} | {"none"}
+    bad = {**data, "suggested_hardware": "zero-a10g"}
+    with pytest.raises(SpaceConfigError, match="suggested_hardware must be a flavor a duplicate can get"):
+        build_space.validate_metadata(bad)
+
+
+def test_cpu_space_gets_the_project_pins(tmp_path):
+    result = run_script("--out", str(tmp_path / "README.md"), "--hardware", "cpu-basic")
+    assert result.returncode == 0, result.stderr
+    assert check_requirements(tmp_path / "requirements.txt", GRADIO) == check_requirements(ROOT / "requirements.txt", GRADIO)
+
+
+def test_zero_gpu_refuses_its_unsupported_python_and_torch():
+    pins = {"torch": ("torch", "2.14.1")}
+    with pytest.raises(SpaceConfigError, match="ZeroGPU does not support torch==2.14.1: pin one of 2.1.0"):
+        build_space.check_zero_gpu(pins, runtime.ZERO_GPU_PYTHON)
+    with pytest.raises(SpaceConfigError, match="ZeroGPU runs Python 3.10.13, not 3.11"):
+        build_space.check_zero_gpu({"torch": ("torch", "2.8.0")}, "3.11")
+    build_space.check_zero_gpu({"torch": ("torch", "2.8.0")}, "3.10.13")
+
+
+def test_oauth_scopes_must_be_the_least_pushing_needs():
+    data = SpaceCard(render_readme()).data.to_dict()
+    for scopes in (["write-repos"], ["contribute-repos", "manage-repos"], ["read-repos", "contribute-repos"]):
+        with pytest.raises(SpaceConfigError, match=r"must be exactly \['contribute-repos'\]"):
+            build_space.validate_metadata({**data, "hf_oauth_scopes": scopes})
 
 
 def test_unknown_oauth_scope_is_refused():
@@ -115,6 +147,9 @@ def test_good_temp_requirements_pass(tmp_path):
         (GOOD.replace("torchvision==0.29.1", "torchvision==0.28.0"), "are not a pair: use torchvision 0.29.x"),
         (GOOD.replace("torch==2.14.1\n", ""), "pins torchvision but not torch"),
         (GOOD + "-e .\n", "'-e .' is not pinned"),
+        (GOOD + "numpy==2.*\n", "'numpy==2.*' is not pinned"),
+        (GOOD + "numpy>=2,==2.1\n", "'numpy>=2,==2.1' is not pinned"),
+        (GOOD + "numpy @ https://example.org/numpy.whl\n", "is not pinned"),
     ],
 )
 def test_bad_requirements_fail_with_one_line(tmp_path, text, message):
