@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import transforms as T
+from torch import Tensor
+
 from .errors import VizError
 
 
@@ -30,6 +32,7 @@ class Recipe:
     cosine: bool = True  # anneal the learning rate to 0 over the steps
     tv_weight: float = 0.0  # total variation penalty on the augmented batch
     canvas_scale: float = 1.0  # canvas side / model input side (MACO optimizes a larger canvas and crops it)
+    view_frac: float = 1.0  # the returned image is the centre crop of this fraction of the canvas side
     description: str = ""
 
     def learning_rate(self, is_clip: bool) -> float:
@@ -37,6 +40,11 @@ class Recipe:
 
     def canvas_size(self, input_size: int) -> int:
         return int(round(input_size * self.canvas_scale))
+
+    def view(self, canvas: Tensor) -> Tensor:
+        """The image a user gets from the optimized canvas: its centre `view_frac`. A canvas optimized through
+        random crops must be returned at the crops' scale, or the model sees its evidence too small."""
+        return T.centre_crop(canvas, int(round(canvas.shape[-1] * self.view_frac)))
 
 
 RECIPES: dict[str, Recipe] = {
@@ -76,6 +84,9 @@ RECIPES: dict[str, Recipe] = {
         description="MACO (Fel et al. 2023): phase-only Fourier with a natural magnitude spectrum, random crops, NAdam.",
     ),
 }
+
+
+DEFAULT_RECIPE = "paper"  # what the CLI and the app use unless told otherwise
 
 
 def get_recipe(recipe: str | Recipe) -> Recipe:

@@ -163,7 +163,7 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
         optimizer, (lambda s: 0.5 * (1 + math.cos(math.pi * s / max(plan.steps, 1)))) if recipe.cosine else (lambda s: 1.0)
     )
     with torch.no_grad():
-        initial = _score(model, plan, param(), channels)
+        initial = _score(model, plan, recipe.view(param()), channels)
     batch_channels = channels.repeat_interleave(copies)
     for step in range(plan.steps):
         images = augment(param().repeat_interleave(copies, 0), generators, copies, step, plan.steps)
@@ -180,9 +180,9 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
         bar.update(len(chunk))
         if callback is not None and ((step + 1) % every == 0 or step + 1 == plan.steps):
             with torch.no_grad():
-                callback(step + 1, {f: to_pil(img) for f, img in zip(chunk, param())})
+                callback(step + 1, {f: to_pil(img) for f, img in zip(chunk, recipe.view(param()))})
     with torch.no_grad():
-        final_images = param()
+        final_images = recipe.view(param())
         final = _score(model, plan, final_images, channels)
     return [
         RenderResult(

@@ -237,6 +237,13 @@ def maco_transforms(model_size: int, **crop_options) -> Compose:
     return Compose([RandomCrops(model_size, **crop_options)])
 
 
+def centre_crop(x: Tensor, side: int) -> Tensor:
+    """The centre side x side square of [..., H, W] images (unchanged when they already are that size)."""
+    height, width = x.shape[-2:]
+    top, left = (height - side) // 2, (width - side) // 2
+    return x[..., top : top + side, left : left + side]
+
+
 def total_variation(x: Tensor) -> Tensor:
     """Paper's TV per image [N]: over horizontal, vertical and both diagonal differences, the L2 norm over pixels,
     averaged over channels, summed over the 4 directions. Per image so the renderer can average per feature."""

@@ -1,0 +1,113 @@
+"""Which recipe makes the best pictures? Quality metrics per recipe on the trained shapes fixtures.
+
+For each recipe at its own default steps (see vit_feature_viz/quality.py for what the numbers mean):
+- ratio: median over features of a middle block of (activation of the saved PNG) / (best over generated images);
+- transfer: logit visualizations of the 6 classes made on model a, classified by model b of the same variant
+  (shape-only: only a drawn shape can transfer; colour: painting the class colour is enough);
+- s/feature: wall-clock seconds per feature of the ratio renders (noisy when other jobs share the machine);
+- compute: steps x copies x model-input pixels, relative to the paper recipe's 400 x 8.
+Localization (pointing game of shape-selective features' patch maps) depends on the model, not the recipe, so it is
+printed once per model.
+
+    python benchmarks/bench_quality.py                       # all recipes, 8 features, about 5 minutes
+    python benchmarks/bench_quality.py --features 4 --recipes paper default --natural 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vit_feature_viz import load_model
+from vit_feature_viz.data.shapes import generate_shapes
+from vit_feature_viz.quality import activation_ratio, localization, transfer
+from vit_feature_viz.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from vit_feature_viz.specs import parse_features
+
+MODELS = Path(__file__).resolve().parents[1] / "vit_feature_viz" / "data" / "models"
+PAPER_COMPUTE = 400 * 8
+
+
+def model_path(models: Path, variant: str, which: str) -> str:
+    return str(models / f"shapes-{variant}-vit-{which}")
+
+
+def recipe_names(names: list[str]) -> list[str]:
+    """'default' stands for DEFAULT_RECIPE; each recipe once, in the order given."""
+    out: list[str] = []
+    for name in names:
+        name = DEFAULT_RECIPE if name == "default" else name
+        get_recipe(name)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=["paper", "fourier", "maco", "default"])
+    parser.add_argument("--features", type=int, default=8, help="random features of the middle block for the ratio")
+    parser.add_argument("--natural", type=int, default=3000, help="generated images the ratio compares against")
+    parser.add_argument("--steps", type=int, default=None, help="override every recipe's steps (quick checks)")
+    parser.add_argument("--variants", nargs="+", default=["shape", "color"], help="transfer on these variants")
+    parser.add_argument("--models", type=Path, default=MODELS, help="folder with shapes-{variant}-vit-{a,b}")
+    parser.add_argument("--localization-images", type=int, default=2000, help="0: skip localization")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a busy machine)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    ratio_variant = "shape" if "shape" in args.variants else args.variants[0]
+    ratio_model = load_model(model_path(args.models, ratio_variant, "a"), device="cpu", precision="fp32")
+    layer = ratio_model.num_layers // 2
+    width = ratio_model.blocks[layer].features
+    features = parse_features(f"random {args.features}", width, args.seed)
+    natural = generate_shapes(args.natural, variant=ratio_variant, size=ratio_model.image_size, seed=12345)
+    pairs = {
+        v: (load_model(model_path(args.models, v, "a"), device="cpu", precision="fp32"),
+            load_model(model_path(args.models, v, "b"), device="cpu", precision="fp32"))
+        for v in args.variants
+    }
+    print(f"ratio: shapes-{ratio_variant}-vit-a, block {layer}, features {features}, best of {args.natural} generated images")
+    if args.localization_images:
+        for variant in args.variants:
+            model = pairs[variant][0]
+            shapes = generate_shapes(args.localization_images, variant=variant, size=model.image_size, seed=54321)
+            report = localization(model, layer, shapes.images, shapes.boxes)
+            print(f"localization shapes-{variant}-vit-a block {layer}: pointing-game hit rate {report.hit_rate:.2f} "
+                  f"(chance {report.chance:.2f}) over features {report.features}")
+
+    header = ["recipe", "steps x copies", "compute", "ratio", "ratio>1", *(f"transfer {v}" for v in args.variants),
+              "s/feature"]
+    rows = []
+    for name in recipe_names(args.recipes):
+        recipe = RECIPES[name]
+        steps = recipe.steps if args.steps is None else args.steps
+        start = time.perf_counter()
+        ratio = activation_ratio(ratio_model, layer, features, recipe, natural.images, steps=steps, seed=args.seed)
+        transfers = [transfer(*pairs[v], recipe, steps=steps, seed=args.seed) for v in args.variants]
+        label = f"{name} (default)" if name == DEFAULT_RECIPE else name
+        finite = ratio.ratios[np.isfinite(ratio.ratios)]
+        rows.append([
+            label, f"{steps} x {recipe.copies}", f"{steps * recipe.copies / PAPER_COMPUTE:.2f}x",
+            f"{ratio.median:.2f}", f"{np.mean(finite > 1):.0%}",
+            *(f"{t.hits}/{t.total}" for t in transfers), f"{ratio.seconds_per_feature:.1f}",
+        ])
+        print(f"  {label}: per-feature ratios {np.round(ratio.ratios, 2).tolist()}; predicted "
+              + "; ".join(f"{v} {t.predicted.tolist()}" for v, t in zip(args.variants, transfers))
+              + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

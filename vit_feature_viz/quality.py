@@ -1,0 +1,245 @@
+"""Is a recipe any good? Three numbers measured on models that learned something (the shapes fixtures).
+
+- activation ratio: does the visualization excite its feature more than the best of thousands of natural images?
+  (feature visualization exists to find the evidence a feature wants most; below 1 a dataset scan would do better)
+- transfer: is a class visualization made on model A classified as that class by model B, trained on the same task
+  with another seed and width? (adversarial texture fools only the model it was made on)
+- localization: does the patch map of a shape-selective feature point at the shape? (pointing game on boxes)
+
+Rendered images are judged as a user gets them: the saved PNG, decoded and preprocessed like any other image, so
+8-bit rounding and the returned image's scale count (MACO once returned a canvas the model then saw at half the
+scale it was optimized on).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .models.base import LOGITS, Target, VisionModel
+from .objectives import Feature
+from .patchmap import patch_values_for
+from .recipes import Recipe
+from .render import render
+
+SCAN_BATCH = 256  # images per forward pass when scanning natural images (64 px models: small)
+
+
+# --- judging images ------------------------------------------------------------------------------------------
+def png_roundtrip(image: Image.Image) -> Image.Image:
+    """The image as saved to a gallery and read back: PNG bytes, decoded to RGB."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
+def saved_pixels(model: VisionModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    """[N, 3, S, S] model input for images judged from their saved PNGs, through the checkpoint's own pipeline."""
+    return torch.stack([model.preprocess(png_roundtrip(image)) for image in images])
+
+
+def feature_values(model: VisionModel, layer: int, pixels: torch.Tensor) -> torch.Tensor:
+    """The paper's objective for every channel of `layer`: [N, C], images in [0, 1] scanned in batches."""
+    objective = Feature(layer)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), SCAN_BATCH):
+            acts = model.activations(pixels[start : start + SCAN_BATCH].float(), objective.needs)
+            out.append(objective.values(acts).float().cpu())
+    return torch.cat(out)
+
+
+def uint8_to_pixels(images: np.ndarray) -> torch.Tensor:
+    """[N, H, W, 3] uint8 (as generated) -> [N, 3, H, W] floats in [0, 1]."""
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255
+
+
+# --- 1. activation ratio -------------------------------------------------------------------------------------
+def activation_ratios(rendered: np.ndarray, natural_best: np.ndarray) -> np.ndarray:
+    """Rendered activation / best natural activation per feature; NaN where no natural image excites the feature
+    (best <= 0), since a ratio against a non-positive reference means nothing."""
+    rendered = np.asarray(rendered, dtype=np.float64)
+    natural_best = np.asarray(natural_best, dtype=np.float64)
+    ratios = np.full(rendered.shape, np.nan)
+    positive = natural_best > 0
+    ratios[positive] = rendered[positive] / natural_best[positive]
+    return ratios
+
+
+def median_ratio(ratios: np.ndarray) -> float:
+    """Median over the features that have a ratio (NaN if none has)."""
+    ratios = np.asarray(ratios, dtype=np.float64)
+    finite = ratios[np.isfinite(ratios)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+@dataclass
+class ActivationReport:
+    layer: int
+    features: list[int]
+    rendered: np.ndarray  # activation of each saved image, re-measured from its PNG
+    natural_best: np.ndarray  # best activation of each feature over the natural images
+    ratios: np.ndarray
+    seconds_per_feature: float
+    images: list[Image.Image] = field(repr=False, default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return median_ratio(self.ratios)
+
+
+def natural_best(model: VisionModel, layer: int, images: np.ndarray) -> np.ndarray:
+    """[C] the best activation of every channel of `layer` over `images` ([N, H, W, 3] uint8 at model size)."""
+    return feature_values(model, layer, uint8_to_pixels(images)).max(0).values.numpy()
+
+
+def activation_ratio(
+    model: VisionModel,
+    layer: int,
+    features: Sequence[int],
+    recipe: str | Recipe,
+    natural_images: np.ndarray,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+) -> ActivationReport:
+    """Render `features` with `recipe` and compare each saved image's activation with the natural best."""
+    best = natural_best(model, layer, natural_images)[list(features)]
+    start = time.perf_counter()
+    results = render(model, layer, list(features), recipe=recipe, steps=steps, seed=seed, progress=False)
+    seconds = (time.perf_counter() - start) / len(results)
+    images = [r.image for r in results]
+    values = feature_values(model, layer, saved_pixels(model, images))
+    rendered = values[torch.arange(len(results)), torch.tensor([r.feature for r in results])].numpy()
+    return ActivationReport(layer, [r.feature for r in results], rendered, best, activation_ratios(rendered, best),
+                            seconds, images)
+
+
+# --- 2. transfer ----------------------------------------------------------------------------------------------
+def classify(model: VisionModel, images: Sequence[Image.Image]) -> np.ndarray:
+    """Predicted class of each image, judged from its saved PNG."""
+    with torch.no_grad():
+        logits = model.activations(saved_pixels(model, images), {Target(LOGITS)})[Target(LOGITS)]
+    return logits.float().argmax(1).cpu().numpy()
+
+
+def transfer_hits(predicted: Sequence[int], classes: Sequence[int]) -> int:
+    """How many class visualizations the other model classifies as their class."""
+    return int(np.sum(np.asarray(predicted) == np.asarray(classes)))
+
+
+@dataclass
+class TransferReport:
+    classes: list[int]
+    predicted: np.ndarray  # model B's class for each visualization made on model A
+    seconds_per_feature: float
+    images: list[Image.Image] = field(repr=False, default_factory=list)
+
+    @property
+    def hits(self) -> int:
+        return transfer_hits(self.predicted, self.classes)
+
+    @property
+    def total(self) -> int:
+        return len(self.classes)
+
+
+def transfer(
+    model_a: VisionModel,
+    model_b: VisionModel,
+    recipe: str | Recipe,
+    *,
+    classes: Sequence[int] | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+) -> TransferReport:
+    """Visualize each class logit on model A; ask model B what it sees."""
+    classes = list(range(model_a.num_classes)) if classes is None else list(classes)
+    start = time.perf_counter()
+    results = render(model_a, 0, classes, objective="logit", recipe=recipe, steps=steps, seed=seed, progress=False)
+    seconds = (time.perf_counter() - start) / len(results)
+    images = [r.image for r in results]
+    return TransferReport([r.feature for r in results], classify(model_b, images), seconds, images)
+
+
+# --- 3. localization ------------------------------------------------------------------------------------------
+def box_patch_masks(boxes: np.ndarray, image_size: int, patch_size: int) -> np.ndarray:
+    """[N, g, g] bool: which patches of the grid overlap each box (x0, y0, x1, y1 in pixels, x1/y1 exclusive)."""
+    boxes = np.asarray(boxes)
+    grid = image_size // patch_size
+    starts = np.arange(grid) * patch_size
+    ends = starts + patch_size
+    cols = (starts[None, :] < boxes[:, 2:3]) & (ends[None, :] > boxes[:, 0:1])  # [N, g]
+    rows = (starts[None, :] < boxes[:, 3:4]) & (ends[None, :] > boxes[:, 1:2])
+    return rows[:, :, None] & cols[:, None, :]
+
+
+def pointing_hits(maps: np.ndarray, box_masks: np.ndarray) -> np.ndarray:
+    """[N] bool: the pointing game, does each map's maximum fall on a patch of the box? (ties: the first maximum)"""
+    maps = np.asarray(maps)
+    flat = maps.reshape(len(maps), -1).argmax(1)
+    return np.asarray(box_masks).reshape(len(maps), -1)[np.arange(len(maps)), flat]
+
+
+def box_selectivity(patch_values: torch.Tensor, box_masks: np.ndarray) -> torch.Tensor:
+    """[C] how much more each channel fires on box patches than on background patches, in units of its spread
+    (mean over images of in-box mean minus background mean, over the std of all its patch values)."""
+    values = patch_values.flatten(1, 2).float()  # [N, P, C]
+    inside = torch.from_numpy(np.asarray(box_masks)).flatten(1).float()[..., None]  # [N, P, 1]
+    outside = 1 - inside
+    mean_in = (values * inside).sum(1) / inside.sum(1).clamp(min=1)
+    mean_out = (values * outside).sum(1) / outside.sum(1).clamp(min=1)
+    return (mean_in - mean_out).mean(0) / (values.std(dim=(0, 1)) + 1e-6)
+
+
+@dataclass
+class LocalizationReport:
+    layer: int
+    features: list[int]  # the most shape-selective channels, chosen on one half of the images
+    hit_rates: np.ndarray  # pointing-game hit rate of each feature on its top images of the other half
+    chance: float  # the hit rate of a map that points at a random patch: the mean share of patches on the box
+
+    @property
+    def hit_rate(self) -> float:
+        return float(np.mean(self.hit_rates)) if len(self.hit_rates) else float("nan")
+
+
+def _patch_values(model: VisionModel, layer: int, pixels: torch.Tensor) -> torch.Tensor:
+    objective = Feature(layer)
+    return torch.cat([patch_values_for(model, objective, pixels[s : s + SCAN_BATCH]) for s in range(0, len(pixels), SCAN_BATCH)])
+
+
+def localization(
+    model: VisionModel,
+    layer: int,
+    images: np.ndarray,
+    boxes: np.ndarray,
+    *,
+    features: int = 8,
+    top_images: int = 16,
+    selection_images: int = 256,
+) -> LocalizationReport:
+    """Pick the `features` most box-selective channels on the first `selection_images` images; then, on the rest,
+    play the pointing game with each feature's patch maps of its `top_images` most activating images (the images
+    the explore tab shows). Images are [N, S, S, 3] uint8 at the model's input size."""
+    pixels = uint8_to_pixels(images)
+    masks = box_patch_masks(boxes, model.image_size, model.patch_size)
+    pick = slice(0, selection_images)
+    chosen = box_selectivity(_patch_values(model, layer, pixels[pick]), masks[pick]).topk(features).indices.tolist()
+    held_pixels, held_masks = pixels[selection_images:], masks[selection_images:]
+    scores = feature_values(model, layer, held_pixels)[:, chosen]  # [M, K]
+    rates, chance = [], []
+    for k, feature in enumerate(chosen):
+        top = scores[:, k].topk(min(top_images, len(held_pixels))).indices
+        maps = _patch_values(model, layer, held_pixels[top])[..., feature].numpy()
+        rates.append(pointing_hits(maps, held_masks[top.numpy()]).mean())
+        chance.append(held_masks[top.numpy()].mean())
+    return LocalizationReport(layer, chosen, np.asarray(rates, dtype=np.float64), float(np.mean(chance)))
