@@ -124,10 +124,12 @@ def test_pushed_card_names_the_repo_and_declares_image_features(hub, gallery, mo
 
     local_card = (gallery / "README.md").read_text()
     assert 'load_dataset("path/to/this/folder"' in local_card
+    (gallery / ".gallery.lock").unlink()
+    before = snapshot(gallery)
 
     push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
 
-    assert (gallery / "README.md").read_text() == local_card  # the local folder is only read
+    assert snapshot(gallery) == before  # the local folder is only read: not even a lock file appears
     card = DatasetCard(hub.files("alice/vit-gallery")["README.md"].decode())
     assert 'load_dataset("alice/vit-gallery", split="train")' in card.text
     assert "path/to/this/folder" not in card.text

@@ -162,10 +162,10 @@ class GalleryFolder:
 
     def card_text(self, card_info: dict | None = None) -> str:
         """The card README.md would get with ``card_info`` merged in, without writing anything (a push uses
-        it to name the repo in the pushed card while the local folder stays as it is)."""
+        it to name the repo in the pushed card while the local folder stays as it is). Takes no lock, so it
+        works on a read-only folder: every file is replaced atomically, so what it reads is whole."""
         self._require_shards()
-        with self._locked():
-            return self._card_text_unlocked(card_info)
+        return self._card_text_unlocked(card_info)
 
     # ----------------------------------------------------------------- internals
 
