@@ -22,7 +22,8 @@ import gradio as gr  # noqa: E402
 from spaces_config.presets import current_preset  # noqa: E402
 from vit_feature_viz.app import explore_tab, galleries_tab, render_tab, sharing_tab  # noqa: E402
 from vit_feature_viz.app.common import (  # noqa: E402
-    WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, on_space, pickers,
+    WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed, loading_message, on_space,
+    pickers,
 )
 
 INTRO = """# ViT Feature Viz
@@ -43,22 +44,29 @@ def build_demo(preset=None) -> gr.Blocks:
         session = gr.State(None, delete_callback=forget_session)
         gr.Markdown(INTRO)
         gr.Markdown(f"Hardware preset **{preset.caps_text()}**.", elem_id="caps")
-        with gr.Row(equal_height=True):
-            model_id = gr.Dropdown(WELL_KNOWN_MODELS, value=WELL_KNOWN_MODELS[0], allow_custom_value=True,
-                                   label="Model (Hub id)", scale=4, elem_id="model-id")
-            load = gr.Button("Load", scale=1, elem_id="load")
+        with gr.Row(equal_height=True):  # min widths: on a phone the row wraps instead of cutting the model box
+            model_id = gr.Textbox(WELL_KNOWN_MODELS[0], label="Model (Hub id)", placeholder="org/name", scale=4,
+                                  min_width=240, elem_id="model-id")
+            load = gr.Button("Load", scale=1, min_width=80, elem_id="load")
             if show_login:
-                gr.LoginButton(scale=1)
-        summary = gr.Markdown("No model loaded yet: the sliders assume a ViT-B (12 blocks, 3072 features).")
+                gr.LoginButton(scale=1, min_width=160)
+        summary = gr.Markdown("No model loaded yet: the sliders assume a ViT-B (12 blocks, 3072 features).",
+                              elem_id="model-summary", min_height=40)
         with gr.Accordion("Model structure (JSON)", open=False):
             info = gr.JSON(label="layers")
         with gr.Row():
-            layer = gr.Slider(0, 11, value=5, step=1, label="Layer (block)", elem_id="layer")
-            feature = gr.Slider(0, 3071, value=0, step=1, label="Feature (for exploring)", elem_id="feature")
+            layer = gr.Slider(0, 11, value=5, step=1, precision=0, label="Layer (block)", elem_id="layer")
+            feature = gr.Slider(0, 3071, value=0, step=1, precision=0, label="Feature (for exploring)",
+                                elem_id="feature")
+        gr.Examples([[name] for name in WELL_KNOWN_MODELS], [model_id], label="Well-known models: pick one, then Load",
+                    elem_id="model-examples")
 
-        load.click(models.layers, [model_id], [info], api_name="layers").success(
-            pickers, [info, layer], [layer, feature, summary], api_visibility="private", queue=False)
-        layer.release(feature_picker, [info, layer, feature], [feature], api_visibility="private", queue=False)
+        private = dict(api_visibility="private", queue=False)
+        loading = gr.on([load.click, model_id.submit], loading_message, [model_id], [summary], **private)
+        loaded = loading.then(models.layers, [model_id], [info], api_name="layers", show_progress_on=[summary])
+        loaded.success(pickers, [info, layer], [layer, feature, summary], **private)
+        loaded.failure(load_failed, [model_id], [summary], **private)
+        layer.release(feature_picker, [info, layer, feature], [feature], **private)
 
         ctx = AppContext(preset=preset, models=models, demo=demo, show_login=show_login, model_id=model_id,
                          info=info, layer=layer, feature=feature, session=session)

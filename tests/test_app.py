@@ -45,6 +45,9 @@ def test_named_endpoints_and_their_parameters(client):
     assert params["/patch_map"] == ["model_id", "layer", "feature", "image"]
     assert [r["component"] for r in endpoints["/render"]["returns"]] == ["Gallery", "Dataframe"]
     assert params["/push"] == ["repo_name", "private", "token"]
+    types = {p["parameter_name"]: p["python_type"]["type"] for p in endpoints["/render"]["parameters"]}
+    assert types["model_id"] == "str" and types["layer"] == "int" and types["steps"] == "int"  # any id; whole numbers
+    assert endpoints["/examples"]["parameters"][2]["python_type"]["type"] == "int"  # the feature
     assert not {"/download", "/pickers", "/feature_picker"} & set(endpoints)  # UI-only helpers stay private
 
 
@@ -74,6 +77,47 @@ def test_render_is_deterministic_and_samples_random_features(client, vit):
     again = render(client, vit, 2, "random 2", steps=2, seed=7)[1]["data"]
     assert first == again and len(first) == 2
     assert all(0 <= row[0] < 128 for row in first)
+
+
+@pytest.fixture(scope="module")
+def labelled_vit(tmp_path_factory) -> Path:
+    """The tiny ViT classifier with real class names in its config's id2label (the cached one says class_<i>)."""
+    import json
+
+    import tiny_checkpoints as tiny
+
+    out = tmp_path_factory.mktemp("labelled-vit")
+    tiny.build_vit(out)
+    config = json.loads((out / "config.json").read_text())
+    names = ["tabby cat", "golden retriever"] + [f"thing {i}" for i in range(2, tiny.NUM_LABELS)]
+    config["id2label"] = dict(enumerate(names))
+    config["label2id"] = {name: i for i, name in enumerate(names)}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_logit_renders_are_captioned_with_class_names(client, labelled_vit):
+    images, table = render(client, str(labelled_vit), 1, "0-1", objective="logit", steps=2)
+    assert [item["caption"].split(" · ")[0] for item in images] == ["class 0 (tabby cat)", "class 1 (golden retriever)"]
+    assert [row[0] for row in table["data"]] == [0, 1]
+
+
+def test_the_model_cache_loads_each_model_once(vit, tiny_repos, monkeypatch):
+    from vit_feature_viz.models import loader
+
+    loads = []
+    real = loader.load_model
+    monkeypatch.setattr(loader, "load_model", lambda name, **kw: loads.append(name) or real(name, **kw))
+    cache = ModelCache(size=1)
+    first = cache.get(f" {vit} ")
+    assert cache.get(vit) is first and loads == [vit]  # the same object, read once
+    threads = [threading.Thread(target=cache.get, args=(tiny_repos["clip"],)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == [vit, tiny_repos["clip"]]  # three requests at once wait for one load
+    assert cache.get(vit) is not first and loads == [vit, tiny_repos["clip"], vit]  # size 1: the vit was dropped
 
 
 def test_render_open_clip_with_another_recipe(client, tiny_repos):
@@ -227,7 +271,8 @@ def test_every_flag_the_librarys_messages_name_has_app_wording():
                 text = " ".join(c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str))
                 flags |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", text))
     assert {"--objective", "--allow-pickle"} <= flags  # the scan sees the library's messages
-    assert flags - set(common.APP_CONTROLS) - set(common.APP_FIXES) == set()
+    unmapped = flags - set(common.APP_CONTROLS) - set(common.APP_FIXES)
+    assert not unmapped, f"name the app's control (APP_CONTROLS) or fix (APP_FIXES) in app/common.py for {unmapped}"
 
 
 def test_unexpected_errors_are_one_generic_line(client, vit, monkeypatch):

@@ -45,6 +45,13 @@ def test_download_parquet_and_zip(session):
     assert "2 feature(s)" in session.logic.gallery_status(session.folder)
 
 
+def test_rendered_rows_carry_their_patch_map_like_the_clis(session):
+    rows = session_rows(session.folder)
+    assert [r["feature"] for r in rows] == [0, 1]
+    for row in rows:
+        assert row["image_patch_map"] is not None and row["image_patch_map"].size == row["image"].size
+
+
 def test_download_of_an_empty_gallery_is_a_clear_error(session):
     with pytest.raises(gr.Error, match="Your gallery is empty"):
         session.logic.download("parquet", None)

@@ -35,7 +35,7 @@ def app_url(tiny_repos):
     spec.loader.exec_module(app)
     from spaces_config.presets import current_preset
 
-    demo = app.build_demo(current_preset({"VFV_HARDWARE": "cpu-basic", "VFV_MAX_STEPS": "4", "VFV_MAX_FEATURES": "3"}))
+    demo = app.build_demo(current_preset({"VFV_HARDWARE": "cpu-basic", "VFV_MAX_STEPS": "300", "VFV_MAX_FEATURES": "3"}))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -76,16 +76,17 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page, outside = page
     page.goto(app_url, wait_until="domcontentloaded")
     page.get_by_role("tab", name="Render").click()  # "Explore galleries" is the first tab
-    model = page.locator("#model-id input")
+    model = page.locator("#model-id input, #model-id textarea").first
     model.wait_for(timeout=30_000)
     model.fill(tiny_repos["vit"])
-    model.press("Enter")
-    page.locator("#load").click()
+    model.press("Enter")  # Enter loads, as Load does
     page.get_by_text("4 blocks, MLP width 128").wait_for(timeout=60_000)
     # the pickers follow the model: 4 blocks -> layer max 3, 128 features -> feature max 127
     assert page.locator("#layer input[type=number]").get_attribute("max") == "3"
     assert page.locator("#feature input[type=number]").get_attribute("max") == "127"
 
+    page.locator("#steps input[type=number]").fill("4")
+    page.locator("#steps input[type=number]").press("Enter")
     page.locator("#features textarea, #features input").first.fill("0-2")
     page.locator("#render").click()
     page.get_by_text("feature 2 · activation").wait_for(timeout=90_000)
@@ -101,12 +102,54 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-render.png"), full_page=True)
 
+    # a long render: Render is disabled while it runs, the progress with the time left shows under the buttons
+    # (not over the activations table), and Stop gives Render back
+    page.locator("#steps input[type=number]").fill("300")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#features textarea, #features input").first.fill("0")
+    page.locator("#render").click()
+    page.wait_for_function("document.querySelector('#render').disabled", timeout=10_000)
+    page.locator("#render-status").get_by_text("left").first.wait_for(timeout=60_000)
+    assert page.locator("#activations").get_by_text("left").count() == 0
+    assert page.locator("#activations").get_by_text("activation_init").first.is_visible()
+    page.screenshot(path=str(ARTIFACTS / "browser-rendering.png"), full_page=False)
+    page.locator("#stop").click()
+    page.wait_for_function("!document.querySelector('#render').disabled", timeout=10_000)
+
     # a bad request shows its one-line message in the page
     page.locator("#features textarea, #features input").first.fill("0-x")
     page.locator("#render").click()
     page.get_by_text("Cannot read feature spec '0-x'").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1_500)  # the toast slides in
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"), full_page=False)
+    assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
+
+
+def test_first_screen_has_examples_and_fits_a_phone(app_url, page):
+    """At 400 px the model box is whole and usable; examples of models and render settings fill the fields."""
+    page, outside = page
+    page.set_viewport_size({"width": 400, "height": 900})
+    page.goto(app_url, wait_until="domcontentloaded")
+    model = page.locator("#model-id input, #model-id textarea").first
+    model.wait_for(timeout=30_000)
+    box, load = model.bounding_box(), page.locator("#load").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 400 and box["width"] >= 200, box
+    assert load["x"] >= 0 and load["x"] + load["width"] <= 400, load
+    model.fill("openai/clip-vit-base-patch32-and-a-long-suffix")
+    assert model.evaluate("el => el.scrollWidth <= el.clientWidth + 1") or box["width"] >= 300
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-400px.png"), full_page=False)
+
+    examples = page.locator("#model-examples")
+    examples.get_by_text("laion/CLIP-ViT-B-32-laion2B-s34B-b79K").first.click()
+    page.wait_for_function("document.querySelector('#model-id input, #model-id textarea').value"
+                           " === 'laion/CLIP-ViT-B-32-laion2B-s34B-b79K'", timeout=10_000)
+    page.get_by_role("tab", name="Render").click()
+    page.locator("#render-examples").get_by_text("random 2").first.click()
+    page.wait_for_function("document.querySelector('#features textarea, #features input').value === 'random 2'",
+                           timeout=10_000)
+    page.locator("#objective").get_by_text("What to maximize").first.wait_for()  # short help under each control
+    page.locator("#recipe").get_by_text("How the image is made").first.wait_for()
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
 
 

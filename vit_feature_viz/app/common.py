@@ -81,7 +81,7 @@ def user_errors(action: str):
 APP_CONTROLS = {"--objective": "Objective", "--recipe": "Recipe", "--image-size": "Image size", "--split": "Split",
                 "--top-k": "Top k", "--features": "Features", "--steps": "Steps", "--seed": "Seed", "--layer": "Layer",
                 "--max-images": "Max images", "--label-column": "Label column", "--box-column": "Box column",
-                "--mask-column": "Mask column"}
+                "--mask-column": "Mask column", "--cutoffs": "Cutoffs"}
 APP_FIXES = {  # replaces the message's advice (after its last ': ')
     "--allow-pickle": "this app loads only safetensors weights, so pick a checkpoint that has a .safetensors file",
     "--trust-remote-code": "this app never runs code from a model repo, so pick a checkpoint that transformers, "
@@ -255,6 +255,16 @@ class ModelCache:
         """/layers: the model's structure (blocks and their MLP widths) as JSON."""
         with user_errors("loading the model"):
             return self.get(model_id).describe()
+
+
+def loading_message(model_id: Any) -> str:
+    """Shown at once when Load is pressed: loading a model the first time can take a while."""
+    return (f"Loading **{str(model_id or '').strip()}**… (the first load of a model reads its weights; "
+            "later requests reuse it)")
+
+
+def load_failed(model_id: Any) -> str:
+    return f"Could not load **{str(model_id or '').strip()}**: see the message in the corner, fix it and Load again."
 
 
 def pickers(info: dict | None, layer: Any):

@@ -60,49 +60,68 @@ class Renderer:
         gradio (the first yield) before any work starts, so the session state points at it whatever happens next.
         """
         with user_errors("rendering"):
+            progress(None, desc=f"Loading {str(model_id or '').strip()}…")  # the first load reads the weights
             model, plan, seed = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed)
             session = session_path(session)
             yield gr.skip(), gr.skip(), session
+            names = self._class_names(model, plan)
             total = plan.steps * len(plan.features)
             progress((0, total), desc="Starting", unit="feature-steps")
             results = []
             stream = self._render_on_device(model.model_id, plan.layer, plan.features, plan.objective.name,
                                             plan.recipe.name, plan.steps, plan.image_size, seed)
             previews: dict = {}  # feature -> latest image of the features being optimized
-            shown, changed, batch_done = time.monotonic(), False, False
+            started = shown = time.monotonic()
+            changed = batch_done = False
             with contextlib.closing(stream):
                 for event in stream:
                     if event[0] == "step":  # not a tick
-                        _, done, images, finished = event
-                        if finished:  # saved now, not at the end: a Stop closes this generator at its next yield
-                            add_rows(session, [r.to_row() for r in finished], model.backend)
+                        _, done, images, finished, rows = event
+                        if rows:  # saved now, not at the end: a Stop closes this generator at its next yield
+                            add_rows(session, rows, model.backend)
                             batch_done = True
                         results.extend(finished)
                         previews.update(images)
                         for result in finished:
                             previews.pop(result.feature, None)
                         changed = True
-                        progress((done, total), desc=f"{len(results)}/{len(plan.features)} features done",
-                                 unit="feature-steps")
+                        progress((done, total), unit="feature-steps",
+                                 desc=f"{len(results)}/{len(plan.features)} features done · "
+                                      f"{time_left(time.monotonic() - started, done, total)}")
                     # Yield (the points where a Stop can close this generator) about every UPDATE_S, not more
                     # often: each yield hides the progress bar until the next progress message. A finished batch
                     # is shown at once.
                     if batch_done or time.monotonic() - shown >= UPDATE_S:
                         shown, batch_done = time.monotonic(), False
-                        # the table stays put until the end: the progress bar is drawn on it (show_progress_on)
-                        yield (self._gallery(results, previews) if changed else gr.skip()), gr.skip(), gr.skip()
+                        gallery = self._gallery(results, previews, names) if changed else gr.skip()
+                        yield gallery, gr.skip(), gr.skip()
                         changed = False
-            yield self._gallery(results, {}), self._table(results), session
+            yield self._gallery(results, {}, names), self._table(results), session
+
+    @staticmethod
+    def _class_names(model, plan) -> dict[int, str]:
+        """Class names (id2label and the like) of the rendered logits, for the captions; empty for other objectives."""
+        from ..models import LOGITS
+        from ..models.classifiers import class_names
+
+        if getattr(plan.objective, "kind", None) != LOGITS:
+            return {}
+        labels = class_names(model)
+        return {f: labels[f] for f in plan.features}
 
     def _render_duration(self, model_id, layer, features, objective, recipe, steps, image_size, seed) -> int:
         return self.preset.gpu_duration(len(features), steps)
 
     def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed):
-        """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished)."""
+        """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished,
+        rows); `rows` are the finished features' gallery rows with their patch maps, as the CLI writes them."""
+        from ..jobs import _with_patch_map as with_patch_map
+        from ..objectives import make_objective
         from ..render import render_batches
 
         with user_errors("rendering"):
             model = self.models.get(model_id)
+            target = make_objective(objective, layer)
             events: queue.Queue = queue.Queue()
             stop = threading.Event()
             progress_by_feature: dict[int, int] = {}
@@ -111,7 +130,7 @@ class Renderer:
                 if stop.is_set():
                     raise _Cancelled
                 progress_by_feature.update(dict.fromkeys(images, step))
-                events.put(("step", sum(progress_by_feature.values()), images, []))
+                events.put(("step", sum(progress_by_feature.values()), images, [], []))
 
             def work():
                 try:
@@ -121,7 +140,8 @@ class Renderer:
                         callback_every=max(1, min(steps // 20, 5)),
                     ):
                         progress_by_feature.update({r.feature: steps for r in batch})
-                        events.put(("step", sum(progress_by_feature.values()), {}, batch))
+                        rows = [with_patch_map(model, r.to_row(), target) for r in batch]
+                        events.put(("step", sum(progress_by_feature.values()), {}, batch, rows))
                     events.put(("done",))
                 except _Cancelled:
                     events.put(("done",))
@@ -145,50 +165,80 @@ class Renderer:
                 stop.set()  # a Stop or a closed tab closes this generator: the worker ends at its next step
 
     @staticmethod
-    def _gallery(results, previews: dict) -> list[tuple]:
-        done = [(r.image, f"feature {r.feature} · activation {r.activation:.3f} (start {r.activation_init:.3f})")
+    def _gallery(results, previews: dict, names: dict[int, str]) -> list[tuple]:
+        def title(feature):
+            return f"class {feature} ({names[feature]})" if feature in names else f"feature {feature}"
+
+        done = [(r.image, f"{title(r.feature)} · activation {r.activation:.3f} (start {r.activation_init:.3f})")
                 for r in results]
-        return done + [(image, f"feature {f} · rendering…") for f, image in previews.items()]
+        return done + [(image, f"{title(f)} · rendering…") for f, image in previews.items()]
 
     @staticmethod
     def _table(results) -> list[list]:
         return [[r.feature, round(r.activation, 6), round(r.activation_init, 6)] for r in results]
 
 
+def time_left(elapsed: float, done: int, total: int) -> str:
+    """'about 40 s left' from the pace so far (steps cost about the same throughout a render)."""
+    if done <= 0 or elapsed < 1:
+        return "estimating time left"
+    seconds = elapsed / done * (total - done)
+    return f"about {seconds:.0f} s left" if seconds < 120 else f"about {seconds / 60:.0f} min left"
+
+
 class _Cancelled(Exception):
     """Raised from the render callback once the request is gone (Stop, closed tab)."""
 
 
+OBJECTIVE_HELP = ("What to maximize. feature: an MLP unit over all patches (the paper's) · neuron: at one patch · "
+                  "cls: at the CLS token · residual: a channel of the block's output · logit: a class of a classifier")
+RECIPE_HELP = ("How the image is made. paper: pixels with jitter (Ghiasi et al.) · fourier: Lucid's 1/f image · "
+               "maco: phase only, with a natural spectrum")
+
+
 def build(ctx: AppContext) -> Renderer:
-    """The Render tab inside the open gr.Tabs: settings, Render/Stop, the gallery and the activations table."""
+    """The Render tab inside the open gr.Tabs: settings with examples, Render/Stop, progress, the gallery and the
+    activations table. Render is disabled while its job runs (a Stop gives it back at once)."""
     from ..objectives import OBJECTIVES
     from ..recipes import RECIPES
 
     preset = ctx.preset
     renderer = Renderer(preset, ctx.models)
+    default_steps = min(64, preset.max_steps)
     with gr.Tab("Render"):
         with gr.Row():
             features = gr.Textbox(f"0-{preset.max_features - 1}" if preset.max_features > 1 else "0",
                                   label="Features", info="7 | 0,5,9 | 0-63 | all | random 8", elem_id="features")
-            objective = gr.Dropdown(list(OBJECTIVES), value="feature", label="Objective")
-            recipe = gr.Dropdown(list(RECIPES), value="paper", label="Recipe")
+            objective = gr.Dropdown(list(OBJECTIVES), value="feature", label="Objective", info=OBJECTIVE_HELP,
+                                    elem_id="objective")
+            recipe = gr.Dropdown(list(RECIPES), value="paper", label="Recipe", info=RECIPE_HELP, elem_id="recipe")
         with gr.Row():
-            steps = gr.Slider(1, preset.max_steps, value=min(64, preset.max_steps), step=1, label="Steps",
+            steps = gr.Slider(1, preset.max_steps, value=default_steps, step=1, precision=0, label="Steps",
                               elem_id="steps")
             image_size = gr.Number(0, precision=0, minimum=0, maximum=preset.max_image_size,
                                    label="Image size (0 = the model's)")
             seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+        gr.Examples(
+            [["0", "feature", "paper", default_steps], ["random 2", "feature", "fourier", default_steps],
+             ["0", "logit", "paper", default_steps], ["5", "cls", "maco", default_steps]],
+            [features, objective, recipe, steps], label="Try these settings", elem_id="render-examples",
+        )
         with gr.Row():
             render = gr.Button("Render", variant="primary", elem_id="render")
             stop = gr.Button("Stop", variant="stop", elem_id="stop")
+        status = gr.Markdown(elem_id="render-status", min_height=48)  # where the progress bar is drawn
         gallery = gr.Gallery(label="Rendered features", columns=4, fit_columns=False, format="png", elem_id="gallery")
-        table = gr.Dataframe(headers=TABLE_HEADERS, label="Activations", interactive=False)
+        table = gr.Dataframe(headers=TABLE_HEADERS, label="Activations", interactive=False, elem_id="activations")
 
-    rendering = render.click(
+    private = dict(api_visibility="private", queue=False)
+    started = render.click(lambda: gr.Button(interactive=False), None, [render], **private)
+    rendering = started.then(
         renderer.render,
         [ctx.model_id, ctx.layer, features, objective, recipe, steps, image_size, seed, ctx.session],
-        [gallery, table, ctx.session], api_name="render", show_progress_on=[table], **ctx.device_job(),
+        [gallery, table, ctx.session], api_name="render", show_progress_on=[status], **ctx.device_job(),
     )
+    rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)
+    stop.click(lambda: gr.Button(interactive=True), None, [render], **private)
     ctx.jobs.append(rendering)
     ctx.stop_buttons.append(stop)
     return renderer
