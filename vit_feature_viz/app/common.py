@@ -81,7 +81,8 @@ def user_errors(action: str):
 APP_CONTROLS = {"--objective": "Objective", "--recipe": "Recipe", "--image-size": "Image size", "--split": "Split",
                 "--top-k": "Top k", "--features": "Features", "--steps": "Steps", "--seed": "Seed", "--layer": "Layer",
                 "--max-images": "Max images", "--label-column": "Label column", "--box-column": "Box column",
-                "--mask-column": "Mask column", "--cutoffs": "Cutoffs"}
+                "--mask-column": "Mask column", "--cutoffs": "Cutoffs", "--top-names": "Top names",
+                "--top-images": "Top images"}
 APP_FIXES = {  # replaces the message's advice (after its last ': ')
     "--allow-pickle": "this app loads only safetensors weights, so pick a checkpoint that has a .safetensors file",
     "--trust-remote-code": "this app never runs code from a model repo, so pick a checkpoint that transformers, "
