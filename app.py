@@ -25,6 +25,7 @@ from vit_feature_viz.app.common import (  # noqa: E402
     WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed, loading_message, on_space,
     pickers,
 )
+from vit_feature_viz.models.builtin import DEFAULT_BUILTIN, default_model_id  # noqa: E402
 
 INTRO = """# ViT Feature Viz
 See what the MLP features of a Vision Transformer respond to: render the images that maximize a feature
@@ -38,6 +39,7 @@ def build_demo(preset=None) -> gr.Blocks:
     preset = preset or current_preset()
     models = ModelCache(max_parameters=preset.max_parameters)
     show_login = os.environ.get("VFV_OAUTH", "1" if on_space() else "0") == "1"
+    default_model, notice = default_model_id(WELL_KNOWN_MODELS[0])  # the built-in one when the Hub is unreachable
 
     # delete_cache: every 30 min, drop files gradio cached for visitors (images, downloads) older than 3 h
     with gr.Blocks(title="ViT Feature Viz", delete_cache=(1800, 3 * 3600)) as demo:
@@ -45,12 +47,13 @@ def build_demo(preset=None) -> gr.Blocks:
         gr.Markdown(INTRO)
         gr.Markdown(f"Hardware preset **{preset.caps_text()}**.", elem_id="caps")
         with gr.Row(equal_height=True):  # min widths: on a phone the row wraps instead of cutting the model box
-            model_id = gr.Textbox(WELL_KNOWN_MODELS[0], label="Model (Hub id)", placeholder="org/name", scale=4,
+            model_id = gr.Textbox(default_model, label="Model (Hub id)", placeholder="org/name", scale=4,
                                   min_width=240, elem_id="model-id")
             load = gr.Button("Load", scale=1, min_width=80, elem_id="load")
             if show_login:
                 gr.LoginButton(scale=1, min_width=160)
-        summary = gr.Markdown("No model loaded yet: the sliders assume a ViT-B (12 blocks, 3072 features).",
+        summary = gr.Markdown((f"{notice} " if notice else "")
+                              + "No model loaded yet: the sliders assume a ViT-B (12 blocks, 3072 features).",
                               elem_id="model-summary", min_height=40)
         with gr.Accordion("Model structure (JSON)", open=False):
             info = gr.JSON(label="layers")
@@ -58,7 +61,8 @@ def build_demo(preset=None) -> gr.Blocks:
             layer = gr.Slider(0, 11, value=5, step=1, precision=0, label="Layer (block)", elem_id="layer")
             feature = gr.Slider(0, 3071, value=0, step=1, precision=0, label="Feature (for exploring)",
                                 elem_id="feature")
-        gr.Examples([[name] for name in WELL_KNOWN_MODELS], [model_id], label="Well-known models: pick one, then Load",
+        gr.Examples([[name] for name in [*WELL_KNOWN_MODELS, DEFAULT_BUILTIN]], [model_id],  # the built-in: no network
+                    label="Well-known models: pick one, then Load",
                     elem_id="model-examples")
 
         private = dict(api_visibility="private", queue=False)

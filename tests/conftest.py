@@ -7,6 +7,7 @@ names in ``VFV_TEST_REPOS``.
 """
 
 import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -32,10 +33,20 @@ if "huggingface_hub" in sys.modules:  # a plugin got there first: the settings a
     raise RuntimeError("huggingface_hub was imported before tests/conftest.py set HF_HUB_CACHE/HF_HUB_OFFLINE")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_checkpoints import build_hub_cache  # noqa: E402
+from tiny_checkpoints import build_hub_cache, place_in_cache  # noqa: E402
 
 TINY_REPOS = build_hub_cache(HUB_CACHE)
 os.environ["VFV_TEST_REPOS"] = json.dumps(TINY_REPOS)
+
+# The trained shapes fixtures shipped in the package (scripts/train_shape_fixtures.py), also placed in the cache
+# under repo ids, so tests load real trained models by name through the Hub cache path. Found without importing
+# the package: importing it here would import huggingface_hub early.
+_PACKAGE = Path(importlib.util.find_spec("vit_feature_viz").submodule_search_locations[0])
+TRAINED_SHORT_NAMES = ("shapes-color-vit-a", "shapes-color-vit-b", "shapes-shape-vit-a", "shapes-shape-vit-b")
+TRAINED_PATHS = {short: _PACKAGE / "data" / "models" / short for short in TRAINED_SHORT_NAMES}
+TRAINED_REPOS = {short: f"shapes-org/{short}" for short, folder in TRAINED_PATHS.items()
+                 if (folder / "model.safetensors").is_file() and place_in_cache(folder, HUB_CACHE, f"shapes-org/{short}")}
+os.environ["VFV_TRAINED_REPOS"] = json.dumps(TRAINED_REPOS)
 
 import pytest  # noqa: E402
 
@@ -44,6 +55,21 @@ import pytest  # noqa: E402
 def tiny_repos() -> dict[str, str]:
     """Role -> repo id of the tiny checkpoints (see tests/tiny_checkpoints.py)."""
     return dict(TINY_REPOS)
+
+
+@pytest.fixture(scope="session")
+def trained_repos() -> dict[str, str]:
+    """Short name (shapes-shape-vit-a, ...) -> repo id of the trained shapes fixtures in the test Hub cache."""
+    missing = sorted(set(TRAINED_SHORT_NAMES) - set(TRAINED_REPOS))
+    if missing:
+        pytest.fail(f"trained fixtures missing from vit_feature_viz/data/models: {missing} (scripts/train_shape_fixtures.py)")
+    return dict(TRAINED_REPOS)
+
+
+@pytest.fixture(scope="session")
+def trained_paths(trained_repos) -> dict[str, Path]:
+    """Short name -> package folder of the trained shapes fixtures (loadable by path)."""
+    return dict(TRAINED_PATHS)
 
 
 @pytest.fixture(scope="session")

@@ -117,8 +117,15 @@ def _pull(args) -> int:
 def _load(args):
     from .models import load_model
 
+    name = args.model
+    if not name:  # no model given: a popular Hub ViT, or the built-in one when the Hub cannot be reached
+        from .models.builtin import default_model_id
+
+        name, notice = default_model_id()
+        if notice:
+            print(f"note: {notice}", file=sys.stderr)
     return load_model(
-        args.model, revision=args.revision, device=args.device, precision=args.precision,
+        name, revision=args.revision, device=args.device, precision=args.precision,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
     )
 
@@ -152,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def model_command(name, run, help):
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("model", help="Hub model id (org/name) or local folder")
+        sub.add_argument("model", nargs="?", default=None,
+                         help="Hub model id (org/name), local folder or built-in name (default: google/vit-base-patch16-224, "
+                              "or the built-in vit-feature-viz/shapes-vit when the Hub cannot be reached)")
         sub.add_argument("--revision", default=None, help="branch, tag or commit of the model repo")
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],

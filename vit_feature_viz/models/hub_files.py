@@ -21,6 +21,7 @@ from huggingface_hub.errors import (  # RemoteEntryNotFoundError and LocalEntryN
 )
 
 from ..errors import VizError
+from .builtin import DEFAULT_BUILTIN
 
 
 class CheckpointFiles:
@@ -100,8 +101,10 @@ class CheckpointFiles:
             return VizError(f"Folder '{self.name}' holds no config.json or open_clip_config.json: point at a saved ViT/CLIP checkpoint.")
         if self._not_reachable and not self._seen_repo:
             if constants.HF_HUB_OFFLINE:
-                return VizError(f"'{self.name}' is not in the local cache and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE or download it first.")
-            return VizError(f"Cannot reach the Hub to fetch '{self.name}': check the network or HF_ENDPOINT, or use a cached model.")
+                return VizError(f"'{self.name}' is not in the local cache and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE, "
+                                f"download it first, or use the built-in model {DEFAULT_BUILTIN}.")
+            return VizError(f"Cannot reach the Hub to fetch '{self.name}': check the network or HF_ENDPOINT, or use a "
+                            f"cached model or the built-in {DEFAULT_BUILTIN} (no network needed).")
         return VizError(f"'{self.name}' has no config.json or open_clip_config.json: it is not a transformers, timm or open_clip checkpoint.")
 
     def weights(self, safe: list[str], pickled: list[str], allow_pickle: bool) -> str:

@@ -6,7 +6,7 @@ import functools
 
 from ..device import resolve_device, resolve_precision
 from ..errors import VizError
-from . import open_clip_backend, timm_backend, transformers_backend
+from . import builtin, open_clip_backend, timm_backend, transformers_backend
 from .base import VisionModel
 from .hub_files import CheckpointFiles
 from .size import check_files_size
@@ -46,18 +46,20 @@ def load_model(
 ) -> VisionModel:
     """Load a ViT/CLIP checkpoint by Hub name or local folder, ready to render.
 
+    Built-in names (`vit-feature-viz/shapes-vit`, see models/builtin.py) load from the package, with no network.
     Pickle weights are refused unless `allow_pickle`; remote code runs only with `trust_remote_code`; with
     `max_parameters` a larger checkpoint is refused before its weights are downloaded (see size.py).
     """
     if not name_or_path or not str(name_or_path).strip():
         raise VizError("No model given: enter a Hub model id such as google/vit-base-patch16-224.")
+    name = str(name_or_path).strip()
     resolved_device = resolve_device(device)
     resolved_precision = resolve_precision(precision, resolved_device)
-    files = CheckpointFiles(str(name_or_path).strip(), revision)
+    files = CheckpointFiles(_builtin_folder(name, revision) or name, revision)
     backend, config = detect_backend(files)
     if max_parameters is not None:
         check_files_size(files, backend, config, max_parameters)
-    return BACKENDS[backend](
+    model = BACKENDS[backend](
         files,
         config,
         device=resolved_device,
@@ -65,6 +67,20 @@ def load_model(
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
     )
+    model.model_id = name  # a built-in keeps its short name (in galleries too), not the package path
+    return model
+
+
+def _builtin_folder(name: str, revision: str | None) -> str | None:
+    folder = builtin.builtin_path(name)
+    if folder is None:
+        return None
+    if revision:
+        raise VizError(f"'{name}' is built into vit-feature-viz and has no revisions: leave the revision empty.")
+    if not (folder / "model.safetensors").is_file():
+        raise VizError(f"The built-in model '{name}' is missing from this installation ({folder}): reinstall "
+                       "vit-feature-viz, or train it with scripts/train_shape_fixtures.py.")
+    return str(folder)
 
 
 @functools.lru_cache(maxsize=2)
