@@ -16,7 +16,7 @@ from PIL import Image
 from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
-from vit_feature_viz.browse import GalleryCache, deep_link, open_gallery, parse_deep_link
+from vit_feature_viz.browse import DeepLink, GalleryCache, deep_link, open_gallery, parse_deep_link
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.gallery import GalleryFolder
 from vit_feature_viz.hub import push_gallery
@@ -122,6 +122,9 @@ def test_deep_links_round_trip():
     assert parse_deep_link({"gallery": "org/name", "layer": "5", "feature": "812"}).feature == 812
     assert parse_deep_link({"gallery": "https://huggingface.co/datasets/org/name"}).gallery == "org/name"
     assert parse_deep_link({}) is None
+    assert parse_deep_link({"model": "org/vit", "layer": "2"}) == DeepLink(None, "org/vit", 2)  # render/explore it
+    with pytest.raises(VizError, match="layer must be at least 0"):
+        parse_deep_link({"gallery": "org/name", "layer": "-1"})
     with pytest.raises(VizError, match="feature must be a whole number"):
         parse_deep_link({"gallery": "org/name", "feature": "abc"})
 

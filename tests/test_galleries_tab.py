@@ -72,6 +72,14 @@ def test_errors_are_one_line(client, browse_gallery, tmp_path):
         client.predict(str(tmp_path), api_name="/open_gallery")
 
 
+def test_a_public_space_opens_only_hub_ids_and_links_to_its_page(client, browse_gallery, monkeypatch):
+    monkeypatch.setenv("SYSTEM", "spaces")  # the app runs in this process: it now believes it is on a Space
+    monkeypatch.setenv("SPACE_ID", "org/space")
+    with pytest.raises(AppError, match="is a local path: here enter a Hub dataset id"):
+        client.predict(str(browse_gallery), api_name="/open_gallery")
+    assert galleries_tab.base_url(None) == "https://huggingface.co/spaces/org/space"  # the Space page hands its query on
+
+
 def test_featured_galleries_from_the_file_or_the_environment(tmp_path):
     config = tmp_path / "featured.yaml"
     config.write_text("galleries:\n  - id: org/a\n    title: A gallery\n  - id: org/b\n  - nonsense\n")

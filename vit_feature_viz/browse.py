@@ -521,9 +521,10 @@ class GalleryCache:
 
 @dataclass(frozen=True)
 class DeepLink:
-    """What a URL asks to show: a gallery, and optionally a model, layer, feature and objective in it."""
+    """What a URL asks to show: a gallery, and optionally a model, layer, feature and objective in it; or, without a
+    gallery, a model (and layer and feature) to render and explore."""
 
-    gallery: str
+    gallery: str | None
     model: str | None = None
     layer: int | None = None
     feature: int | None = None
@@ -540,16 +541,18 @@ def deep_link(base_url: str, **params: Any) -> str:
 
 
 def parse_deep_link(params: Mapping[str, Any]) -> DeepLink | None:
-    """The request a page's query parameters make, or None when they name no gallery; bad numbers are a VizError."""
+    """The request a page's query parameters make, or None when they name neither a gallery nor a model (a link
+    without a gallery names a model to render and explore); bad numbers are a VizError."""
     gallery = normalize_source(params.get("gallery"))
-    if not gallery:
+    model = str(params.get("model") or "").strip() or None
+    if not gallery and not model:
         return None
     layer, feature = params.get("layer"), params.get("feature")
     return DeepLink(
-        gallery=gallery,
-        model=str(params.get("model") or "").strip() or None,
-        layer=None if layer in (None, "") else _whole(layer, "layer"),
-        feature=None if feature in (None, "") else _whole(feature, "feature"),
+        gallery=gallery or None,
+        model=model,
+        layer=None if layer in (None, "") else _whole(layer, "layer", minimum=0),
+        feature=None if feature in (None, "") else _whole(feature, "feature", minimum=0),
         objective=str(params.get("objective") or "").strip() or None,
     )
 
@@ -582,14 +585,17 @@ def _decode(value: Any, label: str) -> Image.Image | None:
         raise VizError(f"The gallery {label} holds an image that cannot be decoded: push it again.") from None
 
 
-def _whole(value: Any, name: str) -> int:
+def _whole(value: Any, name: str, minimum: int | None = None) -> int:
     try:
         number = float(str(value).strip())
         if number != int(number):
             raise ValueError
-        return int(number)
+        number = int(number)
     except (TypeError, ValueError, OverflowError):
         raise VizError(f"The {name} must be a whole number, not {value!r}.") from None
+    if minimum is not None and number < minimum:
+        raise VizError(f"The {name} must be at least {minimum}, not {number}.")
+    return number
 
 
 def _at(values: tuple, index: int):

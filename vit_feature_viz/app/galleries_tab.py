@@ -189,7 +189,7 @@ class Galleries:
             wanted = parse_deep_link(dict(request.query_params) if request is not None else {})
         except VizError as err:
             raise gr.Error(f"{err} (in the page's link)", print_exception=False) from None
-        if wanted is None:
+        if wanted is None or wanted.gallery is None:
             return tuple(gr.skip() for _ in range(OUTPUTS_ON_LOAD))
         with user_errors("opening the link"):
             gallery = self.gallery(wanted.gallery)
@@ -207,6 +207,21 @@ class Galleries:
             else:
                 shown = self.feature_page(gallery.label, model, layer, objective, wanted.feature, request)
             return (*opened, *grid, *shown)
+
+    @staticmethod
+    def model_from_link(request: gr.Request):
+        """On page load: a link naming a model and no gallery (`?model=org/vit&layer=5&feature=812`) fills the
+        shared model box, layer and feature, ready for the Load, Render and Explore buttons (no compute here)."""
+        try:
+            wanted = parse_deep_link(dict(request.query_params) if request is not None else {})
+        except VizError:
+            wanted = None  # from_link reports it
+        if wanted is None or wanted.gallery is not None:
+            return gr.skip(), gr.skip(), gr.skip()
+        layer = gr.Slider(value=wanted.layer, maximum=max(wanted.layer, 11)) if wanted.layer is not None else gr.skip()
+        feature = (gr.Slider(value=wanted.feature, maximum=max(wanted.feature, 3071)) if wanted.feature is not None
+                   else gr.skip())
+        return gr.Dropdown(value=wanted.model), layer, feature
 
     # --- compare ----------------------------------------------------------------------------------------
     def compare(self, source_a: Any, model_a: Any, layer: Any, objective: Any, source_b: Any, features: Any):
@@ -346,6 +361,8 @@ def build(ctx: AppContext) -> Galleries:
     then_feature(grid.select(galleries.clicked, [shown_features], [feature], api_visibility="private", queue=False))
     then_feature(previous.click(lambda f: f, [previous_feature], [feature], api_visibility="private", queue=False))
     then_feature(following.click(lambda f: f, [next_feature], [feature], api_visibility="private", queue=False))
+    ctx.demo.load(galleries.model_from_link, None, [ctx.model_id, ctx.layer, ctx.feature], api_visibility="private",
+                  queue=False)
     ctx.demo.load(galleries.from_link, None, [*opened, *layer_view, *page_view], api_visibility="private", **fast) \
         .success(None, [link], None, js=UPDATE_URL_JS)
     return galleries
