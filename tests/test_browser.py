@@ -204,8 +204,8 @@ def test_browse_a_pushed_gallery_and_follow_a_deep_link(app_url, page, hub, brow
 
     # a link naming a model (no gallery) fills the model box, layer and feature for the Render and Explore tabs
     page.goto(f"{app_url}?model=tiny-org/vit-classifier&layer=2&feature=7", wait_until="domcontentloaded")
-    page.wait_for_function("document.querySelector('#model-id input')?.value === 'tiny-org/vit-classifier'",
-                           timeout=30_000)
+    page.wait_for_function("document.querySelector('#model-id input, #model-id textarea')?.value"
+                           " === 'tiny-org/vit-classifier'", timeout=30_000)
     assert page.locator("#layer input[type=number]").input_value() == "2"
     assert page.locator("#feature input[type=number]").input_value() == "7"
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"

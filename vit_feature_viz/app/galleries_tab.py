@@ -221,7 +221,7 @@ class Galleries:
         layer = gr.Slider(value=wanted.layer, maximum=max(wanted.layer, 11)) if wanted.layer is not None else gr.skip()
         feature = (gr.Slider(value=wanted.feature, maximum=max(wanted.feature, 3071)) if wanted.feature is not None
                    else gr.skip())
-        return gr.Dropdown(value=wanted.model), layer, feature
+        return wanted.model, layer, feature
 
     # --- compare ----------------------------------------------------------------------------------------
     def compare(self, source_a: Any, model_a: Any, layer: Any, objective: Any, source_b: Any, features: Any):
