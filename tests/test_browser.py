@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
@@ -115,6 +116,17 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.screenshot(path=str(ARTIFACTS / "browser-rendering.png"), full_page=False)
     page.locator("#stop").click()
     page.wait_for_function("!document.querySelector('#render').disabled", timeout=10_000)
+
+    # an image uploaded in the page is mapped (the app reads only what gradio received as an upload)
+    photo = ARTIFACTS / "upload.png"
+    Image.new("RGB", (48, 40), (220, 60, 30)).save(photo)
+    page.get_by_role("tab", name="Explore a feature").click()
+    page.locator("#upload input[type=file]").set_input_files(str(photo))
+    page.locator("#upload img").first.wait_for(timeout=30_000)
+    page.locator("#map-image").click()
+    page.wait_for_function("(() => { const img = document.querySelector('#overlay img');"
+                           " return img && img.complete && img.naturalWidth === 32; })()", timeout=60_000)
+    page.get_by_role("tab", name="Render").click()
 
     # a bad request shows its one-line message in the page
     page.locator("#features textarea, #features input").first.fill("0-x")

@@ -100,8 +100,9 @@ def build(ctx: AppContext) -> Explorer:
         with gr.Row():
             upload = gr.Image(type="pil", label="Your image", sources=["upload", "clipboard"], height=320,
                               elem_id="upload")
-            overlay = gr.Image(type="pil", label="Patch activation map", format="png", interactive=False, height=320)
-        map_button = gr.Button("Map this image")
+            overlay = gr.Image(type="pil", label="Patch activation map", format="png", interactive=False, height=320,
+                               elem_id="overlay")
+        map_button = gr.Button("Map this image", elem_id="map-image")
 
     scanning = find.click(
         explorer.examples, [ctx.model_id, ctx.layer, ctx.feature, dataset, split, max_images, top_k, ctx.session],
