@@ -193,8 +193,9 @@ REPOS = {  # role -> (repo id, builder)
 }
 
 
-def build_hub_cache(cache_dir: Path) -> dict[str, str]:
-    """Build every tiny repo into ``cache_dir`` (a Hub cache); return role -> repo id."""
+def build_hub_cache(cache_dir: Path, repos: dict | None = None) -> dict[str, str]:
+    """Build every tiny repo (of ``repos``, default REPOS) into ``cache_dir`` (a Hub cache); return role -> repo id."""
+    repos = REPOS if repos is None else repos
     from transformers.utils import logging as hf_logging
 
     cache_dir = Path(cache_dir)
@@ -203,7 +204,7 @@ def build_hub_cache(cache_dir: Path) -> dict[str, str]:
     hf_logging.disable_progress_bar()  # one "Writing model shards" bar per repo is just noise
     try:
         with tempfile.TemporaryDirectory(prefix="vfv-tiny-") as tmp:
-            for role, (repo_id, build) in REPOS.items():
+            for role, (repo_id, build) in repos.items():
                 out = Path(tmp) / role
                 out.mkdir()
                 torch.manual_seed(SEED)  # per repo, so each checkpoint is independent of build order
@@ -212,4 +213,47 @@ def build_hub_cache(cache_dir: Path) -> dict[str, str]:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return {role: repo_id for role, (repo_id, _) in REPOS.items()}
+    return {role: repo_id for role, (repo_id, _) in repos.items()}
+
+
+# --- checkpoints that must be refused (built only by tests/test_bad_input.py, not for every session) ----------
+
+
+def build_timm_resnet(out: Path) -> None:
+    """A timm CNN: timm refuses dynamic_img_size for it, which must read as 'not a ViT', not a TypeError."""
+    import timm
+    from timm.models import save_for_hf
+
+    save_for_hf(timm.create_model("test_resnet", pretrained=False, num_classes=NUM_LABELS), out, safe_serialization=True)
+
+
+def build_convnext(out: Path) -> None:
+    """A transformers ConvNeXt: its stages hold an MLP-like pair of linears but no attention."""
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, **LABELS)).save_pretrained(out)
+
+
+def build_needs_remote_code(out: Path) -> None:
+    """A repo whose config names its own model code (auto_map) and a model type transformers does not know."""
+    import json
+
+    build_vit_model(out)
+    config = json.loads((out / "config.json").read_text())
+    config.update(model_type="tiny-custom-vit", auto_map={"AutoConfig": "configuration_custom.CustomConfig",
+                                                          "AutoModel": "modeling_custom.CustomModel"})
+    (out / "config.json").write_text(json.dumps(config))
+
+
+def build_malformed_config(out: Path) -> None:
+    """A config.json cut off mid-file."""
+    build_vit_model(out)
+    (out / "config.json").write_text('{"model_type": "vit", "hidden_size": 32,')
+
+
+REFUSED_REPOS = {  # role -> (repo id, builder)
+    "timm_resnet": ("timm/test_resnet.random", build_timm_resnet),
+    "convnext": ("tiny-org/convnext", build_convnext),
+    "remote_code": ("tiny-org/needs-remote-code", build_needs_remote_code),
+    "bad_config": ("tiny-org/bad-config", build_malformed_config),
+}

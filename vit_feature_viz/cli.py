@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import warnings
 
 from . import __version__
 from .errors import VizError
@@ -22,14 +25,33 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
+    previous = _stop_on_sigterm()
     try:
         return args.run(args) or 0
     except VizError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("stopped: finished features are saved; run the same command again to resume.", file=sys.stderr)
-        return 130
+        return 128 + int(stop.args[0] if isinstance(stop, _Terminated) else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it stops like Ctrl-C (finished batches are already on disk)."""
+
+
+def _stop_on_sigterm():
+    """A scheduler, `kill` or a container stop sends SIGTERM: stop cleanly with one line, not silently."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise _Terminated(signum)
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 # --- commands -----------------------------------------------------------------------------------------------
@@ -49,7 +71,7 @@ def _layers(args) -> int:
 def _render(args, model=None) -> int:
     from .jobs import render_to_folder
 
-    model = model or _load(args)
+    model = model or _load(_checked_out(args))
     if args.features.strip().lower() == "all":
         _print_estimate(model, args)
     done = render_to_folder(
@@ -81,20 +103,26 @@ def _duration(seconds: float) -> str:
 
 
 def _examples(args, model=None) -> int:
+    from .examples import UnreadableImages
     from .jobs import examples_to_folder
 
-    model = model or _load(args)
-    count = examples_to_folder(
-        model, args.out, args.layer, args.features, args.dataset, objective=args.objective, split=args.split,
-        image_column=args.image_column, max_images=args.max_images, top_k=args.top_k, streaming=args.streaming,
-        batch_size=args.scan_batch_size, progress=not args.quiet,
-    )
+    model = model or _load(_checked_out(args))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreadableImages)
+        count = examples_to_folder(
+            model, args.out, args.layer, args.features, args.dataset, objective=args.objective, split=args.split,
+            image_column=args.image_column, max_images=args.max_images, top_k=args.top_k, streaming=args.streaming,
+            batch_size=args.scan_batch_size, progress=not args.quiet,
+        )
+    for warning in caught:
+        if issubclass(warning.category, UnreadableImages):
+            print(f"warning: {warning.message}", file=sys.stderr)
     print(f"top-{args.top_k} examples of {count} feature(s) from {args.dataset} written to {args.out}", file=sys.stderr)
     return 0
 
 
 def _gallery(args) -> int:
-    model = _load(args)  # once: both steps use the same weights
+    model = _load(_checked_out(args))  # once: both steps use the same weights
     _render(args, model)
     return _examples(args, model)
 
@@ -112,6 +140,14 @@ def _pull(args) -> int:
 
     print(pull_gallery(args.repo_id, args.folder, revision=args.revision))
     return 0
+
+
+def _checked_out(args):
+    """A bad --out is found before the model loads, not after the work is done."""
+    from .gallery import GalleryFolder
+
+    GalleryFolder(args.out).check_destination()
+    return args
 
 
 def _load(args):

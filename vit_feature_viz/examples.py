@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,8 @@ def as_pil(value, column: str) -> Image.Image:
     """A decoded image from whatever an image column holds: PIL, {bytes, path}, a path, or a pixel array."""
     if isinstance(value, Image.Image):
         return value
+    if isinstance(value, (bytes, bytearray)):  # a binary column of encoded PNG/JPEG files
+        value = {"bytes": bytes(value), "path": None}
     if isinstance(value, (dict, str)):
         encoded = value if isinstance(value, dict) else {"path": value, "bytes": None}
         return datasets.Image().decode_example(encoded)
@@ -265,6 +268,18 @@ def _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_i
             yield indices, values
 
 
+class UnreadableImages(UserWarning):
+    """Some dataset rows held broken image files; the scan skipped them (the CLI prints the count)."""
+
+
+def _readable(load, value):
+    """A broken image file in a large dataset should cost one row, not the whole scan."""
+    try:
+        return load(value)
+    except (OSError, ValueError, SyntaxError):  # PIL's UnidentifiedImageError is an OSError; truncated PNGs raise these
+        return None
+
+
 def _load_pixels(value, column: str, model: VisionModel) -> torch.Tensor:
     return model.preprocess_uint8(as_pil(value, column))
 
@@ -341,9 +356,15 @@ def scan_examples(
     )
     wanted_on_device = channels.to(model.device)
     load = functools.partial(_load_pixels, column=column, model=model)
+    unreadable = 0
     with ThreadPoolExecutor(DECODE_THREADS) as pool:  # PIL decodes and resizes outside the GIL
         for indices, encoded in batches:
-            pixels = torch.stack(list(pool.map(load, encoded)))
+            decoded = list(pool.map(functools.partial(_readable, load), encoded))
+            unreadable += decoded.count(None)
+            indices = [i for i, p in zip(indices, decoded) if p is not None]
+            if not indices:
+                continue
+            pixels = torch.stack([p for p in decoded if p is not None])
             with torch.no_grad():
                 values = objective.values(model.activations(pixels.float() / 255, objective.needs))
             best.add(values[:, wanted_on_device].cpu(), torch.tensor(indices))
@@ -351,6 +372,8 @@ def scan_examples(
             candidates.update((i, p.clone()) for i, p in zip(indices, pixels) if i in keep)  # not views of the batch
             candidates = {i: p for i, p in candidates.items() if i in keep}
 
+    if unreadable:
+        warnings.warn(f"Skipped {unreadable} unreadable image(s) in column '{column}'.", UnreadableImages, stacklevel=2)
     maps = _patch_maps(model, objective, best, candidates, channels, batch_size)
     images = {i: uint8_to_pil(p) for i, p in candidates.items()}
     return {
@@ -366,7 +389,7 @@ def _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images) 
     if top_k < 1:
         raise VizError(f"top_k must be at least 1, not {top_k}: use e.g. --top-k 8.")
     if batch_size < 1:
-        raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --batch-size 32.")
+        raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --scan-batch-size 32.")
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise VizError(
             f"Shard {shard_index} of {num_shards} does not exist: use a shard index in 0-{max(num_shards, 1) - 1}."

@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 import time
 import uuid
 import warnings
@@ -136,9 +137,13 @@ class GalleryFolder:
     # ----------------------------------------------------------------- writing
 
     def add(
-        self, rows: Iterable[dict], *, shard_prefix: str = "train", card_info: dict | None = None
+        self, rows: Iterable[dict], *, shard_prefix: str = "train", card_info: dict | None = None,
+        into: Path | None = None,
     ) -> list[Path]:
-        """Merge ``rows`` in by key and refresh the card; returns the shard files written (new or rewritten)."""
+        """Merge ``rows`` in by key and refresh the card; returns the shard files written (new or rewritten).
+
+        New keys go to a new shard, or are appended to ``into`` (a shard path from ``new_shard_path`` that this
+        writer owns), so a long run can save every batch at once without leaving a shard per batch."""
         if not _PREFIX_RE.match(shard_prefix):
             raise ValueError(f"shard_prefix {shard_prefix!r} must be letters, digits, '-' or '_'.")
         incoming = _fold_by_key(_encode_row(r) for r in rows)
@@ -150,9 +155,29 @@ class GalleryFolder:
             _remove_stale_temps(self.path, self.data_dir)
             written = self._merge_into_existing(incoming)
             if incoming:
-                written.append(self._write_new_shard(list(incoming.values()), shard_prefix))
+                written.append(self._write_new_rows(list(incoming.values()), into or self.new_shard_path(shard_prefix)))
             self._write_card_unlocked(card_info)
         return written
+
+    def new_shard_path(self, prefix: str = "train") -> Path:
+        """A shard name unique across processes (nothing is written yet)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        return self.data_dir / f"{prefix}-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+
+    def check_destination(self) -> None:
+        """Refuse, before any work is done for it, a destination that could not take the results: a file, a
+        folder that is neither a gallery nor empty, or a place we may not write. Creates nothing."""
+        existing = next(p for p in (self.path, *self.path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise VizError(f"{existing} is a file, not a folder: choose a new or empty output folder for --out.")
+        if existing == self.path:
+            self._check_writable()
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".vfv-write-probe-", dir=existing)
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as err:
+            raise VizError(f"Cannot write to {self.path} ({err.strerror}): choose an output folder you can write to.") from None
 
     def write_card(self, card_info: dict | None = None) -> Path:
         """(Re)write README.md from the rows; ``card_info`` is merged into the info kept in the card's YAML."""
@@ -240,12 +265,11 @@ class GalleryFolder:
                 incoming.pop(key)
         return written
 
-    def _write_new_shard(self, rows: list[dict], prefix: str) -> Path:
-        """All new keys of one ``add`` go into one shard whose name is unique across processes."""
+    def _write_new_rows(self, rows: list[dict], path: Path) -> Path:
+        """All new keys of one ``add`` go into one shard: a new one, or appended to the writer's own."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        path = self.data_dir / f"{prefix}-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-        _write_shard(path, rows)
+        stored = _read_shard(path).to_pylist() if path.exists() else []
+        _write_shard(path, stored + rows)
         return path
 
     def _write_card_unlocked(self, card_info: dict | None) -> Path:
@@ -339,14 +363,18 @@ def _merge(old: dict, new: dict) -> dict:
 
 
 def _read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a shard after checking it has the gallery columns, so foreign parquet files fail clearly."""
-    names = pq.read_schema(path).names
-    if set(names) != set(FEATURES):
-        raise VizError(
-            f"{path} is not a gallery shard (columns {names[:4]}...): "
-            f"move it out of {path.parent} or use another folder."
-        )
-    return pq.read_table(path, columns=columns)
+    """Read a shard after checking it has the gallery columns, so foreign or damaged files fail clearly."""
+    try:
+        names = pq.read_schema(path).names
+        if set(names) == set(FEATURES):
+            return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise VizError(f"{path} is not a readable parquet file ({str(err).splitlines()[0][:80]}): "
+                       f"move it out of {path.parent} or restore it.") from None
+    raise VizError(
+        f"{path} is not a gallery shard (columns {names[:4]}...): "
+        f"move it out of {path.parent} or use another folder."
+    )
 
 
 def _keys_by_shard(shards: list[Path]) -> dict[Path, list[Key]]:

@@ -1,12 +1,12 @@
 """The long-running jobs behind the CLI (render, examples, gallery), written so that a stopped run resumes.
 
-Finished features are saved batch by batch; a rerun skips features already in the folder with the same settings.
+The destination is checked before any work. Every finished batch is on disk before the next starts (a killed run
+loses only the batch in progress); a rerun skips features already in the folder with the same settings.
 Under `accelerate launch` each process renders its share and writes its own shard.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .gallery import GalleryFolder
@@ -36,18 +36,16 @@ def render_to_folder(
     workers = workers or current_workers()
     plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size, seed)
     folder = GalleryFolder(out)
+    folder.check_destination()
     done = _finished(folder, model.model_id, plan, seed)
     todo = workers.mine([f for f in plan.features if f not in done])
     workers.barrier()  # every process has read the folder before anyone writes to it
-    pending = _PendingRows(folder, f"train-r{workers.rank}", {"backend": model.backend})
-    try:
-        for batch in render_batches(
-            model, plan.layer, todo, objective=plan.objective, recipe=plan.recipe, steps=plan.steps,
-            image_size=plan.image_size, seed=seed, batch_size=plan.batch_size, progress=progress,
-        ) if todo else ():
-            pending.extend([_with_patch_map(model, r.to_row(), plan.objective) for r in batch])
-    finally:
-        pending.flush()  # an interrupted run keeps every finished feature
+    shards = _ShardWriter(folder, f"train-r{workers.rank}", {"backend": model.backend})
+    for batch in render_batches(
+        model, plan.layer, todo, objective=plan.objective, recipe=plan.recipe, steps=plan.steps,
+        image_size=plan.image_size, seed=seed, batch_size=plan.batch_size, progress=progress,
+    ) if todo else ():
+        shards.write([_with_patch_map(model, r.to_row(), plan.objective) for r in batch])
     workers.barrier()
     if workers.is_main and folder.exists():
         folder.write_card()
@@ -61,26 +59,20 @@ def _with_patch_map(model: VisionModel, row: dict, objective) -> dict:
     return row
 
 
-class _PendingRows:
-    """Finished rows waiting to be written: flushed every few minutes or rows, so a long run does not leave
-    thousands of tiny shards, yet a crash loses at most that much work."""
+class _ShardWriter:
+    """Writes each finished batch at once, appended to this process's current shard (rewritten atomically, so
+    a kill at any moment leaves the last good version), and starts a new shard every `max_rows` rows: durable
+    without a shard per batch."""
 
-    def __init__(self, folder: GalleryFolder, prefix: str, card_info: dict, max_rows: int = 64, max_seconds: float = 120):
-        self.folder, self.prefix, self.card_info = folder, prefix, card_info
-        self.max_rows, self.max_seconds = max_rows, max_seconds
-        self.rows: list[dict] = []
-        self.since = time.monotonic()
+    def __init__(self, folder: GalleryFolder, prefix: str, card_info: dict, max_rows: int = 64):
+        self.folder, self.prefix, self.card_info, self.max_rows = folder, prefix, card_info, max_rows
+        self.shard, self.rows_in_shard = None, 0
 
-    def extend(self, rows: list[dict]) -> None:
-        self.rows.extend(rows)
-        if len(self.rows) >= self.max_rows or time.monotonic() - self.since >= self.max_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            self.folder.add(self.rows, shard_prefix=self.prefix, card_info=self.card_info)
-        self.rows = []
-        self.since = time.monotonic()
+    def write(self, rows: list[dict]) -> None:
+        if self.shard is None or self.rows_in_shard >= self.max_rows:
+            self.shard, self.rows_in_shard = self.folder.new_shard_path(self.prefix), 0
+        self.folder.add(rows, card_info=self.card_info, into=self.shard)
+        self.rows_in_shard += len(rows)
 
 
 def _finished(folder: GalleryFolder, model_id: str, plan, seed: int) -> set[int]:
@@ -115,6 +107,7 @@ def examples_to_folder(
     from .objectives import make_objective
 
     workers = workers or current_workers()
+    GalleryFolder(out).check_destination()  # before the scan, not after it
     found = scan_examples(model, int(layer), features, dataset, objective=objective, top_k=top_k,
                           num_shards=workers.world, shard_index=workers.rank, **scan_options)
     parts = workers.gather(found)

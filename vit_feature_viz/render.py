@@ -21,9 +21,10 @@ from .models import VisionModel, load_model
 from .objectives import Objective, make_objective
 from .params import PARAMETRIZATIONS
 from .recipes import Recipe, get_recipe
-from .specs import parse_features
+from .specs import parse_features, whole_number
 from .transforms import total_variation
 
+MAX_SEED, MAX_INT32 = 2**63 - 1, 2**31 - 1  # what the gallery's seed (int64) and steps (int32) columns hold
 IMAGES_PER_BATCH = {"cpu": 8, "cuda": 256}  # on this kind of CPU batches beyond 8 images are no faster per image
 
 
@@ -135,21 +136,20 @@ class RenderPlan:
 
 
 def plan_render(model: VisionModel, layer, features, objective, recipe, steps, image_size, batch_size, seed=0) -> RenderPlan:
-    layer = int(layer)
+    """Every setting checked (whole numbers, ranges the gallery can store) before the first step."""
+    layer = whole_number(layer, "layer")
     model.check_layer(layer)
+    whole_number(seed, "seed", minimum=0, maximum=MAX_SEED)
     objective = make_objective(objective, layer)
     objective.check(model)
     features = parse_features(features, objective.num_channels(model), seed)
     recipe = get_recipe(recipe)
-    steps = recipe.steps if steps is None else int(steps)
-    if steps < 0:
-        raise VizError(f"Steps must be 0 or more, got {steps}.")
-    size = model.check_image_size(image_size)
+    steps = recipe.steps if steps is None else whole_number(steps, "steps", minimum=0, maximum=MAX_INT32)
+    size = model.check_image_size(None if image_size is None else whole_number(image_size, "image size", minimum=1))
     if batch_size is None:
         batch_size = max(1, IMAGES_PER_BATCH.get(model.device.type, 8) // recipe.copies)
-    if batch_size < 1:
-        raise VizError(f"Batch size must be at least 1, got {batch_size}.")
-    return RenderPlan(layer, features, objective, recipe, steps, size, recipe.canvas_size(size), int(batch_size))
+    batch_size = whole_number(batch_size, "batch size", minimum=1)
+    return RenderPlan(layer, features, objective, recipe, steps, size, recipe.canvas_size(size), batch_size)
 
 
 def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) -> list[RenderResult]:

@@ -18,6 +18,23 @@ UNKNOWN_WIDTH_LIMIT = 1 << 20  # without a layer width, no spec may name more fe
 SYNTAX_HINT = "write e.g. 7, 0,5,9, 0-63, all or random 8"
 
 
+def whole_number(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer setting (steps, seed, layer, ...), refused rather than truncated when it is 2.5 or "2.5", and
+    checked against the bounds the gallery's columns can store before any work starts."""
+    if isinstance(value, bool) or value is None:
+        raise VizError(f"{name.capitalize()} must be a whole number, got {value!r}.")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if not (isinstance(value, int) or re.match(r"^-?\d{1,40}$", text)):  # no huge-int parsing of text
+        raise VizError(f"{name.capitalize()} must be a whole number, got {value!r}.")
+    number = int(value) if isinstance(value, int) else int(text)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise VizError(f"{name.capitalize()} must be at least {minimum}{upper}, got {number}.")
+    return number
+
+
 def parse_features(spec: str | int | Iterable[int], num_features: int | None = None, seed: int = 0,
                    max_count: int | None = None) -> list[int]:
     """Turn a spec into a sorted, de-duplicated list of feature indices, checked against ``num_features`` and

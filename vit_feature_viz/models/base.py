@@ -154,7 +154,9 @@ class VisionModel:
         }
 
     def check_image_size(self, size: int | None) -> int:
-        size = size or self.image_size
+        size = self.image_size if size is None or size == 0 else size
+        if size < self.patch_size:
+            raise VizError(f"Image size {size} is too small: use at least {self.patch_size} (the patch size), e.g. {self.image_size}.")
         if size % self.patch_size:
             raise VizError(f"Image size {size} is not a multiple of the patch size {self.patch_size}: pick e.g. {self.image_size}.")
         if size != self.image_size and not self.can_interpolate:
@@ -261,10 +263,11 @@ def normalize_of(transform) -> tuple[tuple[float, ...], tuple[float, ...]] | Non
 
 
 def find_blocks(root: nn.Module, tower: nn.Module) -> list[Block]:
-    """The transformer blocks of `tower`: the longest module list whose every child holds one MLP.
+    """The transformer blocks of `tower`: the longest module list whose every child holds attention and one MLP.
 
     An MLP is recognised by its contracting linear (in_features > out_features == model width); the input of
-    that linear is the post-activation hidden the paper visualizes. Attention projections never contract.
+    that linear is the post-activation hidden the paper visualizes. Attention projections never contract. A
+    ConvNeXt stage has the MLP but no attention: without that check it would pass for a ViT until rendering.
     """
     prefix = {id(m): name for name, m in root.named_modules()}
     best: list[Block] = []
@@ -276,7 +279,7 @@ def find_blocks(root: nn.Module, tower: nn.Module) -> list[Block]:
             contracting = [
                 m for m in child.modules() if isinstance(m, nn.Linear) and m.in_features > m.out_features
             ]
-            if len(contracting) != 1:
+            if len(contracting) != 1 or not _has_attention(child):
                 break
             fc2 = contracting[0]
             blocks.append(Block(index, prefix[id(child)], prefix[id(fc2)], fc2.in_features))
@@ -284,3 +287,12 @@ def find_blocks(root: nn.Module, tower: nn.Module) -> list[Block]:
             if blocks:
                 best = blocks
     return best
+
+
+def _has_attention(block: nn.Module) -> bool:
+    """Attention projects with square linears (q, k, v, out), a fused 3x qkv, or nn.MultiheadAttention."""
+    return any(
+        isinstance(m, nn.MultiheadAttention)
+        or (isinstance(m, nn.Linear) and m.out_features in (m.in_features, 3 * m.in_features))
+        for m in block.modules()
+    )

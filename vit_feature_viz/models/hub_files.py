@@ -92,8 +92,14 @@ class CheckpointFiles:
         found = self.path(filename)
         if found is None:
             return None
-        with open(found) as f:
-            return json.load(f)
+        try:
+            with open(found, encoding="utf-8") as f:
+                data = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise VizError(f"'{self.name}' has a malformed {filename} ({err}): fix the file or pick another checkpoint.") from None
+        if not isinstance(data, dict):
+            raise VizError(f"'{self.name}' has a malformed {filename} (not a JSON object): fix the file or pick another checkpoint.")
+        return data
 
     def missing_error(self) -> VizError:
         """The error for a checkpoint that has none of the files we know."""

@@ -32,7 +32,10 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
 
     weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
     checked_safetensors = ".safetensors" in os.path.basename(weights)  # transformers then loads only safetensors
-    auto_config = transformers.AutoConfig.from_pretrained(files.name, revision=files.revision, trust_remote_code=trust_remote_code)
+    try:
+        auto_config = transformers.AutoConfig.from_pretrained(files.name, revision=files.revision, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError) as err:
+        raise _load_error(files, err) from None
     architectures = auto_config.architectures or []
     is_classifier = any("ForImageClassification" in a for a in architectures)
     loader = transformers.AutoModelForImageClassification if is_classifier else transformers.AutoModel
@@ -45,10 +48,8 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
             dtype=torch.float32,
             attn_implementation="eager" if device.type == "cpu" else "sdpa",  # explicit attention is faster on CPU
         )
-    except ValueError as err:
-        if "trust_remote_code" in str(err):
-            raise VizError(f"'{files.name}' needs its own code to load: pass --trust-remote-code if you trust it.") from None
-        raise VizError(f"transformers cannot load '{files.name}': {str(err).splitlines()[0]}") from None
+    except (ValueError, KeyError, OSError) as err:
+        raise _load_error(files, err) from None
     tower = getattr(module, "vision_model", module)
     vision_config = getattr(auto_config, "vision_config", None) or auto_config
     image_size = as_int(getattr(vision_config, "image_size", 224))
@@ -91,6 +92,14 @@ def _processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
         return processor(images=image, do_normalize=False, return_tensors="pt")["pixel_values"][0]
 
     return pipeline
+
+
+def _load_error(files: CheckpointFiles, err: Exception) -> VizError:
+    """transformers' own errors, as one line naming the fix."""
+    if "trust_remote_code" in str(err):
+        return VizError(f"'{files.name}' needs its own code to load: pass --trust-remote-code if you trust it.")
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return VizError(f"transformers cannot load '{files.name}' ({first[:200]}): pick a ViT or CLIP checkpoint it supports.")
 
 
 def _normalization(files: CheckpointFiles, model_type: str):

@@ -1,0 +1,189 @@
+"""Every bad input a user can give, in one table: each ends as ONE line naming the fix, never a traceback, and
+writes nothing.
+
+A row is a `Case`: the surface it is given on, what it is, the message fragment expected, and the input. Surfaces:
+"cli" (a real `python -m vit_feature_viz` process: exit code 2, one stderr line starting `error:`) and "library"
+(`call(ctx)` raises VizError). To add a surface (e.g. the app's API), add its rows and one runner below.
+Placeholders in CLI arguments ({vit}, {out}, {images}, ...) are the `ctx` fixture's attributes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import tiny_checkpoints as tiny
+from vit_feature_viz import VizError, jobs, load_model, render
+from vit_feature_viz.examples import UnreadableImages, scan_examples
+
+CLI = [sys.executable, "-m", "vit_feature_viz"]
+
+
+@dataclass(frozen=True)
+class Case:
+    surface: str  # "cli" or "library"
+    what: str
+    message: str  # must appear in the one-line error
+    args: tuple = ()  # cli: the command line, with {placeholders}
+    call: Callable | None = field(default=None, compare=False)  # library: call(ctx) must raise VizError
+
+
+def _render(*args):
+    return ("render", "{vit}", "--layer", "0", "--features", "0", "--steps", "1", *args)
+
+
+OUT = ("--out", "{out}")
+CASES = [
+    # models that are not ViTs, or cannot be read
+    Case("cli", "timm CNN", "has no transformer blocks: pick a ViT or CLIP checkpoint", ("layers", "{timm_resnet}")),
+    Case("cli", "transformers ConvNeXt", "has no transformer blocks with an MLP: pick a ViT or CLIP checkpoint",
+         ("layers", "{convnext}")),
+    Case("cli", "ConvNeXt render", "has no transformer blocks", ("render", "{convnext}", "--layer", "0", "--features", "0", *OUT)),
+    Case("cli", "remote code", "needs its own code to load: pass --trust-remote-code", ("layers", "{remote_code}")),
+    Case("cli", "malformed config.json", "has a malformed config.json", ("layers", "{bad_config}")),
+    Case("library", "timm CNN", "has no transformer blocks", call=lambda c: load_model(c.timm_resnet, device="cpu")),
+    Case("library", "transformers ConvNeXt", "has no transformer blocks", call=lambda c: load_model(c.convnext, device="cpu")),
+    Case("library", "remote code", "--trust-remote-code", call=lambda c: load_model(c.remote_code, device="cpu")),
+    Case("library", "malformed config.json", "has a malformed config.json", call=lambda c: load_model(c.bad_config)),
+    # settings
+    Case("cli", "negative image size", "Image size must be at least 1, got -32", _render("--image-size", "-32", *OUT)),
+    Case("cli", "huge seed", "Seed must be at least 0 and at most 9223372036854775807", _render("--seed", "9" * 20, *OUT)),
+    Case("cli", "fractional feature", "Cannot read feature spec '2.5'", ("render", "{vit}", "--layer", "0", "--features", "2.5", *OUT)),
+    Case("cli", "fractional steps", "invalid int value: '2.5'", _render("--steps", "2.5", *OUT)),
+    Case("cli", "huge feature range", "Feature 128 is out of range", ("render", "{vit}", "--layer", "0", "--features", "0-99999999999", *OUT)),
+    Case("cli", "scan batch size", "use e.g. --scan-batch-size 32",
+         ("examples", "{vit}", "--layer", "0", "--features", "0", "--dataset", "{images}", "--scan-batch-size", "0", *OUT)),
+    Case("library", "negative image size", "Image size must be at least 1", call=lambda c: render(c.model, 0, 0, image_size=-32)),
+    Case("library", "fractional steps", "Steps must be a whole number, got 2.5", call=lambda c: render(c.model, 0, 0, steps=2.5)),
+    Case("library", "fractional layer", "Layer must be a whole number", call=lambda c: render(c.model, 1.5, 0, steps=1)),
+    Case("library", "fractional feature", "Feature 2.5 is not a whole number", call=lambda c: render(c.model, 0, 2.5, steps=1)),
+    Case("library", "huge seed", "Seed must be at least 0", call=lambda c: render(c.model, 0, 0, steps=1, seed=2**64)),
+    Case("library", "scan batch size", "--scan-batch-size 32",
+         call=lambda c: scan_examples(c.model, 0, 0, c.images, batch_size=0, progress=False)),
+    # destinations, found before any work
+    Case("cli", "--out is a file", "is a file, not a folder", _render("--out", "{a_file}")),
+    Case("cli", "--out is not ours", "is not a gallery folder and not empty (has notes.txt)", _render("--out", "{foreign}")),
+    Case("cli", "--out read-only", "Cannot write to /sys/vfv-out", _render("--out", "/sys/vfv-out")),
+    Case("cli", "examples --out is a file", "is a file, not a folder",
+         ("examples", "{vit}", "--layer", "0", "--features", "0", "--dataset", "{images}", "--out", "{a_file}")),
+    Case("cli", "corrupt gallery shard", "train-broken.parquet is not a readable parquet file", _render("--out", "{broken}")),
+    Case("library", "--out is a file", "is a file, not a folder",
+         call=lambda c: jobs.render_to_folder(c.model, c.a_file, 0, 0, steps=1, progress=False)),
+    Case("library", "corrupt gallery shard", "train-broken.parquet is not a readable parquet file",
+         call=lambda c: jobs.render_to_folder(c.model, c.broken, 0, 0, steps=1, progress=False)),
+    Case("library", "examples --out is a file", "is a file, not a folder",
+         call=lambda c: jobs.examples_to_folder(c.model, c.a_file, 0, 0, c.images, progress=False)),
+]
+
+
+def _png(rng, size=(20, 24)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_repos, hub_cache_dir, tmp_path_factory):
+    """The inputs the rows refer to: refused checkpoints in the test Hub cache, datasets, and destinations."""
+    root = tmp_path_factory.mktemp("bad-input")
+    repos = tiny.build_hub_cache(hub_cache_dir, tiny.REFUSED_REPOS)
+    rng = np.random.default_rng(0)
+    images = root / "images" / "train"
+    images.mkdir(parents=True)
+    for i in range(4):
+        (images / f"{i}.png").write_bytes(_png(rng))
+    broken_images = root / "broken-images" / "train"
+    broken_images.mkdir(parents=True)
+    for i in range(4):
+        (broken_images / f"{i}.png").write_bytes(_png(rng))
+    (broken_images / "9-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    png_bytes = root / "png-bytes"
+    (png_bytes / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict({"image": [_png(rng) for _ in range(5)], "label": list(range(5))}).to_parquet(
+        str(png_bytes / "data" / "train-00000-of-00001.parquet"))
+    a_file = root / "a-file.txt"
+    a_file.write_text("not a folder")
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    broken = root / "broken-gallery"
+    (broken / "data").mkdir(parents=True)
+    (broken / "data" / "train-broken.parquet").write_bytes(b"PAR1 truncated")
+    model = load_model(tiny_repos["vit"], device="cpu")
+    return SimpleNamespace(root=root, vit=tiny_repos["vit"], model=model, images=str(images.parent),
+                           broken_images=str(broken_images.parent), png_bytes=str(png_bytes), a_file=str(a_file),
+                           foreign=str(foreign), broken=str(broken), **repos)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def _finished(run: subprocess.Popen) -> tuple[int, str]:
+    stderr = run.communicate(timeout=1800)[1]  # all rows start at once: on a busy machine that takes a while
+    return run.returncode, stderr
+
+
+@pytest.fixture(scope="module")
+def cli_results(ctx):
+    """Every CLI row run as a real process, all started at once (each pays for importing torch)."""
+    rows = [case for case in CASES if case.surface == "cli"]
+    before = snapshot(ctx.root)
+    runs = {}
+    for index, case in enumerate(rows):
+        out = ctx.root / f"out-{index}"
+        args = [a.format(out=out, **vars(ctx)) for a in case.args]
+        runs[case] = (out, subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = {case: (out, *_finished(run)) for case, (out, run) in runs.items()}
+    return results, before, snapshot(ctx.root)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == "cli"], ids=lambda c: c.what)
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(cli_results, case):
+    results, before, after = cli_results
+    out, code, stderr = results[case]
+    lines = [line for line in stderr.splitlines() if line.strip() and "it/s]" not in line]  # progress bars are not errors
+    assert code == 2 and "Traceback" not in stderr, stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error:") and case.message in lines[0], stderr[-3000:]
+    assert not out.exists()
+    assert after == before  # no destination, dataset or checkpoint folder was touched
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == "library"], ids=lambda c: c.what)
+def test_library_bad_input_raises_one_line_viz_error_and_writes_nothing(ctx, case):
+    before = snapshot(ctx.root)
+    with pytest.raises(VizError) as err:
+        case.call(ctx)
+    assert case.message in str(err.value) and "\n" not in str(err.value)
+    assert snapshot(ctx.root) == before
+
+
+# --- inputs that are not errors, though they used to be ------------------------------------------------------
+def test_a_corrupt_image_in_a_dataset_is_skipped_with_a_count(ctx, tmp_path):
+    with pytest.warns(UnreadableImages, match="Skipped 1 unreadable image"):
+        found = scan_examples(ctx.model, 0, [0, 1], ctx.broken_images, top_k=4, progress=False)
+    assert all(len(examples) == 4 for examples in found.values())
+    assert 4 not in {e.index for examples in found.values() for e in examples}  # row 4 is the broken file
+
+    result = subprocess.run([*CLI, "examples", ctx.vit, "--layer", "0", "--features", "0", "--dataset", ctx.broken_images,
+                             "--top-k", "2", "--out", str(tmp_path / "out"), "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "warning: Skipped 1 unreadable image(s) in column 'image'." in result.stderr.splitlines()
+
+
+def test_a_column_of_png_bytes_decodes_as_images(ctx):
+    assert pq.read_schema(Path(ctx.png_bytes) / "data" / "train-00000-of-00001.parquet").field("image").type == "binary"
+    found = scan_examples(ctx.model, 0, [0], ctx.png_bytes, top_k=3, progress=False)
+    assert [e.image.size for e in found[0]] == [(32, 32)] * 3
