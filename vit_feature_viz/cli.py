@@ -259,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     pull.set_defaults(run=_pull)
 
-    from .analysis.command import add_analyze_command
+    from .analysis.cli import add_analyze_command
 
     add_analyze_command(commands)
     return parser

@@ -72,7 +72,7 @@ def clip_names(
     if layer is None:
         raise VizError("Naming features needs a layer: pass --layer N (a block index, from 0).")
     if top_images < 1 or top_names < 1:
-        raise VizError("top_images and top_names must be at least 1: use e.g. --top-images 16 --top-names 5.")
+        raise VizError(f"Top images and top names must be at least 1, not {top_images} and {top_names}: use e.g. 16 and 5.")
     if "{}" not in prompt:
         raise VizError(f"The prompt '{prompt}' has no {{}} for the word: use e.g. '{DEFAULT_PROMPT}'.")
     words, source = load_vocabulary(vocabulary)

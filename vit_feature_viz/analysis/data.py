@@ -28,6 +28,10 @@ LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "categ
 BOX_COLUMN_NAMES = ("bbox", "box", "boxes", "bboxes")
 MASK_COLUMN_NAMES = ("mask", "foreground", "segmentation")
 DECODE_THREADS = min(8, os.cpu_count() or 1)
+# Generated offline by vit_feature_viz.data.shapes, with boxes: the test images of the trained shapes fixtures
+# (the seed their validation used, which no training batch uses).
+BUILTIN_DATASETS = {"vit-feature-viz/shapes-color": "color", "vit-feature-viz/shapes-shape": "shape"}
+BUILTIN_SEED, BUILTIN_COUNT = 999_983, 1200
 
 
 @dataclass
@@ -66,8 +70,16 @@ def open_labeled(
     box_format: str = "xyxy",
     streaming: bool = False,
 ) -> LabeledData:
-    """Open `dataset` (Hub id, local folder or (Iterable)Dataset) and find its columns, failing in one line."""
-    if isinstance(dataset, (str, os.PathLike)):
+    """Open `dataset` (Hub id, local folder, a built-in shapes set name (BUILTIN_DATASETS) or (Iterable)Dataset)
+    and find its columns, failing in one line."""
+    builtin = BUILTIN_DATASETS.get(dataset.strip()) if isinstance(dataset, str) else None
+    if builtin:
+        from ..data.shapes import shapes_dataset
+
+        name = dataset.strip()
+        opened = shapes_dataset(BUILTIN_COUNT, variant=builtin, seed=BUILTIN_SEED)
+        image = find_image_column(opened, image_column, name)
+    elif isinstance(dataset, (str, os.PathLike)):
         name = str(dataset)
         opened, image = open_image_dataset(name, split=split, image_column=image_column, streaming=streaming)
     else:

@@ -1,0 +1,36 @@
+"""The "Analyses" tab through a real Gradio server and gradio_client: a trained shapes fixture on the built-in
+shapes set, the preset's image cap, and results saved into the session gallery."""
+
+from pathlib import Path
+
+from app_fixtures import ROOT, app_error, client, server  # noqa: F401  (fixtures)
+
+FIXTURE = str(ROOT / "vit_feature_viz" / "data" / "models" / "shapes-color-vit-a")
+
+
+def analyze(client, model, experiment="CLS isolation", dataset="vit-feature-viz/shapes-color", max_images=20,
+            layer=0, feature=0):
+    return client.predict(model, experiment, dataset, "test", max_images, layer, feature, api_name="/analyze")
+
+
+def test_analyze_runs_on_the_loaded_model_and_saves_into_the_session_gallery(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert [p["parameter_name"] for p in endpoints["/analyze"]["parameters"]] == [
+        "model_id", "experiment", "dataset", "split", "max_images", "layer", "feature"]
+    plot, table, summary = analyze(client, FIXTURE)
+    assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert table["headers"][:4] == ["model_id", "isolated_blocks", "top1", "top5"]
+    rows = table["data"]
+    assert [row[1] for row in rows] == list(range(7)), sorted(table)  # 6 blocks: l = 0..6
+    assert rows[0][2] >= 90  # the trained fixture at l = 0: its natural accuracy on 20 test images
+    assert "natural" in summary and "never joined" in summary
+
+
+def test_analysis_caps_and_bad_input_are_one_line(client, server):
+    assert "cap of 20 images" in app_error(lambda: analyze(client, FIXTURE, max_images=21))
+    assert "Unknown experiment" in app_error(lambda: analyze(client, FIXTURE, experiment="nope"))
+    message = app_error(lambda: analyze(client, FIXTURE, experiment="Name CLIP features (this feature)"))
+    assert "no text tower" in message
+    message = app_error(lambda: analyze(client, FIXTURE, experiment="Foreground / background (needs boxes or masks)",
+                                        dataset=str(ROOT / "no-such-folder")))
+    assert "No dataset folder" in message

@@ -1,0 +1,129 @@
+"""The "Analyses" tab: one of the paper's experiments on the loaded model (/analyze), shown as its plot and table
+and saved into the visitor's session gallery (analysis/<experiment>/...), so Sharing pushes it with the gallery;
+plus the CLIP names of the explored feature where they were computed (/feature_names)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..errors import VizError
+from .common import (
+    AppContext, ModelCache, as_int, check_name, on_gpu, over_cap, session_path, user_errors,
+)
+
+DEFAULT_ANALYSIS_DATASET = "vit-feature-viz/shapes-color"  # built in: works offline with the shapes fixtures
+EXPERIMENT_LABELS = {
+    "CLS isolation": "cls-isolation",
+    "Token pooling (mean / max of patches)": "token-pooling",
+    "Per-block CLS": "per-block-cls",
+    "Foreground / background (needs boxes or masks)": "foreground-background",
+    "Low-pass / high-pass filtering": "frequency",
+    "Name CLIP features (this feature)": "clip-names",
+}
+SECONDS_PER_IMAGE = 0.05  # ZeroGPU duration estimate: the per-block experiments run the blocks ~L/2 times
+
+
+class Analyst:
+    """/analyze and /feature_names for one hardware preset, on the shared model cache."""
+
+    def __init__(self, preset, models: ModelCache):
+        self.preset = preset
+        self.models = models
+        self._run_on_device = on_gpu(self._run, duration=self._duration)
+
+    def analyze(self, model_id, experiment, dataset, split, max_images, layer, feature, session=None,
+                progress=gr.Progress()):
+        """/analyze: run `experiment` on the loaded model over at most the preset's image cap; returns the plot,
+        the table, a summary and the session gallery folder the results were saved into."""
+        with user_errors("running the analysis"):
+            name = EXPERIMENT_LABELS.get(experiment, experiment)
+            if name not in EXPERIMENT_LABELS.values():
+                raise VizError(f"Unknown experiment '{experiment}': pick one of {', '.join(EXPERIMENT_LABELS)}.")
+            dataset = check_name(dataset, "dataset", DEFAULT_ANALYSIS_DATASET)
+            split = str(split or "").strip() or "test"
+            cap = self.preset.max_scan_images
+            max_images = as_int(max_images if max_images not in (None, "") else cap, "max images", minimum=1)
+            if max_images > cap:
+                raise over_cap(self.preset, "max dataset images", max_images, cap, "images")
+            model = self.models.get(model_id)
+            layer, feature = as_int(layer, "layer"), as_int(feature, "feature", minimum=0)
+            if name == "clip-names":
+                model.check_layer(layer)
+            progress(None, desc=f"{experiment} on up to {max_images} images of {dataset}")
+            result = self._run_on_device(model.model_id, name, dataset, split, max_images, layer, feature)
+            session = session_path(session)
+            files = result.save(session)
+            columns = list(result.rows[0]) if result.rows else []
+            table = [[_cell(row.get(c)) for c in columns] for row in result.rows]
+            summary = "\n".join(f"- {note}" for note in result.notes)
+            return str(files["plot"]), {"headers": columns, "data": table}, summary, session
+
+    def feature_names(self, model_id, layer, feature, session=None) -> str:
+        """/feature_names: the CLIP names saved in the session gallery for this feature, or a hint."""
+        from ..analysis import feature_names
+
+        with user_errors("reading feature names"):
+            layer, feature = as_int(layer, "layer"), as_int(feature, "feature", minimum=0)
+            model_id = str(model_id or "").strip()
+            names = feature_names(session, model_id, layer, feature) if session else []
+            if not names:
+                return f"No CLIP names yet for layer {layer}, feature {feature}: run *Name CLIP features* on a CLIP model."
+            return f"**CLIP names of layer {layer}, feature {feature}:** {', '.join(names)}"
+
+    def _duration(self, model_id, experiment, dataset, split, max_images, layer, feature) -> int:
+        return int(min(self.preset.max_gpu_seconds, 30 + SECONDS_PER_IMAGE * max_images))
+
+    def _run(self, model_id, experiment, dataset, split, max_images, layer, feature):
+        from ..analysis import EXPERIMENTS
+
+        with user_errors("running the analysis"):
+            model = self.models.get(model_id)
+            options = dict(split=split, max_images=max_images, progress=False)
+            if experiment == "clip-names":
+                options.update(layer=layer, features=[feature], top_images=min(16, max_images))
+            return EXPERIMENTS[experiment](model, dataset, **options)
+
+
+def _cell(value):
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def build(ctx: AppContext) -> Analyst:
+    """The "Analyses" tab inside the open gr.Tabs, for the shared model box and layer/feature pickers."""
+    preset = ctx.preset
+    analyst = Analyst(preset, ctx.models)
+    with gr.Tab("Analyses"):
+        gr.Markdown(
+            "Run one of the paper's experiments on the loaded model: accuracy with the CLS token isolated, "
+            "from pooled patch tokens, after each block, on foreground- or background-only images, on filtered "
+            "images, or name the explored feature of a CLIP model with words. Results are saved with your "
+            "gallery (analysis/ folder) and pushed with it. The built-in datasets `vit-feature-viz/shapes-color` "
+            "and `vit-feature-viz/shapes-shape` (with boxes) fit the built-in shapes models."
+        )
+        with gr.Row():
+            experiment = gr.Dropdown(list(EXPERIMENT_LABELS), value=next(iter(EXPERIMENT_LABELS)), label="Experiment",
+                                     elem_id="analysis-experiment")
+            dataset = gr.Textbox(DEFAULT_ANALYSIS_DATASET, label="Labelled dataset (Hub id or local folder)",
+                                 elem_id="analysis-dataset")
+            split = gr.Textbox("test", label="Split")
+            max_images = gr.Number(min(200, preset.max_scan_images), precision=0, minimum=1,
+                                   maximum=preset.max_scan_images, label="Max images")
+        run = gr.Button("Run analysis", variant="primary", elem_id="analysis-run")
+        with gr.Row():
+            plot = gr.Image(type="filepath", label="Plot", format="png", interactive=False, elem_id="analysis-plot")
+            with gr.Column():
+                summary = gr.Markdown(elem_id="analysis-summary")
+                names = gr.Markdown(elem_id="analysis-names")
+        table = gr.Dataframe(label="Table (also saved as CSV with the settings)", interactive=False,
+                             elem_id="analysis-table")
+
+    running = run.click(
+        analyst.analyze, [ctx.model_id, experiment, dataset, split, max_images, ctx.layer, ctx.feature, ctx.session],
+        [plot, table, summary, ctx.session], api_name="analyze", **ctx.device_job(),
+    )
+    show_names = dict(fn=analyst.feature_names, inputs=[ctx.model_id, ctx.layer, ctx.feature, ctx.session],
+                      outputs=[names], queue=False)
+    running.success(**show_names, api_name="feature_names")
+    ctx.feature.release(**show_names, api_visibility="private")
+    ctx.jobs.append(running)
+    return analyst
