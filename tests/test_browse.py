@@ -18,6 +18,7 @@ from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
 from vit_feature_viz.browse import DeepLink, GalleryCache, deep_link, open_gallery, parse_deep_link
 from vit_feature_viz.errors import VizError
+from vit_feature_viz.names import DEFAULT_RECIPE
 from vit_feature_viz.gallery import GalleryFolder
 from vit_feature_viz.hub import push_gallery
 
@@ -48,7 +49,7 @@ def check_gallery(gallery, folder: Path) -> None:
     stored = rows[1, 2]
     assert (page.previous, page.next) == (1, 3)
     [viz] = page.visualizations
-    assert viz.row.recipe == "paper" and viz.row.activation == pytest.approx(stored["activation"])
+    assert viz.row.recipe == DEFAULT_RECIPE and viz.row.activation == pytest.approx(stored["activation"])
     assert same_pixels(viz.image, stored["image"]) and same_pixels(viz.patch_map, stored["image_patch_map"])
     assert len(page.examples) == TOP_K
     for example, image, patch, score in zip(page.examples, stored["top_images"], stored["patch_maps"],

@@ -15,6 +15,7 @@ from PIL import Image
 
 from vit_feature_viz import jobs, load_model, render
 from vit_feature_viz.cli import main
+from vit_feature_viz.names import DEFAULT_RECIPE
 
 CLI = [sys.executable, "-m", "vit_feature_viz"]
 
@@ -62,7 +63,7 @@ def test_render_writes_a_dataset_folder_that_grows_without_losing_rows(tiny_repo
     assert [r["feature"] for r in first] == [0, 5]
     row = first[0]
     assert row["model_id"] == tiny_repos["timm_vit"] and row["layer"] == 1 and row["objective"] == "feature"
-    assert row["recipe"] == "paper" and row["steps"] == 3 and row["seed"] == 0
+    assert row["recipe"] == DEFAULT_RECIPE and row["steps"] == 3 and row["seed"] == 0
     assert row["image"].size == (32, 32) and row["image_patch_map"].size == (32, 32)
     assert isinstance(row["activation"], float) and isinstance(row["activation_init"], float)
     assert "configs:" in (out / "README.md").read_text()

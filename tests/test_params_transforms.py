@@ -190,3 +190,22 @@ def test_maco_image_follows_the_stored_spectrum(size):
     for one in measured:
         corr = np.corrcoef(np.log(one[:, keep] + 1e-8).ravel(), np.log(expected[:, keep]).ravel())[0, 1]
         assert corr > 0.9
+
+
+def test_clean_first_copy_shows_the_model_the_returned_image():
+    canvas = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    batch = canvas.repeat_interleave(4, dim=0)
+    out = T.CleanFirstCopy(T.lucid_transforms(48, 32), 32)(batch, generators, 4, 0, 10)
+    resized = T.Resize(32)(canvas, generators, 1, 0, 10)
+    assert out.shape == (8, 3, 32, 32)
+    assert torch.equal(out[0], resized[0]) and torch.equal(out[4], resized[1])  # each feature's first copy
+    assert not torch.allclose(out[1], resized[0])  # the others are augmented
+    centre = T.CleanFirstCopy(T.maco_transforms(32), 32, view_side=24)(batch, generators, 4, 0, 10)
+    assert torch.allclose(centre[0], T.Resize(32)(T.centre_crop(canvas, 24), generators, 1, 0, 10)[0])
+
+
+def test_centre_crop_keeps_the_middle():
+    x = torch.arange(36.0).view(1, 1, 6, 6)
+    assert T.centre_crop(x, 2).flatten().tolist() == [14.0, 15.0, 20.0, 21.0]
+    assert T.centre_crop(x, 6) is not None and torch.equal(T.centre_crop(x, 6), x)

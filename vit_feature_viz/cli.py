@@ -14,7 +14,7 @@ import warnings
 
 from . import __version__
 from .errors import VizError
-from .names import OBJECTIVE_NAMES, RECIPE_NAMES
+from .names import DEFAULT_RECIPE, OBJECTIVE_NAMES, RECIPE_NAMES
 
 EXIT_USAGE = 2
 
@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def render_args(sub):
-        sub.add_argument("--recipe", default="paper", choices=RECIPE_NAMES, help="parametrization and augmentations")
+        sub.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPE_NAMES, help="parametrization and augmentations")
         sub.add_argument("--steps", type=int, default=None, help="optimization steps (default: the recipe's)")
         sub.add_argument("--image-size", type=int, default=None, help="render size (default: the model's)")
         sub.add_argument("--seed", type=int, default=0, help="random seed of the starting images")

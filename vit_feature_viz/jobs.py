@@ -13,6 +13,7 @@ from .gallery import GalleryFolder
 from .models import LOGITS, VisionModel
 from .objectives import Channel
 from .patchmap import patch_map
+from .recipes import DEFAULT_RECIPE
 from .render import plan_render, render_batches
 from .scale import Workers, current_workers
 
@@ -24,7 +25,7 @@ def render_to_folder(
     features,
     *,
     objective: str = "feature",
-    recipe: str = "paper",
+    recipe: str = DEFAULT_RECIPE,
     steps: int | None = None,
     image_size: int | None = None,
     seed: int = 0,

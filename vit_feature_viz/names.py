@@ -4,4 +4,5 @@ objectives.py and recipes.py build their tables under exactly these names (tests
 """
 
 OBJECTIVE_NAMES = ("feature", "neuron", "cls", "residual", "logit")
-RECIPE_NAMES = ("paper", "fourier", "maco")
+RECIPE_NAMES = ("paper", "fourier", "maco", "tuned")
+DEFAULT_RECIPE = "fourier"  # the best measured by benchmarks/bench_quality.py (README: Which recipe); CLI, app, library

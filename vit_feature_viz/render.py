@@ -20,7 +20,7 @@ from .errors import VizError
 from .models import VisionModel, load_model
 from .objectives import Objective, make_objective
 from .params import PARAMETRIZATIONS
-from .recipes import Recipe, get_recipe
+from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
 from .specs import parse_features, whole_number
 from .transforms import total_variation
 
@@ -71,7 +71,7 @@ def render_batches(
     features,
     *,
     objective: str | Objective = "feature",
-    recipe: str | Recipe = "paper",
+    recipe: str | Recipe = DEFAULT_RECIPE,
     steps: int | None = None,
     image_size: int | None = None,
     seed: int = 0,
@@ -107,7 +107,7 @@ def estimate_seconds(model: VisionModel, layer: int, features, *, processes: int
     import time
 
     model = model if isinstance(model, VisionModel) else load_model(model)
-    plan = plan_render(model, layer, features, options.get("objective", "feature"), options.get("recipe", "paper"),
+    plan = plan_render(model, layer, features, options.get("objective", "feature"), options.get("recipe", DEFAULT_RECIPE),
                        options.get("steps"), options.get("image_size"), options.get("batch_size"), options.get("seed", 0))
     if not plan.features or not plan.steps:
         return 0.0

@@ -206,6 +206,22 @@ class Resize:
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
 
 
+class CleanFirstCopy:
+    """Each feature's first copy skips the augmentations and shows the model the image as it will be returned
+    (its centre `view_side` pixels, at the model's input size), so the saved image itself is optimized, while the
+    augmented copies keep it robust. The augmentations still draw for every copy, so random streams do not shift.
+    """
+
+    def __init__(self, augment, model_size: int, view_side: int | None = None):
+        self.augment, self.resize, self.view_side = augment, Resize(model_size), view_side
+
+    def __call__(self, x, generators, copies, step, total_steps):
+        augmented = self.augment(x, generators, copies, step, total_steps)
+        first = torch.arange(0, x.shape[0], copies, device=x.device)
+        view = x[first] if self.view_side is None else centre_crop(x[first], self.view_side)
+        return augmented.index_copy(0, first, self.resize(view, generators, 1, step, total_steps).to(augmented.dtype))
+
+
 class Compose:
     """Apply transforms in order; their draws happen in that order too."""
 

@@ -193,14 +193,14 @@ class _Cancelled(Exception):
 OBJECTIVE_HELP = ("What to maximize. feature: an MLP unit over all patches (the paper's) · neuron: at one patch · "
                   "cls: at the CLS token · residual: a channel of the block's output · logit: a class of a classifier")
 RECIPE_HELP = ("How the image is made. paper: pixels with jitter (Ghiasi et al.) · fourier: Lucid's 1/f image · "
-               "maco: phase only, with a natural spectrum")
+               "maco: phase only, with a natural spectrum · tuned: Fourier at the paper's compute, one un-augmented copy")
 
 
 def build(ctx: AppContext) -> Renderer:
     """The Render tab inside the open gr.Tabs: settings with examples, Render/Stop, progress, the gallery and the
     activations table. Render is disabled while its job runs (a Stop gives it back at once)."""
     from ..objectives import OBJECTIVES
-    from ..recipes import RECIPES
+    from ..recipes import DEFAULT_RECIPE, RECIPES
 
     preset = ctx.preset
     renderer = Renderer(preset, ctx.models)
@@ -211,7 +211,7 @@ def build(ctx: AppContext) -> Renderer:
                                   label="Features", info="7 | 0,5,9 | 0-63 | all | random 8", elem_id="features")
             objective = gr.Dropdown(list(OBJECTIVES), value="feature", label="Objective", info=OBJECTIVE_HELP,
                                     elem_id="objective")
-            recipe = gr.Dropdown(list(RECIPES), value="paper", label="Recipe", info=RECIPE_HELP, elem_id="recipe")
+            recipe = gr.Dropdown(list(RECIPES), value=DEFAULT_RECIPE, label="Recipe", info=RECIPE_HELP, elem_id="recipe")
         with gr.Row():
             steps = gr.Slider(1, preset.max_steps, value=default_steps, step=1, precision=0, label="Steps",
                               elem_id="steps")
