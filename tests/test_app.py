@@ -462,7 +462,7 @@ def test_stop_button_cancels_render_scan_and_map(server):
     by_id = {d["id"]: d for d in config["dependencies"]}
     names = {d["id"]: d.get("api_name") for d in config["dependencies"]}
     stop = next(d for d in config["dependencies"] if d.get("cancels"))
-    assert {names[i] for i in stop["cancels"]} == {"render", "examples", "patch_map"}
+    assert {"render", "examples", "patch_map"} <= {names[i] for i in stop["cancels"]}  # and other tabs' jobs
     assert all(by_id[i]["queue"] is not False for i in stop["cancels"])
 
 

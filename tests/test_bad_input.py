@@ -2,8 +2,9 @@
 writes nothing.
 
 A row is a `Case`: the surface it is given on, what it is, the message fragment expected, and the input. Surfaces:
-"cli" (a real `python -m vit_feature_viz` process: exit code 2, one stderr line starting `error:`) and "library"
-(`call(ctx)` raises VizError). To add a surface (e.g. the app's API), add its rows and one runner below.
+"cli" (a real `python -m vit_feature_viz` process: exit code 2, one stderr line starting `error:`), "library"
+(`call(ctx)` raises VizError) and "app" (the app's API through gradio_client: `args` are the endpoint and its
+inputs; one-line error, no session gallery made). To add a surface, add its rows and one runner below.
 Placeholders in CLI arguments ({vit}, {out}, {images}, ...) are the `ctx` fixture's attributes.
 """
 
@@ -28,12 +29,14 @@ import tiny_checkpoints as tiny
 from vit_feature_viz import VizError, jobs, load_model, render
 from vit_feature_viz.examples import UnreadableImages, scan_examples
 
+from app_fixtures import client, server  # noqa: E402,F401 (the served app, for the "app" rows)
+
 CLI = [sys.executable, "-m", "vit_feature_viz"]
 
 
 @dataclass(frozen=True)
 class Case:
-    surface: str  # "cli" or "library"
+    surface: str  # "cli", "library" or "app"
     what: str
     message: str  # must appear in the one-line error
     args: tuple = ()  # cli: the command line, with {placeholders}
@@ -45,7 +48,25 @@ def _render(*args):
 
 
 OUT = ("--out", "{out}")
+def _app_render(layer=0, features="0", steps=1, image_size=0, seed=0, model="{vit}"):
+    return ("/render", model, layer, features, "feature", "paper", steps, image_size, seed)
+
+
 CASES = [
+    # the app's API (gradio_client against the served app): the same mistakes, in the app's words
+    Case("app", "timm CNN", "has no transformer blocks: pick a ViT or CLIP checkpoint", ("/layers", "{timm_resnet}")),
+    Case("app", "transformers ConvNeXt", "has no transformer blocks", ("/layers", "{convnext}")),
+    Case("app", "remote code", "this app never runs code from a model repo", ("/layers", "{remote_code}")),
+    Case("app", "malformed config.json", "has a malformed config.json", ("/layers", "{bad_config}")),
+    Case("app", "ConvNeXt render", "has no transformer blocks", _app_render(model="{convnext}")),
+    Case("app", "fractional layer", "Layer must be a whole number", _app_render(layer=1.5)),
+    Case("app", "fractional feature", "Cannot read feature spec '2.5'", _app_render(features="2.5")),
+    Case("app", "huge feature range", "Feature 128 is out of range", _app_render(features="0-99999999999")),
+    Case("app", "fractional steps", "Steps must be a whole number", _app_render(steps=2.5)),
+    Case("app", "negative image size", "Image size must be at least 0", _app_render(image_size=-32)),
+    Case("app", "huge seed", "Seed must be at least 0 and at most 9223372036854775807", _app_render(seed=10**20)),
+    Case("app", "server file as image", "The image was not uploaded to this app",
+         ("/patch_map", "{vit}", 0, 0, {"path": "{a_file}"})),
     # models that are not ViTs, or cannot be read
     Case("cli", "timm CNN", "has no transformer blocks: pick a ViT or CLIP checkpoint", ("layers", "{timm_resnet}")),
     Case("cli", "transformers ConvNeXt", "has no transformer blocks with an MLP: pick a ViT or CLIP checkpoint",
@@ -168,6 +189,28 @@ def test_library_bad_input_raises_one_line_viz_error_and_writes_nothing(ctx, cas
         case.call(ctx)
     assert case.message in str(err.value) and "\n" not in str(err.value)
     assert snapshot(ctx.root) == before
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == "app"], ids=lambda c: c.what)
+def test_app_bad_input_is_one_line_and_writes_nothing(ctx, client, case):
+    from gradio_client.exceptions import AppError
+
+    from vit_feature_viz.app import common
+
+    def fill(value):
+        if isinstance(value, dict):
+            return {key: fill(item) for key, item in value.items()}
+        return value.format(**vars(ctx)) if isinstance(value, str) else value
+
+    sessions = set(common.SESSION_ROOT.glob("*")) if common.SESSION_ROOT.exists() else set()
+    before = snapshot(ctx.root)
+    endpoint, *inputs = case.args
+    with pytest.raises(AppError) as err:
+        client.predict(*[fill(value) for value in inputs], api_name=endpoint)
+    message = str(err.value)
+    assert case.message in message and "\n" not in message and "Traceback" not in message, message
+    assert snapshot(ctx.root) == before
+    assert (set(common.SESSION_ROOT.glob("*")) if common.SESSION_ROOT.exists() else set()) == sessions
 
 
 # --- inputs that are not errors, though they used to be ------------------------------------------------------

@@ -46,7 +46,7 @@ class Renderer:
         target = make_objective(objective, layer)
         target.check(model)
         wanted = resolve_features(features, target.num_channels(model), seed, max_count=preset.max_features)
-        plan = plan_render(model, layer, wanted, objective, recipe, steps, size or None, None)
+        plan = plan_render(model, layer, wanted, objective, recipe, steps, size or None, None, seed)
         if plan.image_size > preset.max_image_size:
             raise over_cap(preset, "max image size", plan.image_size, preset.max_image_size, "px")
         return model, plan, seed
