@@ -5,22 +5,45 @@ Every experiment returns an `AnalysisResult`; `.save(folder)` writes `analysis/<
 the settings) and `.png` into a gallery folder, which `push` uploads with the gallery.
 """
 
-from .clip_names import clip_names, feature_names
-from .cls_isolation import cls_isolation
-from .common import ANALYSIS_DIR, AnalysisResult
-from .foreground_background import foreground_background
-from .frequency import frequency
-from .per_block_cls import per_block_cls
-from .token_pooling import token_pooling
+import importlib
+import sys
+import types
 
-EXPERIMENTS = {
-    "cls-isolation": cls_isolation,
-    "token-pooling": token_pooling,
-    "per-block-cls": per_block_cls,
-    "foreground-background": foreground_background,
-    "frequency": frequency,
-    "clip-names": clip_names,
+# Imported on first use (PEP 562): `vit-feature-viz --help` registers the analyze command through this package
+# and must not import torch or the experiments to do so.
+_EXPORTS = {
+    "clip_names": ".clip_names", "feature_names": ".clip_names", "cls_isolation": ".cls_isolation",
+    "AnalysisResult": ".common", "ANALYSIS_DIR": ".common", "foreground_background": ".foreground_background", "frequency": ".frequency",
+    "per_block_cls": ".per_block_cls", "token_pooling": ".token_pooling",
 }
+_EXPERIMENT_FUNCTIONS = {
+    "cls-isolation": "cls_isolation", "token-pooling": "token_pooling", "per-block-cls": "per_block_cls",
+    "foreground-background": "foreground_background", "frequency": "frequency", "clip-names": "clip_names",
+}
+
+
+def __getattr__(name: str):
+    if name == "EXPERIMENTS":
+        value = {experiment: __getattr__(function) for experiment, function in _EXPERIMENT_FUNCTIONS.items()}
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """Each experiment function keeps its name when its submodule of the same name is imported (the import
+    system would otherwise set the package attribute to the module)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["ANALYSIS_DIR", "AnalysisResult", "EXPERIMENTS", "clip_names", "cls_isolation", "feature_names",
            "foreground_background", "frequency", "per_block_cls", "token_pooling"]
