@@ -249,3 +249,15 @@ def test_results_in_a_gallery_folder_are_pushed_with_it_and_strays_are_not(tiny,
     wanted = {p.relative_to(folder).as_posix() for p in files.values()}
     assert wanted <= set(remote) and not any("notes" in p or ".tmp" in p for p in remote)
     assert remote[files["table"].relative_to(folder).as_posix()] == files["table"].read_bytes()
+
+
+# --- trained shapes fixtures with their boxes ---------------------------------------------------------------------
+def test_trained_shapes_fixture_needs_its_foreground_more_than_its_background():
+    from pathlib import Path
+
+    fixture = str(Path(__file__).resolve().parent.parent / "vit_feature_viz" / "data" / "models" / "shapes-shape-vit-a")
+    result = foreground_background(fixture, "vit-feature-viz/shapes-shape", max_images=48, **RUN)
+    by = {r["condition"]: r for r in result.rows}
+    assert by["full"]["top1"] >= 50  # trained: far above the 1-in-6 chance
+    assert by["foreground"]["top1_normalized"] > by["background"]["top1_normalized"] + 10  # 34 vs 20 when written
+    assert result.settings["region_column"] == "bbox" and result.settings["images"] == 48
