@@ -89,6 +89,8 @@ APP_FIXES = {  # replaces the message's advice (after its last ': ')
                            "timm or open_clip load by themselves",
     "--image-column": "this app reads the dataset's first image column, so pick a dataset that has one",
     "--batch-size": "this app picks the batch size itself, so try again with fewer images",
+    "--scan-batch-size": "this app picks the batch size itself, so try again with fewer images",
+    "--out": "this app writes into your session gallery, so try again or reload the page",
     "--device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
     "hf auth login": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
 }
