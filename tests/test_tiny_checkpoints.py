@@ -31,7 +31,8 @@ def test_environment_is_offline_and_shared(tiny_repos, hub_cache_dir):
     assert json.loads(os.environ["VFV_TEST_REPOS"]) == tiny_repos
     info = scan_cache_dir(hub_cache_dir)  # huggingface_hub's own view of the layout
     assert not info.warnings
-    assert {r.repo_id for r in info.repos} == set(tiny_repos.values())
+    # other test modules add their own repos (trained fixtures, refused checkpoints) to the same cache
+    assert set(tiny_repos.values()) <= {r.repo_id for r in info.repos}
 
 
 @pytest.mark.parametrize("role, tokens", [
