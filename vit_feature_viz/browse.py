@@ -36,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import VizError
 from .gallery import ANALYSIS_DIR, KEY_COLUMNS
+from .specs import whole_number
 
 # Cheap columns read when a gallery opens; `concept_names` (CLIP concept labels) is optional and shown if present.
 INDEX_COLUMNS = (*KEY_COLUMNS, "recipe", "steps", "seed", "image_size", "activation", "activation_init",
@@ -586,16 +587,7 @@ def _decode(value: Any, label: str) -> Image.Image | None:
 
 
 def _whole(value: Any, name: str, minimum: int | None = None) -> int:
-    try:
-        number = float(str(value).strip())
-        if number != int(number):
-            raise ValueError
-        number = int(number)
-    except (TypeError, ValueError, OverflowError):
-        raise VizError(f"The {name} must be a whole number, not {value!r}.") from None
-    if minimum is not None and number < minimum:
-        raise VizError(f"The {name} must be at least {minimum}, not {number}.")
-    return number
+    return whole_number(value, f"the {name}", minimum=minimum)
 
 
 def _at(values: tuple, index: int):

@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 
 from ..errors import VizError
+from ..specs import whole_number
 
 try:  # ZeroGPU Spaces ship the `spaces` package; elsewhere the app runs unchanged
     import spaces
@@ -116,17 +117,9 @@ def app_wording(message: str) -> str:
 
 
 def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
-    """An integer from a UI or API value (numbers may arrive as floats or strings), or a VizError."""
-    try:
-        number = float(value)
-        if number != int(number):
-            raise ValueError
-        number = int(number)
-    except (TypeError, ValueError, OverflowError):
-        raise VizError(f"{name.capitalize()} must be a whole number, not {value!r}.") from None
-    if minimum is not None and number < minimum:
-        raise VizError(f"{name.capitalize()} must be at least {minimum}, not {number}.")
-    return number
+    """An integer from a UI or API value (numbers may arrive as floats or strings), or a VizError: the library's
+    one check, so the app refuses exactly what the CLI and library refuse."""
+    return whole_number(value, name, minimum=minimum)
 
 
 def looks_like_path(name: str) -> bool:
