@@ -28,6 +28,8 @@ os.environ.update(
     HF_HUB_DISABLE_TELEMETRY="1",
     GRADIO_ANALYTICS_ENABLED="False",
     TOKENIZERS_PARALLELISM="false",
+    # the same numbers on every machine: "auto" would pick bf16 on CPUs with AMX and compare it with fp32 references
+    VFV_PRECISION="fp32",
 )
 if "huggingface_hub" in sys.modules:  # a plugin got there first: the settings above would be ignored
     raise RuntimeError("huggingface_hub was imported before tests/conftest.py set HF_HUB_CACHE/HF_HUB_OFFLINE")

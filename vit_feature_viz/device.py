@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from .errors import VizError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ENV_PRECISION = "VFV_PRECISION"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -55,9 +57,16 @@ def cpu_has_bf16_units() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """Pick bf16 where the hardware runs it natively, fp16 on older GPUs, fp32 otherwise."""
+    """Pick bf16 where the hardware runs it natively, fp16 on older GPUs, fp32 otherwise.
+
+    VFV_PRECISION (e.g. fp32) replaces what "auto" would pick: for numbers that must not depend on the machine."""
     if precision not in PRECISIONS:
         raise VizError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
+    if precision == "auto" and os.environ.get(ENV_PRECISION, "auto").strip() not in ("", "auto"):
+        pinned = os.environ[ENV_PRECISION].strip()
+        if pinned not in PRECISIONS:
+            raise VizError(f"{ENV_PRECISION}={pinned!r} is not a precision: set it to one of {', '.join(PRECISIONS)}.")
+        return pinned
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -18,6 +18,29 @@ from .names import DEFAULT_RECIPE  # noqa: F401  (re-exported: the CLI reads it 
 
 
 @dataclass(frozen=True)
+class Phase:
+    """A stretch of a render's steps that spends less per step: early steps only need the coarse layout, which a
+    smaller input (fewer tokens: cost falls with the square of the side) and fewer copies already give."""
+
+    until: float  # the phase covers steps before this fraction of all steps
+    scale: float = 1.0  # model input side / full input side (rounded to whole patches)
+    copies: int | None = None  # augmented copies per feature (None: the recipe's)
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Stop a feature once its objective stops rising, and drop it from the batch, so its neighbours run faster.
+
+    Rising is judged on an exponential average of the augmented objective: a feature stops when over the last
+    `patience` steps the average gained less than `tolerance` of the distance it has climbed since the start."""
+
+    patience: int = 32
+    tolerance: float = 0.01
+    min_fraction: float = 0.25  # never before this fraction of the steps
+    smoothing: float = 0.9
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything but the model and the objective that decides how an image is optimized."""
 
@@ -34,6 +57,8 @@ class Recipe:
     tv_weight: float = 0.0  # total variation penalty on the augmented batch
     canvas_scale: float = 1.0  # canvas side / model input side (MACO optimizes a larger canvas and crops it)
     view_frac: float = 1.0  # the returned image is the centre crop of this fraction of the canvas side
+    phases: tuple[Phase, ...] = ()  # cheaper early steps; the steps after the last phase run at full size
+    plateau: Plateau | None = None  # stop features whose objective has stopped rising
     description: str = ""
 
     def learning_rate(self, is_clip: bool) -> float:
@@ -41,6 +66,18 @@ class Recipe:
 
     def canvas_size(self, input_size: int) -> int:
         return int(round(input_size * self.canvas_scale))
+
+    def phase_at(self, step: int, steps: int) -> tuple[float, int]:
+        """(input scale, copies) for one step."""
+        for phase in self.phases:
+            if step < phase.until * steps:
+                return phase.scale, phase.copies or self.copies
+        return 1.0, self.copies
+
+    def compute(self, steps: int | None = None) -> float:
+        """Model work of a render in image-steps at full size (tokens scale with the side squared)."""
+        steps = self.steps if steps is None else steps
+        return sum(copies * scale**2 for scale, copies in (self.phase_at(s, steps) for s in range(steps)))
 
     def view(self, canvas: Tensor) -> Tensor:
         """The image a user gets from the optimized canvas: its centre `view_frac`. A canvas optimized through

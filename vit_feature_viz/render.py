@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -43,10 +44,13 @@ class RenderResult:
     image: Image.Image
     activation: float
     activation_init: float
+    steps_run: int = 0  # steps actually taken (fewer than `steps` when the objective plateaued); not a gallery column
 
     def to_row(self) -> dict:
         """The gallery row (see gallery.FEATURES)."""
-        return dict(self.__dict__)
+        row = dict(self.__dict__)
+        del row["steps_run"]
+        return row
 
 
 def feature_seed(seed: int, layer: int, feature: int) -> int:
@@ -93,9 +97,43 @@ def render_batches(
     total = plan.steps * len(plan.features)
     every = callback_every or max(1, plan.steps // 20)
     with tqdm(total=total, disable=not progress, desc=f"layer {layer}", unit="feature-step") as bar:
-        for start in range(0, len(plan.features), plan.batch_size):
-            chunk = plan.features[start : start + plan.batch_size]
-            yield _render_chunk(model, plan, chunk, seed, bar, callback, every)
+        start, size = 0, plan.batch_size
+        while start < len(plan.features):
+            chunk, done = plan.features[start : start + size], bar.n
+            try:
+                results = _render_chunk(model, plan, chunk, seed, bar, callback, every)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                if size == 1:
+                    raise VizError(f"Out of memory with a single feature per batch on {model.device}: use a smaller "
+                                   "--image-size, a smaller model or a device with more memory.") from None
+                size = max(1, size // 2)
+                _free_memory(model.device)
+                bar.n = done  # the failed batch's steps are done again
+                print(f"Out of memory with {len(chunk)} features per batch: continuing with {size}.", file=sys.stderr)
+                continue
+            start += len(chunk)
+            yield results
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a CPU allocation that failed (PyTorch's allocator, or oneDNN, which reports a
+    failed allocation as a primitive it could not create)."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        sign in text for sign in ("out of memory", "can't allocate memory", "could not create a primitive")
+    )
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def estimate_seconds(model: VisionModel, layer: int, features, *, processes: int = 1, **options) -> float:
@@ -153,7 +191,7 @@ def plan_render(model: VisionModel, layer, features, objective, recipe, steps, i
 
 
 def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) -> list[RenderResult]:
-    recipe, device, copies = plan.recipe, model.device, plan.recipe.copies
+    recipe, device = plan.recipe, model.device
     generators = [torch.Generator().manual_seed(feature_seed(seed, plan.layer, f)) for f in chunk]
     param = PARAMETRIZATIONS[recipe.parametrization](len(chunk), plan.canvas, generators).to(device)
     channels = torch.tensor(chunk, device=device)
@@ -164,23 +202,35 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
     )
     with torch.no_grad():
         initial = _score(model, plan, recipe.view(param()), channels)
-    batch_channels = channels.repeat_interleave(copies)
+    watch = PlateauWatch(recipe.plateau, len(chunk), plan.steps, param)
+    steps_run = [plan.steps] * len(chunk)
     for step in range(plan.steps):
-        images = augment(param().repeat_interleave(copies, 0), generators, copies, step, plan.steps)
+        active = watch.active
+        if not active:
+            break
+        scale, copies = recipe.phase_at(step, plan.steps)
+        images = param()
+        if len(active) < len(chunk):
+            images = images[torch.tensor(active, device=images.device)]
+        images = augment(images.repeat_interleave(copies, 0), [generators[i] for i in active], copies, step, plan.steps)
+        images = _at_scale(images, model.patch_size, scale if model.can_interpolate else 1.0)
         acts = model.activations(images, plan.objective.needs)
-        score = plan.objective(acts, batch_channels).float().view(len(chunk), copies).mean(1)
+        score = plan.objective(acts, channels[active].repeat_interleave(copies)).float().view(len(active), copies).mean(1)
         loss = -score.sum()
         if recipe.tv_weight:
-            loss = loss + recipe.tv_weight * total_variation(images).view(len(chunk), copies).mean(1).sum()
+            loss = loss + recipe.tv_weight * total_variation(images).view(len(active), copies).mean(1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         param.after_step()
-        bar.update(len(chunk))
+        for i in watch.update(step, active, score.detach()):
+            steps_run[i] = step + 1
+        bar.update(len(active))
         if callback is not None and ((step + 1) % every == 0 or step + 1 == plan.steps):
             with torch.no_grad():
                 callback(step + 1, {f: to_pil(img) for f, img in zip(chunk, recipe.view(param()))})
+    bar.update(sum(plan.steps - n for n in steps_run))  # features stopped early count as done
     with torch.no_grad():
         final_images = recipe.view(param())
         final = _score(model, plan, final_images, channels)
@@ -188,10 +238,69 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
         RenderResult(
             model_id=model.model_id, layer=plan.layer, feature=f, objective=plan.objective.name, recipe=recipe.name,
             steps=plan.steps, seed=seed, image_size=plan.image_size, image=to_pil(img),
-            activation=float(a), activation_init=float(a0),
+            activation=float(a), activation_init=float(a0), steps_run=n,
         )
-        for f, img, a, a0 in zip(chunk, final_images, final.tolist(), initial.tolist())
+        for f, n, img, a, a0 in zip(chunk, steps_run, final_images, final.tolist(), initial.tolist())
     ]
+
+
+class PlateauWatch:
+    """Which features are still optimized. A feature whose objective has plateaued (see recipes.Plateau) stops:
+    its parameters are kept as they were at that step (the optimizer's momentum would otherwise move them)."""
+
+    def __init__(self, plateau, num_features: int, steps: int, param: torch.nn.Module):
+        self.plateau, self.steps, self.param = plateau, steps, param
+        self.active = list(range(num_features))
+        self.average = torch.zeros(num_features)
+        self.history: list[torch.Tensor] = []
+        self.first: torch.Tensor | None = None
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their values) per parameter
+
+    def update(self, step: int, active: list[int], score: torch.Tensor) -> list[int]:
+        """Record this step's objective of the active features; return the features that stop now."""
+        self._restore()
+        if self.plateau is None:
+            return []
+        p = self.plateau
+        rows = torch.tensor(active)
+        self.average[rows] = score.cpu() if step == 0 else p.smoothing * self.average[rows] + (1 - p.smoothing) * score.cpu()
+        if self.first is None:
+            self.first = self.average.clone()
+        self.history.append(self.average.clone())
+        if step + 1 < max(p.patience, p.min_fraction * self.steps) or step + 1 >= self.steps:
+            return []
+        before = self.history[-1 - p.patience]
+        climbed = (self.average - self.first).clamp(min=1e-8)
+        gained = self.average - before
+        stopping = [i for i in active if gained[i] < p.tolerance * climbed[i]]
+        if stopping:
+            self.active = [i for i in self.active if i not in stopping]
+            self._keep(stopping)
+        return stopping
+
+    def _keep(self, features: list[int]) -> None:
+        rows = torch.tensor(features)
+        for k, value in enumerate(self.param.parameters()):
+            if len(self.kept) <= k:
+                self.kept.append((rows, value.detach()[rows].clone()))
+            else:
+                old_rows, old_values = self.kept[k]
+                self.kept[k] = (torch.cat([old_rows, rows]), torch.cat([old_values, value.detach()[rows].clone()]))
+
+    @torch.no_grad()
+    def _restore(self) -> None:
+        for value, (rows, kept) in zip(self.param.parameters(), self.kept):
+            value[rows.to(value.device)] = kept
+
+
+def _at_scale(images: torch.Tensor, patch_size: int, scale: float) -> torch.Tensor:
+    """Images resized to `scale` of their side, in whole patches (a coarse phase sees fewer tokens)."""
+    if scale == 1.0:
+        return images
+    side = max(patch_size, round(images.shape[-1] * scale / patch_size) * patch_size)
+    if side == images.shape[-1]:
+        return images
+    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
 
 
 def _score(model: VisionModel, plan: RenderPlan, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
