@@ -2,7 +2,7 @@
 
 For each setting (a recipe with its steps, copies, coarse phases and plateau stop, and a precision):
 - quality on the trained shapes fixtures, with vit_feature_viz.quality: median activation ratio of block 3 features
-  of shapes-shape-vit-a (saved PNG over the best of the generated images) and shape-only transfer a -> b;
+  of shapes-shape-vit-a (saved PNG over the best of the generated images) and shape-only transfer a -> b (6 classes x 2 seeds);
 - seconds per feature on random-weight ViT-B/16 and ViT-S/16 at 224 px (layer 6 of 12): every distinct step kind
   of the setting (input scale x copies) is timed on a full batch in this process, and a feature's time is the sum
   over its steps (features that stop on a plateau are charged the mean share of steps they ran on the fixtures);
@@ -37,10 +37,11 @@ from vit_feature_viz import load_model, render
 from vit_feature_viz.data.shapes import generate_shapes
 from vit_feature_viz.device import cpu_has_bf16_units, resolve_device, resolve_precision
 from vit_feature_viz.quality import activation_ratio, transfer
-from vit_feature_viz.recipes import RECIPES, Phase, Recipe
+from vit_feature_viz.recipes import RECIPES, Phase, Plateau, Recipe
 from vit_feature_viz.specs import parse_features
 
 NAIVE_STEPS = 400
+TRANSFER_SEEDS = 2  # each class visualized with 2 seeds: one image per class moves the count by whole classes
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,19 @@ class Setting:
 
 def settings(auto_precision: str) -> dict[str, Setting]:
     """The settings compared; `auto` rows are added only where auto means something other than fp32."""
-    fourier, paper = RECIPES["fourier"], RECIPES["paper"]
+    fourier, paper, fast = RECIPES["fourier"], RECIPES["paper"], RECIPES["fast"]
     rows = [
         Setting("paper", paper),
+        Setting("paper + plateau stop", dataclasses.replace(paper, plateau=Plateau())),
+        Setting("paper, first 3/4 at half size", dataclasses.replace(paper, phases=(Phase(0.75, 0.5, 4),))),
         Setting("fourier", fourier),
-        Setting("fourier 256x4", dataclasses.replace(fourier, steps=256)),
-        Setting("fourier 128x4", dataclasses.replace(fourier, steps=128)),
-        Setting("fourier 256x4 c2f", dataclasses.replace(fourier, steps=256, phases=(Phase(0.5, 0.5, 2),))),
-        Setting("fast", RECIPES["fast"]),
-        Setting("preview", RECIPES["preview"]),
+        Setting("fast", fast),
+        Setting("fast, first half at half size", dataclasses.replace(fast, phases=(Phase(0.5, 0.5), Phase(1.0, clean=True)))),
+        Setting("fast 96 steps (cpu-basic)", dataclasses.replace(fast, steps=96)),
     ]
     if auto_precision != "fp32":
-        rows += [Setting(f"{s.name} {auto_precision}", s.recipe, "auto") for s in rows if s.name in ("fast", "preview", "paper")]
+        rows += [Setting(f"{s.name} {auto_precision}", s.recipe, "auto") for s in rows
+                 if s.name in ("paper", "fast", "fast 96 steps (cpu-basic)")]
     return {s.name: s for s in rows}
 
 
@@ -104,8 +106,8 @@ def quality(setting: Setting, features: list[int], natural: np.ndarray, models: 
     report = activation_ratio(model_a, layer, features, setting.recipe, natural)
     runs = render(model_a, layer, features, recipe=setting.recipe, progress=False)  # same seeds: the steps they ran
     share = float(np.mean([r.steps_run / r.steps for r in runs])) if setting.recipe.plateau else 1.0
-    moved = transfer(model_a, model_b, setting.recipe)
-    return Quality(report.median, moved.hits, moved.total, share)
+    moved = [transfer(model_a, model_b, setting.recipe, seed=seed) for seed in range(TRANSFER_SEEDS)]
+    return Quality(report.median, sum(m.hits for m in moved), sum(m.total for m in moved), share)
 
 
 # --- time on the big models ---------------------------------------------------------------------------------------
@@ -121,10 +123,10 @@ def step_seconds(model, layer: int, recipe: Recipe, scale: float, copies: int, b
 def seconds_per_feature(model, layer: int, recipe: Recipe, share: float) -> tuple[float, float]:
     """(seconds per feature, seconds of one full-size step of the batch) for a whole render of `recipe`."""
     batch = max(1, (256 if model.device.type == "cuda" else 8) // recipe.copies)
-    kinds = {recipe.phase_at(s, recipe.steps) for s in range(recipe.steps)}
-    per_kind = {kind: step_seconds(model, layer, recipe, *kind, batch) for kind in kinds}
+    kind = lambda s: (recipe.phase_at(s, recipe.steps).scale, recipe.phase_at(s, recipe.steps).copies)  # noqa: E731
+    per_kind = {k: step_seconds(model, layer, recipe, *k, batch) for k in {kind(s) for s in range(recipe.steps)}}
     charged = int(math.ceil(share * recipe.steps))
-    total = sum(per_kind[recipe.phase_at(s, recipe.steps)] for s in range(charged))
+    total = sum(per_kind[kind(s)] for s in range(charged))
     full = per_kind.get((1.0, recipe.copies)) or step_seconds(model, layer, recipe, 1.0, recipe.copies, batch)
     return total / batch, full / batch
 

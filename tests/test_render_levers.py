@@ -19,8 +19,8 @@ from vit_feature_viz.render import is_out_of_memory
 
 def test_compute_counts_coarse_phases_by_their_tokens():
     recipe = dataclasses.replace(RECIPES["fourier"], steps=100, copies=4, phases=(Phase(0.5, 0.5, 2),))
-    assert recipe.phase_at(0, 100) == (0.5, 2) and recipe.phase_at(49, 100) == (0.5, 2)
-    assert recipe.phase_at(50, 100) == (1.0, 4)
+    assert recipe.phase_at(0, 100) == Phase(0.5, 0.5, 2) and recipe.phase_at(49, 100) == Phase(0.5, 0.5, 2)
+    assert recipe.phase_at(50, 100) == Phase(1.0, 1.0, 4)
     assert recipe.compute() == pytest.approx(50 * 2 * 0.25 + 50 * 4)
     assert RECIPES["paper"].compute() == 400 * 8
 
@@ -40,6 +40,23 @@ def test_a_coarse_phase_shows_the_model_fewer_tokens_then_the_full_image(tiny_re
     assert [tuple(s[-2:]) for s in steps_seen] == [(size // 2, size // 2)] * 4 + [(size, size)] * 4
     assert [s[0] for s in steps_seen] == [2] * 4 + [4] * 4  # copies per feature in each phase
     assert result.image.size == (size, size)
+
+
+def test_a_clean_phase_shows_the_model_the_image_it_returns(tiny_repos):
+    model = load_model(tiny_repos["vit"], device="cpu")
+    seen = []
+    handle = model.module.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["pixel_values"].detach()),
+                                                    with_kwargs=True)
+    recipe = dataclasses.replace(RECIPES["paper"], phases=(Phase(0.5, 1.0, 2), Phase(1.0, 1.0, 2, clean=True)))
+    try:
+        render(model, 1, [3], recipe=recipe, steps=2, progress=False)
+    finally:
+        handle.remove()
+    scored, augmented_step, clean_step = seen[0], seen[1], seen[2]  # before the steps, step 0, step 1
+    assert not torch.allclose(augmented_step[0], scored[0], atol=1e-3)  # an augmented copy
+    assert not torch.allclose(clean_step[1], clean_step[0], atol=1e-3)  # the second copy stays augmented
+    # the clean copy is the image after one optimizer step: close to the scored start, not a jittered view of it
+    assert (clean_step[0] - scored[0]).abs().mean() < (augmented_step[0] - scored[0]).abs().mean()
 
 
 @pytest.fixture(scope="module")

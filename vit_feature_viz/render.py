@@ -23,7 +23,7 @@ from .objectives import Objective, make_objective
 from .params import PARAMETRIZATIONS
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
 from .specs import parse_features, whole_number
-from .transforms import total_variation
+from .transforms import CleanFirstCopy, total_variation
 
 MAX_SEED, MAX_INT32 = 2**63 - 1, 2**31 - 1  # what the gallery's seed (int64) and steps (int32) columns hold
 IMAGES_PER_BATCH = {"cpu": 8, "cuda": 256}  # on this kind of CPU batches beyond 8 images are no faster per image
@@ -196,6 +196,8 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
     param = PARAMETRIZATIONS[recipe.parametrization](len(chunk), plan.canvas, generators).to(device)
     channels = torch.tensor(chunk, device=device)
     augment = recipe.build_transforms(plan.canvas, plan.image_size)
+    view_side = None if recipe.view_frac == 1.0 else int(round(plan.canvas * recipe.view_frac))
+    augment_clean = CleanFirstCopy(augment, plan.image_size, view_side)
     optimizer = _optimizer(recipe, param.parameters(), recipe.learning_rate(model.is_clip))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, (lambda s: 0.5 * (1 + math.cos(math.pi * s / max(plan.steps, 1)))) if recipe.cosine else (lambda s: 1.0)
@@ -208,12 +210,14 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
         active = watch.active
         if not active:
             break
-        scale, copies = recipe.phase_at(step, plan.steps)
+        phase = recipe.phase_at(step, plan.steps)
+        copies = phase.copies
         images = param()
         if len(active) < len(chunk):
             images = images[torch.tensor(active, device=images.device)]
-        images = augment(images.repeat_interleave(copies, 0), [generators[i] for i in active], copies, step, plan.steps)
-        images = _at_scale(images, model.patch_size, scale if model.can_interpolate else 1.0)
+        transform = augment_clean if phase.clean else augment
+        images = transform(images.repeat_interleave(copies, 0), [generators[i] for i in active], copies, step, plan.steps)
+        images = _at_scale(images, model.patch_size, phase.scale if model.can_interpolate else 1.0)
         acts = model.activations(images, plan.objective.needs)
         score = plan.objective(acts, channels[active].repeat_interleave(copies)).float().view(len(active), copies).mean(1)
         loss = -score.sum()

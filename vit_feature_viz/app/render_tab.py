@@ -192,26 +192,37 @@ class _Cancelled(Exception):
 
 OBJECTIVE_HELP = ("What to maximize. feature: an MLP unit over all patches (the paper's) · neuron: at one patch · "
                   "cls: at the CLS token · residual: a channel of the block's output · logit: a class of a classifier")
-RECIPE_HELP = ("How the image is made. paper: pixels with jitter (Ghiasi et al.) · fourier: Lucid's 1/f image · "
+RECIPE_HELP = ("How the image is made. fast: Fourier image, 2 copies, the saved image polished in the second half · "
+               "paper: pixels with jitter (Ghiasi et al.) · fourier: Lucid's 1/f image · "
                "maco: phase only, with a natural spectrum · tuned: Fourier at the paper's compute, one un-augmented copy")
+
+
+def preset_defaults(preset) -> tuple[str, int]:
+    """(recipe, steps) the Render tab starts with: the preset's, chosen by benchmarks/bench_speed.py for its hardware,
+    else the library's default recipe at its own steps; never above the preset's step cap."""
+    from ..recipes import DEFAULT_RECIPE, get_recipe
+
+    recipe = get_recipe(getattr(preset, "default_recipe", None) or DEFAULT_RECIPE)
+    steps = getattr(preset, "default_steps", None) or recipe.steps
+    return recipe.name, min(steps, preset.max_steps)
 
 
 def build(ctx: AppContext) -> Renderer:
     """The Render tab inside the open gr.Tabs: settings with examples, Render/Stop, progress, the gallery and the
     activations table. Render is disabled while its job runs (a Stop gives it back at once)."""
     from ..objectives import OBJECTIVES
-    from ..recipes import DEFAULT_RECIPE, RECIPES
+    from ..recipes import RECIPES
 
     preset = ctx.preset
     renderer = Renderer(preset, ctx.models)
-    default_steps = min(64, preset.max_steps)
+    default_recipe, default_steps = preset_defaults(preset)
     with gr.Tab("Render"):
         with gr.Row():
             features = gr.Textbox(f"0-{preset.max_features - 1}" if preset.max_features > 1 else "0",
                                   label="Features", info="7 | 0,5,9 | 0-63 | all | random 8", elem_id="features")
             objective = gr.Dropdown(list(OBJECTIVES), value="feature", label="Objective", info=OBJECTIVE_HELP,
                                     elem_id="objective")
-            recipe = gr.Dropdown(list(RECIPES), value=DEFAULT_RECIPE, label="Recipe", info=RECIPE_HELP, elem_id="recipe")
+            recipe = gr.Dropdown(list(RECIPES), value=default_recipe, label="Recipe", info=RECIPE_HELP, elem_id="recipe")
         with gr.Row():
             steps = gr.Slider(1, preset.max_steps, value=default_steps, step=1, precision=0, label="Steps",
                               elem_id="steps")
