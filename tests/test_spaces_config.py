@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import re
 import subprocess
@@ -212,3 +213,23 @@ def test_caps_grow_with_the_hardware_and_gpu_duration_is_bounded():
     small, big = zero.gpu_duration(1, 10), zero.gpu_duration(16, 512)
     assert 20 <= small < big <= zero.max_gpu_seconds
     assert zero.gpu_duration(2, 256) > zero.gpu_duration(1, 256)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_starts_the_render_tab_on_a_recipe_within_its_caps(name):
+    from vit_feature_viz.app.render_tab import preset_defaults
+    from vit_feature_viz.recipes import DEFAULT_RECIPE, RECIPES
+
+    preset = PRESETS[name]
+    recipe, steps = preset_defaults(preset)
+    assert recipe in RECIPES and 1 <= steps <= preset.max_steps
+    if preset.default_recipe is None:  # GPUs: the library's default at its own steps
+        assert (recipe, steps) == (DEFAULT_RECIPE, min(RECIPES[DEFAULT_RECIPE].steps, preset.max_steps))
+
+
+def test_cpu_basic_starts_on_the_measured_preview_setting():
+    """README (Speed): `fast` at 96 steps is the setting benchmarks/bench_speed.py measured for a CPU Space."""
+    from vit_feature_viz.app.render_tab import preset_defaults
+
+    assert preset_defaults(PRESETS["cpu-basic"]) == ("fast", 96)
+    assert preset_defaults(dataclasses.replace(PRESETS["cpu-basic"], max_steps=50)) == ("fast", 50)
