@@ -94,15 +94,20 @@ OOM_SCRIPT = textwrap.dedent("""
     import torch
     from vit_feature_viz import load_model, render, VizError
 
-    def data_bytes():
+    def status(key):
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
 
     model = load_model(sys.argv[1], device="cpu", precision="fp32")
     options = dict(recipe="paper", steps=2, image_size=2 * model.image_size, progress=False)
-    render(model, 3, [0], batch_size=1, **options)  # warm up: every buffer a one-feature batch needs exists now
-    limit = data_bytes() + int(sys.argv[2]) * 2**20
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.RLIM_INFINITY))
+    # warm up (one-time allocations happen now) with one feature at `warm` x the model's size, and see how much
+    # address space it needed at its peak; then cap the data segment at what is in use plus the headroom
+    warm, peak = int(sys.argv[3]), status("VmPeak:")
+    render(model, 3, [0], batch_size=1, recipe="paper", steps=2, image_size=warm * model.image_size, progress=False)
+    needed = max(0, status("VmPeak:") - peak)
+    headroom = 2 * needed + 20 * 2**20 if sys.argv[2] == "measured" else int(sys.argv[2]) * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (status("VmData:") + headroom, resource.RLIM_INFINITY))
+    print("needed", needed, "headroom", headroom, file=sys.stderr)
     try:
         results = render(model, 3, list(range(16)), batch_size=16, **options)
         print(json.dumps({"features": [r.feature for r in results], "error": None}))
@@ -113,10 +118,11 @@ OOM_SCRIPT = textwrap.dedent("""
 
 def test_a_batch_too_big_for_memory_is_halved_instead_of_crashing(trained_paths, tmp_path):
     """A real allocation failure: the process's data segment is capped just above what a one-feature batch needs,
-    so 16 features x 8 copies at twice the model's size cannot be allocated, and the renderer halves the batch."""
+    so 16 features x 8 copies at twice the model's size cannot be allocated, and the renderer halves the batch.
+    (The halving continues until a batch fits, so every feature is rendered.)"""
     script = tmp_path / "oom.py"
     script.write_text(OOM_SCRIPT)
-    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"], "200"],
+    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"], "measured", "2"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
@@ -127,7 +133,7 @@ def test_a_batch_too_big_for_memory_is_halved_instead_of_crashing(trained_paths,
 def test_out_of_memory_with_one_feature_is_one_line(trained_paths, tmp_path):
     script = tmp_path / "oom.py"
     script.write_text(OOM_SCRIPT)
-    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"], "1"],
+    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"], "1", "1"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
