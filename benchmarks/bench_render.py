@@ -41,10 +41,11 @@ def naive_feature(module: torch.nn.Module, layer: int, feature: int, steps: int,
     recipe = RECIPES["paper"]
     stored = {}
     hook = module.blocks[layer].mlp.act.register_forward_hook(lambda m, i, o: stored.__setitem__("act", o))
-    norm_mean = torch.tensor(mean).view(1, 3, 1, 1)
-    norm_std = torch.tensor(std).view(1, 3, 1, 1)
+    device = next(module.parameters()).device  # CPU or CUDA: bench_speed.py runs unchanged on a GPU
+    norm_mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    norm_std = torch.tensor(std, device=device).view(1, 3, 1, 1)
     generators = [torch.Generator().manual_seed(feature_seed(0, layer, feature))]
-    image = PixelImage(1, size, generators)
+    image = PixelImage(1, size, generators).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=recipe.lr, betas=recipe.betas, eps=1e-8)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     augment = recipe.build_transforms(size, size)
