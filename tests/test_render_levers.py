@@ -3,6 +3,7 @@ and the choice of precision. Real tiny and trained checkpoints; a real allocatio
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -150,3 +151,28 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_has_bf16_units(monkeypatch
     monkeypatch.setenv("VFV_PRECISION", "fp8")
     with pytest.raises(VizError, match="VFV_PRECISION='fp8' is not a precision"):
         resolve_precision("auto", torch.device("cpu"))
+
+
+THREADS_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # this process may use one CPU
+    import torch
+    torch.set_num_threads(4)
+    from vit_feature_viz import load_model
+    load_model(sys.argv[1], device="cpu")
+    print(torch.get_num_threads())
+""")
+
+
+def test_loading_a_model_caps_torch_threads_at_the_usable_cpus(trained_paths, tmp_path):
+    """More threads than CPUs oversubscribe the cores (README: Speed, 40x slower on 2 cores with 4 threads)."""
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"]], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "1"
+    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"]], capture_output=True,
+                         text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "4"})
+    assert run.stdout.strip().splitlines()[-1] == "4"  # an explicit setting is the user's choice

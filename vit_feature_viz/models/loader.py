@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from ..device import resolve_device, resolve_precision
+from ..device import limit_cpu_threads, resolve_device, resolve_precision
 from ..errors import VizError
 from . import builtin, open_clip_backend, timm_backend, transformers_backend
 from .base import VisionModel
@@ -54,6 +54,8 @@ def load_model(
         raise VizError("No model given: enter a Hub model id such as google/vit-base-patch16-224.")
     name = str(name_or_path).strip()
     resolved_device = resolve_device(device)
+    if resolved_device.type == "cpu":
+        limit_cpu_threads()
     resolved_precision = resolve_precision(precision, resolved_device)
     files = CheckpointFiles(_builtin_folder(name, revision) or name, revision)
     backend, config = detect_backend(files)
