@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -256,9 +257,10 @@ class PlateauWatch:
         self.plateau, self.steps, self.param = plateau, steps, param
         self.active = list(range(num_features))
         self.average = torch.zeros(num_features)
-        self.history: list[torch.Tensor] = []
+        self.history: deque[torch.Tensor] = deque(maxlen=(plateau.patience + 1) if plateau else 1)
         self.first: torch.Tensor | None = None
-        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their values) per parameter
+        self.stopped = torch.zeros(num_features, dtype=torch.bool)
+        self.kept = [value.detach().clone() for value in param.parameters()] if plateau else []
 
     def update(self, step: int, active: list[int], score: torch.Tensor) -> list[int]:
         """Record this step's objective of the active features; return the features that stop now."""
@@ -271,30 +273,24 @@ class PlateauWatch:
         if self.first is None:
             self.first = self.average.clone()
         self.history.append(self.average.clone())
-        if step + 1 < max(p.patience, p.min_fraction * self.steps) or step + 1 >= self.steps:
+        if len(self.history) <= p.patience or step + 1 < p.min_fraction * self.steps or step + 1 >= self.steps:
             return []
-        before = self.history[-1 - p.patience]
         climbed = (self.average - self.first).clamp(min=1e-8)
-        gained = self.average - before
+        gained = self.average - self.history[0]  # over the last `patience` steps
         stopping = [i for i in active if gained[i] < p.tolerance * climbed[i]]
         if stopping:
             self.active = [i for i in self.active if i not in stopping]
-            self._keep(stopping)
+            self.stopped[stopping] = True
+            with torch.no_grad():
+                for value, kept in zip(self.param.parameters(), self.kept):
+                    kept[stopping] = value[stopping]
         return stopping
-
-    def _keep(self, features: list[int]) -> None:
-        rows = torch.tensor(features)
-        for k, value in enumerate(self.param.parameters()):
-            if len(self.kept) <= k:
-                self.kept.append((rows, value.detach()[rows].clone()))
-            else:
-                old_rows, old_values = self.kept[k]
-                self.kept[k] = (torch.cat([old_rows, rows]), torch.cat([old_values, value.detach()[rows].clone()]))
 
     @torch.no_grad()
     def _restore(self) -> None:
-        for value, (rows, kept) in zip(self.param.parameters(), self.kept):
-            value[rows.to(value.device)] = kept
+        if self.stopped.any():
+            for value, kept in zip(self.param.parameters(), self.kept):
+                value[self.stopped.to(value.device)] = kept[self.stopped.to(kept.device)]
 
 
 def _at_scale(images: torch.Tensor, patch_size: int, scale: float) -> torch.Tensor:
