@@ -81,6 +81,14 @@ def test_plateau_stops_features_early_without_depending_on_the_batch(shapes_mode
         assert stopped.activation >= 0.8 * finished.activation, (stopped.activation, finished.activation)
 
 
+def test_plateau_waits_a_whole_patience_before_judging(tiny_repos):
+    """With few steps the patience outlasts min_fraction: the first judgement needs `patience` steps of history."""
+    model = load_model(tiny_repos["vit"], device="cpu")
+    recipe = dataclasses.replace(RECIPES["fourier"], steps=40, plateau=Plateau(patience=32, min_fraction=0.25))
+    results = render(model, 1, [3, 5], recipe=recipe, progress=False)
+    assert all(33 <= r.steps_run <= 40 for r in results)
+
+
 def test_recognizes_out_of_memory_errors():
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory"))
@@ -117,27 +125,27 @@ OOM_SCRIPT = textwrap.dedent("""
 """)
 
 
+def run_capped(tmp_path, model_path, headroom: str, warm: str) -> tuple[dict, str]:
+    """Run OOM_SCRIPT in its own process: (its JSON result, its stderr)."""
+    script = tmp_path / "oom.py"
+    script.write_text(OOM_SCRIPT)
+    run = subprocess.run([sys.executable, str(script), str(model_path), headroom, warm],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr
+
+
 def test_a_batch_too_big_for_memory_is_halved_instead_of_crashing(trained_paths, tmp_path):
     """A real allocation failure: the process's data segment is capped just above what a one-feature batch needs,
     so 16 features x 8 copies at twice the model's size cannot be allocated, and the renderer halves the batch.
     (The halving continues until a batch fits, so every feature is rendered.)"""
-    script = tmp_path / "oom.py"
-    script.write_text(OOM_SCRIPT)
-    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"], "measured", "2"],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out, stderr = run_capped(tmp_path, trained_paths["shapes-shape-vit-a"], "measured", "2")
     assert out == {"features": list(range(16)), "error": None}
-    assert "Out of memory with 16 features per batch: continuing with 8." in run.stderr
+    assert "Out of memory with 16 features per batch: continuing with 8." in stderr
 
 
 def test_out_of_memory_with_one_feature_is_one_line(trained_paths, tmp_path):
-    script = tmp_path / "oom.py"
-    script.write_text(OOM_SCRIPT)
-    run = subprocess.run([sys.executable, str(script), trained_paths["shapes-shape-vit-a"], "1", "1"],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out, _ = run_capped(tmp_path, trained_paths["shapes-shape-vit-a"], "1", "1")
     assert out["features"] == [] and out["error"].startswith("Out of memory with a single feature per batch")
     assert "\n" not in out["error"]
 
