@@ -144,7 +144,7 @@ def step_flops(model, layer: int, recipe: Recipe) -> float:
     return counts[0] - counts[1]
 
 
-def naive_seconds(arch: str, folder: str, model, layer: int, device: torch.device) -> tuple[float, float]:
+def naive_seconds(arch: str, model, layer: int, device: torch.device) -> tuple[float, float]:
     """(seconds per naive step, FLOPs per naive step): the authors' way, one feature, 8 copies, fp32."""
     import timm
 
@@ -206,7 +206,7 @@ def main() -> None:
             loaded = {}
             fp32 = load_model(folder, device=str(device), precision="fp32")
             layer = fp32.num_layers // 2
-            naive_step, naive_flops = naive_seconds(arch, folder, fp32, layer, device)
+            naive_step, naive_flops = naive_seconds(arch, fp32, layer, device)
             naive_feature_s = naive_step * NAIVE_STEPS
             rows.append([arch, "naive paper (reference)", f"{NAIVE_STEPS} x 8", f"{reference.ratio:.2f}",
                          f"{reference.transfer}/{reference.classes}", f"{naive_feature_s:.0f}", f"{3600 / naive_feature_s:.1f}",

@@ -62,8 +62,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     VFV_PRECISION (e.g. fp32) replaces what "auto" would pick: for numbers that must not depend on the machine."""
     if precision not in PRECISIONS:
         raise VizError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
-    if precision == "auto" and os.environ.get(ENV_PRECISION, "auto").strip() not in ("", "auto"):
-        pinned = os.environ[ENV_PRECISION].strip()
+    pinned = os.environ.get(ENV_PRECISION, "").strip()
+    if precision == "auto" and pinned not in ("", "auto"):
         if pinned not in PRECISIONS:
             raise VizError(f"{ENV_PRECISION}={pinned!r} is not a precision: set it to one of {', '.join(PRECISIONS)}.")
         return pinned

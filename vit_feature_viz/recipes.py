@@ -142,11 +142,12 @@ RECIPES: dict[str, Recipe] = {
     "tuned": Recipe(
         name="tuned",
         parametrization="fourier",
-        build_transforms=lambda canvas, size: T.CleanFirstCopy(T.lucid_transforms(canvas, size), size),
+        build_transforms=T.lucid_transforms,
         copies=4,
         steps=800,
         lr=0.05,
         lr_clip=0.05,
+        phases=(Phase(1.0, clean=True),),
         description="Lucid's Fourier image at the paper's compute (800 steps x 4 copies); each feature's first copy "
         "is the un-augmented image, so the image that is saved is itself optimized.",
     ),
