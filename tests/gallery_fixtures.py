@@ -35,3 +35,39 @@ def browse_gallery(tiny_repos, tmp_path_factory) -> Path:
         Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(images / f"img_{i}.png")
     model = load_model(tiny_repos["vit"], device="cpu")
     return make_gallery(model, tmp_path_factory.mktemp("browse") / "gallery", images)
+
+
+def hostile(what: str, url: str) -> str:
+    """A string a gallery (or a link) may hold that is markup if shown as is: an HTML image and link, a Markdown
+    image and link, a script, an entity, a bare URL, an e-mail address, emphasis and math; every address points
+    at `url` with 'leak' in it."""
+    return (f'{what} <img src="{url}/leak-{what}.png"> ![{what}]({url}/leak-md-{what}.png) '
+            f'[{what}]({url}/leak-link-{what}) <a href="{url}/leak-a-{what}">a</a> <script>alert(1)</script> '
+            f'&amp; {url}/leak-bare-{what} www.leak.example x@leak.example **{what}** $$x$$')
+
+
+def make_hostile_gallery(folder: Path, url: str) -> Path:
+    """A gallery whose every stored string is hostile(..., url): model id, objective, recipe, dataset name, CLIP
+    concept names (analysis/clip_names) and card fields. Layer 1 holds features 0-1, each with a visualization,
+    a patch map and one top example, for two objectives."""
+    import csv
+
+    from vit_feature_viz.gallery import GalleryFolder
+
+    image = Image.new("RGB", (16, 16), (30, 160, 90))
+    model = hostile("model", url)
+    rows = [dict(model_id=model, layer=1, feature=feature, objective=objective, recipe=hostile("recipe", url),
+                 steps=3, seed=0, activation=1.5 + feature, activation_init=0.5, image=image, image_patch_map=image,
+                 dataset=hostile("dataset", url), top_images=[image], top_scores=[0.9], top_indices=[4],
+                 patch_maps=[image])
+            for feature in (0, 1) for objective in ("feature", hostile("objective", url))]
+    GalleryFolder(folder).add(rows, card_info={"pretty_name": hostile("card", url), "backend": hostile("backend", url),
+                                               "license": hostile("license", url), "note": hostile("note", url)})
+    names = folder / "analysis" / "clip_names"
+    names.mkdir(parents=True)
+    with open(names / "run.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, ["model_id", "layer", "feature", "rank", "name"])
+        writer.writeheader()
+        writer.writerows({"model_id": model, "layer": 1, "feature": feature, "rank": rank,
+                          "name": hostile(f"concept{rank}", url)} for feature in (0, 1) for rank in (1, 2))
+    return folder

@@ -57,6 +57,11 @@ CASES = [
     Case("app", "timm CNN", "has no transformer blocks: pick a ViT or CLIP checkpoint", ("/layers", "{timm_resnet}")),
     Case("app", "transformers ConvNeXt", "has no transformer blocks", ("/layers", "{convnext}")),
     Case("app", "remote code", "this app never runs code from a model repo", ("/layers", "{remote_code}")),
+    # what a message quotes stays text: gradio's toast shows it as HTML (issue 16, item 3; tests/test_markup.py)
+    Case("app", "model id holding HTML", "'x &#60;img src=\"http://127.0.0.1:9/leak.png\"&#62;' is neither",
+         ("/layers", 'x <img src="http://127.0.0.1:9/leak.png">')),
+    Case("app", "gallery path holding HTML", "Gallery folder /nowhere/&#60;img src=x&#62; does not exist",
+         ("/open_gallery", "/nowhere/<img src=x>")),
     Case("app", "malformed config.json", "has a malformed config.json", ("/layers", "{bad_config}")),
     Case("app", "ConvNeXt render", "has no transformer blocks", _app_render(model="{convnext}")),
     Case("app", "fractional layer", "Layer must be a whole number", _app_render(layer=1.5)),

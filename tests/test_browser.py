@@ -5,16 +5,19 @@ Leaves a screenshot in test-artifacts/browser-render.png so a person can see wha
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from PIL import Image
 
-from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
+from gallery_fixtures import MODEL, TOP_K, browse_gallery, hostile, make_hostile_gallery  # noqa: F401 (a fixture)
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,4 +223,100 @@ def test_browse_a_pushed_gallery_and_follow_a_deep_link(app_url, page, hub, brow
                            " === 'tiny-org/vit-classifier'", timeout=30_000)
     assert page.locator("#layer input[type=number]").input_value() == "2"
     assert page.locator("#feature input[type=number]").input_value() == "7"
+    assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 404 to everything and records the path: a request here is a request the page should not make."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recorder():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_nothing_a_gallery_or_a_link_holds_becomes_markup(app_url, page, recorder, tmp_path):
+    """A gallery whose model id, objective, recipe, dataset name, CLIP concept names and card fields hold HTML,
+    Markdown images and links and bare URLs pointing at a loopback server, opened in the Explore tab, compared
+    with itself and reached through deep links (one with a hostile model in its query): the page shows all of
+    it as text, holds no element it injected, and never asks the loopback server for anything."""
+    page, outside = page
+    url = f"http://127.0.0.1:{recorder.server_port}"
+    folder = make_hostile_gallery(tmp_path / "gallery", url)
+    model, asked = hostile("model", url), hostile("asked", url)
+
+    def assert_nothing_injected():
+        for selector in ('img[src*="leak"]', 'a[href*="leak"]', 'a[href^="mailto"]', ".katex"):
+            assert page.locator(selector).count() == 0, selector
+        assert page.locator("script", has_text="alert(1)").count() == 0
+
+    def text_of(selector: str) -> str:
+        return " ".join(page.locator(selector).inner_text().split())
+
+    page.goto(app_url, wait_until="domcontentloaded")
+    source = page.locator("#gallery-source input")
+    source.wait_for(timeout=30_000)
+    source.fill(str(folder))
+    source.press("Enter")
+    page.locator("#open-gallery").click()
+    images_loaded(page, "#layer-grid", 2)
+    page.locator("#gallery-summary").get_by_text("2 features of").wait_for()
+    assert model in text_of("#gallery-summary")
+
+    page.locator("#layer-grid img").first.click()
+    page.locator("#feature-header").get_by_text("Layer 1 · feature 0").wait_for(timeout=30_000)
+    images_loaded(page, "#feature-examples", 2)
+    header = text_of("#feature-header")
+    for shown in (model, hostile("dataset", url), hostile("concept1", url), hostile("concept2", url)):
+        assert shown in header
+    assert hostile("dataset", url) in text_of("#feature-stats")
+    assert hostile("recipe", url) in text_of("#feature-visualizations")
+
+    page.get_by_text("Compare with another gallery").click()
+    page.locator("#compare-source textarea, #compare-source input").first.fill(str(folder))
+    page.locator("#compare-features textarea, #compare-features input").first.fill("0-1")
+    page.locator("#compare").click()
+    note = page.get_by_text("Layer 1, features 0, 1:")
+    note.wait_for(timeout=30_000)
+    assert model in " ".join(note.inner_text().split())
+    assert_nothing_injected()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-hostile-gallery.png"), full_page=True)
+
+    page.goto(f"{app_url}?{urlencode({'gallery': str(folder), 'layer': 1, 'feature': 1})}",
+              wait_until="domcontentloaded")
+    page.locator("#feature-header").get_by_text("Layer 1 · feature 1").wait_for(timeout=30_000)
+    assert model in text_of("#feature-header")
+    assert_nothing_injected()
+
+    page.goto(f"{app_url}?{urlencode({'gallery': str(folder), 'model': asked})}", wait_until="domcontentloaded")
+    toast = page.get_by_test_id("toast-body").filter(has_text="has no model")
+    toast.wait_for(timeout=30_000)
+    assert asked in " ".join(toast.inner_text().split())
+    assert_nothing_injected()
+
+    page.goto(f"{app_url}?{urlencode({'model': asked})}", wait_until="domcontentloaded")  # fills the model box
+    page.wait_for_function("document.querySelector('#model-id input, #model-id textarea')?.value.includes('leak')",
+                           timeout=30_000)
+    page.locator("#load").click()
+    page.locator("#model-summary").get_by_text("Could not load").wait_for(timeout=30_000)
+    assert asked in text_of("#model-summary")
+    assert_nothing_injected()
+    page.screenshot(path=str(ARTIFACTS / "browser-hostile-link.png"), full_page=False)
+    assert recorder.requests == [], f"the page fetched injected addresses: {recorder.requests[:3]}"
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"

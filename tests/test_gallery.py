@@ -208,7 +208,7 @@ def test_card_follows_hub_conventions(tmp_path):
     assert data.task_categories == ["image-feature-extraction"]
     assert {"transformers", "timm", "open_clip"} <= set(data.tags)
     assert data.vit_feature_viz["backend"] == ["transformers", "timm", "open_clip"]
-    assert f"https://huggingface.co/{local_model}" not in card.text and f"`{local_model}`" in card.text
+    assert f"https://huggingface.co/{local_model}" not in card.text and f"<code>{local_model}</code>" in card.text
     assert "huggingface.co/datasets/" + str(tmp_path) not in card.text.replace("//", "/")
     declared = datasets.Features._from_yaml_list(data.dataset_info["features"])
     assert declared == FEATURES

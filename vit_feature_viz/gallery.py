@@ -33,6 +33,7 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .errors import VizError
+from .markup import inert
 
 KEY_COLUMNS = ("model_id", "layer", "feature", "objective")
 
@@ -479,8 +480,10 @@ def is_hub_id(name: str) -> bool:
 
 
 def _hub_link(name: str, kind: str = "") -> str:
-    """A Markdown link to a Hub repo, or the name in backticks when it is a local path (nothing to link to)."""
-    return f"[{name}]({HUB_URL}/{kind}{name})" if is_hub_id(name) else f"`{name}`"
+    """A Markdown link to a Hub repo, or the name as code when it is a local path (nothing to link to). A Hub id
+    holds no character that makes markup; anything else is text through `inert`, in an HTML <code> because a
+    Markdown code span would show its character references as typed."""
+    return f"[{name}]({HUB_URL}/{kind}{name})" if is_hub_id(name) else f"<code>{inert(name)}</code>"
 
 
 def _distinct(rows: list[dict], column: str) -> list:
@@ -489,8 +492,8 @@ def _distinct(rows: list[dict], column: str) -> list:
 
 
 def _fmt(values: list) -> str:
-    """A short comma list for the card ('-' when empty)."""
-    return ", ".join(map(str, values)) if values else "-"
+    """A short comma list of values from rows or card info, as text for the card ('-' when empty)."""
+    return ", ".join(map(inert, values)) if values else "-"
 
 
 def _num(x: float | None) -> str:
@@ -537,7 +540,7 @@ def render_card(rows: list[dict], info: dict, *, license: str | None = None, fin
         **({CARD_INFO_KEY: info} if info else {}),
     )
     DatasetInfosDict({"default": DatasetInfo(features=FEATURES, config_name="default")}).to_dataset_card_data(data)
-    body = "\n".join([f"# {pretty}", "", *_summary(rows, info, models), "", *_preview(rows), "", *_usage(info),
+    body = "\n".join([f"# {inert(pretty)}", "", *_summary(rows, info, models), "", *_preview(rows), "", *_usage(info),
                       "", *_license_section(rows, license or info.get("license"), models)])
     return f"---\n{data.to_yaml()}\n---\n\n{body}\n"
 
@@ -546,7 +549,7 @@ def _license_section(rows: list[dict], chosen: str | None, models: list[str]) ->
     """What the licence fields point at: the upstream repos whose terms apply (or the owner's choice)."""
     lines = ["## License", ""]
     if chosen and chosen != "other":
-        return lines + [f"`{chosen}`, as chosen by the gallery's owner."]
+        return lines + [f"<code>{inert(chosen)}</code>, as chosen by the gallery's owner."]
     sources = [_hub_link(m) for m in models] + [_hub_link(d, "datasets/") for d in _distinct(rows, "dataset")]
     return lines + [
         "The images are rendered from the weights of the models below, and the dataset examples are crops of the "
@@ -573,7 +576,7 @@ def _summary(rows: list[dict], info: dict, models: list[str]) -> list[str]:
         ("Dataset examples", _examples_line(rows, n_examples)),
     ]
     hidden = ("tags", "pretty_name", "license", "repo_id")
-    extras = [(k.replace("_", " ").capitalize(), _fmt(_as_list(v)) if k == "backend" else str(v))
+    extras = [(inert(k.replace("_", " ").capitalize()), _fmt(_as_list(v) if k == "backend" else [v]))
               for k, v in info.items() if k not in hidden]
     lines = [
         f"Images that maximally activate features of {links}, with dataset examples and patch maps, "
@@ -591,7 +594,7 @@ def _examples_line(rows: list[dict], n_examples: list[int]) -> str:
     if not names and not n_examples:
         return "none yet"
     top = f"top {max(n_examples)} per feature, {len(n_examples)} row(s)" if n_examples else "no rows yet"
-    return f"{_fmt([_hub_link(d, 'datasets/') for d in names])} ({top})"
+    return f"{', '.join(_hub_link(d, 'datasets/') for d in names) or '-'} ({top})"
 
 
 def _preview(rows: list[dict], limit: int = 10) -> list[str]:
@@ -605,7 +608,7 @@ def _preview(rows: list[dict], limit: int = 10) -> list[str]:
     for r in rows[:limit]:
         top = max(r["top_scores"]) if r["top_scores"] else None
         lines.append(
-            f"| {r['layer']} | {r['feature']} | {r['objective']} | {_num(r['activation'])} "
+            f"| {r['layer']} | {r['feature']} | {inert(r['objective'])} | {_num(r['activation'])} "
             f"| {_num(r['activation_init'])} | {_num(top)} |"
         )
     if len(rows) > limit:
@@ -622,7 +625,7 @@ def _usage(info: dict) -> list[str]:
         "```python",
         "from datasets import load_dataset",
         "",
-        f'ds = load_dataset("{repo}", split="train")',
+        f'ds = load_dataset("{inert(repo)}", split="train")',
         'row = ds[0]  # row["image"], row["top_images"], row["patch_maps"] are PIL images',
         "```",
     ]

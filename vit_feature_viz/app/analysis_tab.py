@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..errors import VizError
 from .common import (
-    AppContext, ModelCache, as_int, check_name, on_gpu, over_cap, session_path, user_errors,
+    AppContext, ModelCache, as_int, check_name, inert, on_gpu, over_cap, session_path, user_errors,
 )
 
 DEFAULT_ANALYSIS_DATASET = "vit-feature-viz/shapes-color"  # built in: works offline with the shapes fixtures
@@ -55,8 +55,7 @@ class Analyst:
             files = result.save(session)
             columns = list(result.rows[0]) if result.rows else []
             table = [[_cell(row.get(c)) for c in columns] for row in result.rows]
-            summary = "\n".join(f"- {note}" for note in result.notes)
-            return str(files["plot"]), {"headers": columns, "data": table}, summary, session
+            return str(files["plot"]), {"headers": columns, "data": table}, notes_markdown(result.notes), session
 
     def feature_names(self, model_id, layer, feature, session=None) -> str:
         """/feature_names: the CLIP names saved in the session gallery for this feature, or a hint."""
@@ -68,7 +67,7 @@ class Analyst:
             names = feature_names(session, model_id, layer, feature) if session else []
             if not names:
                 return f"No CLIP names yet for layer {layer}, feature {feature}: run *Name CLIP features* on a CLIP model."
-            return f"**CLIP names of layer {layer}, feature {feature}:** {', '.join(names)}"
+            return f"**CLIP names of layer {layer}, feature {feature}:** {', '.join(map(inert, names))}"
 
     def _duration(self, model_id, experiment, dataset, split, max_images, layer, feature) -> int:
         return int(min(self.preset.max_gpu_seconds, 30 + SECONDS_PER_IMAGE * max_images))
@@ -82,6 +81,11 @@ class Analyst:
             if experiment == "clip-names":
                 options.update(layer=layer, features=[feature], top_images=min(16, max_images))
             return EXPERIMENTS[experiment](model, dataset, **options)
+
+
+def notes_markdown(notes: list[str]) -> str:
+    """An analysis' notes as a Markdown list; they quote the dataset's and the model's names, so as text."""
+    return "\n".join(f"- {inert(note)}" for note in notes)
 
 
 def _cell(value):

@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 
 from ..errors import VizError
+from ..markup import inert
 from ..specs import whole_number
 
 try:  # ZeroGPU Spaces ship the `spaces` package; elsewhere the app runs unchanged
@@ -62,13 +63,16 @@ def on_gpu(fn, duration):
 
 @contextlib.contextmanager
 def user_errors(action: str):
-    """Show a VizError's one line as is; anything unexpected as one generic line (traceback to the log only)."""
+    """Show a VizError's one line as text; anything unexpected as one generic line (traceback to the log only).
+
+    Messages name what a visitor or a gallery gave (a model id, a folder, a link's value), and gradio shows them
+    as HTML: `error_text` keeps them text."""
     try:
         yield
     except gr.Error:
         raise
     except VizError as err:
-        raise gr.Error(app_wording(str(err)), print_exception=False) from None
+        raise gr.Error(error_text(app_wording(str(err))), print_exception=False) from None
     except Exception as err:
         log.exception("unexpected error while %s", action)
         raise gr.Error(
@@ -97,6 +101,11 @@ APP_FIXES = {  # replaces the message's advice (after its last ': ')
 }
 CLI_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 CLI_ADVICE = re.compile(r"\b(?:use|pass) (e\.g\. )?(--[a-z][a-z-]*)(?: with)? ?")
+
+
+def error_text(message: str) -> str:
+    """A message for gr.Error: gradio's toast renders it as HTML, so what it quotes must stay text."""
+    return inert(message, markdown=False)
 
 
 def app_wording(message: str) -> str:
@@ -255,12 +264,12 @@ class ModelCache:
 
 def loading_message(model_id: Any) -> str:
     """Shown at once when Load is pressed: loading a model the first time can take a while."""
-    return (f"Loading **{str(model_id or '').strip()}**… (the first load of a model reads its weights; "
+    return (f"Loading **{inert(str(model_id or '').strip())}**… (the first load of a model reads its weights; "
             "later requests reuse it)")
 
 
 def load_failed(model_id: Any) -> str:
-    return f"Could not load **{str(model_id or '').strip()}**: see the message in the corner, fix it and Load again."
+    return f"Could not load **{inert(str(model_id or '').strip())}**: see the message in the corner, fix it and Load again."
 
 
 def pickers(info: dict | None, layer: Any):
@@ -271,7 +280,7 @@ def pickers(info: dict | None, layer: Any):
     layer = min(max(int(layer or 0), 0), len(blocks) - 1)
     width = blocks[layer]["features"]
     summary = (
-        f"**{info['model_id']}** ({info['backend']}{', CLIP' if info.get('is_clip') else ''}): "
+        f"**{inert(info['model_id'])}** ({inert(info['backend'])}{', CLIP' if info.get('is_clip') else ''}): "
         f"{len(blocks)} blocks, MLP width {width}, {info['image_size']} px input, patch {info['patch_size']}"
         + (f", {info['num_classes']} classes" if info.get("num_classes") else "")
     )

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..browse import GalleryCache, compact_ranges, parse_deep_link
 from ..errors import VizError
-from .common import AppContext, on_space, user_errors
+from .common import AppContext, error_text, inert, on_space, user_errors
 
 GRID_PAGE = 48  # features per page of a layer's grid
 COMPARE_MAX = 24  # features per comparison
@@ -56,7 +56,8 @@ def featured_markdown(featured: list[dict]) -> str:
     if not featured:
         return NO_GALLERY.format(local="" if on_space() else ", or the path of a gallery folder")
     lines = ["**Featured galleries** (pick one in the box above, then **Open**):", ""]
-    lines += [f"- `{g['id']}`: {g['title']}" + (f". {g['description']}" if g["description"] else "") for g in featured]
+    lines += [f"- <code>{inert(g['id'])}</code>: {inert(g['title'])}"
+              + (f". {inert(g['description'])}" if g["description"] else "") for g in featured]
     return "\n".join(lines)
 
 
@@ -121,8 +122,9 @@ class Galleries:
     def _summary(gallery) -> str:
         models = gallery.models()
         features = {(e.model_id, e.layer, e.feature) for e in gallery.entries}
-        revision = f" at `{gallery.source.revision[:8]}`" if gallery.source.revision else ""
-        return (f"**{gallery.label}**{revision}: {len(features)} features of {', '.join(models)} in "
+        revision = f" at <code>{inert(gallery.source.revision[:8])}</code>" if gallery.source.revision else ""
+        return (f"**{inert(gallery.label)}**{revision}: {len(features)} features of "
+                f"{', '.join(inert(m) for m in models)} in "
                 f"{len({(e.model_id, e.layer) for e in gallery.entries})} layer(s). Click a feature to open its page.")
 
     # --- a layer ----------------------------------------------------------------------------------------
@@ -162,9 +164,10 @@ class Galleries:
     @staticmethod
     def _page_outputs(page, base: str):
         link = page.link(base)
-        concepts = f"  \nCLIP concepts: {', '.join(page.concept_names)}" if page.concept_names else ""
-        header = (f"### Layer {page.layer} · feature {page.feature}\n{page.model_id} in `{page.source}`"
-                  + (f" · examples from {page.dataset}" if page.dataset else "") + concepts)
+        concepts = f"  \nCLIP concepts: {', '.join(map(inert, page.concept_names))}" if page.concept_names else ""
+        header = (f"### Layer {page.layer} · feature {page.feature}\n{inert(page.model_id)} in "
+                  f"<code>{inert(page.source)}</code>"
+                  + (f" · examples from {inert(page.dataset)}" if page.dataset else "") + concepts)
         visualizations = []
         for viz in page.visualizations:
             if viz.image is not None:
@@ -188,7 +191,7 @@ class Galleries:
         try:
             wanted = parse_deep_link(dict(request.query_params) if request is not None else {})
         except VizError as err:
-            raise gr.Error(f"{err} (in the page's link)", print_exception=False) from None
+            raise gr.Error(error_text(f"{err} (in the page's link)"), print_exception=False) from None
         if wanted is None or wanted.gallery is None:
             return tuple(gr.skip() for _ in range(OUTPUTS_ON_LOAD))
         with user_errors("opening the link"):
@@ -262,7 +265,7 @@ class Galleries:
                     for f in wanted
                 ])
             note = (f"Layer {layer}, features {', '.join(map(str, wanted[:8]))}{'…' if len(wanted) > 8 else ''}: "
-                    f"left **{a.label}** ({model_a}), right **{b.label}** ({model_b}).")
+                    f"left **{inert(a.label)}** ({inert(model_a)}), right **{inert(b.label)}** ({inert(model_b)}).")
             return sides[0], sides[1], note
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import VizError
-from .common import DEFAULT_REPO_NAME, AppContext, on_space, session_folder, user_errors
+from .common import DEFAULT_REPO_NAME, AppContext, inert, on_space, session_folder, user_errors
 
 
 class Sharing:
@@ -85,7 +85,8 @@ class Sharing:
                                    commit_message="Gallery from the vit-feature-viz app")
             except VizError as err:  # visitors know their gallery, not the server folder that holds it
                 raise VizError(str(err).replace(f"the local gallery in {folder.path}", "your gallery")) from None
-            return f"Pushed {len(folder.keys())} feature(s) to [{url}]({url}) in {time.monotonic() - started:.0f} s."
+            return (f"Pushed {len(folder.keys())} feature(s) to [{inert(url)}]({url}) in "
+                    f"{time.monotonic() - started:.0f} s.")
 
 
 def server_token_allowed() -> bool:
