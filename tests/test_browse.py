@@ -16,7 +16,7 @@ from PIL import Image
 from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
-from vit_feature_viz.browse import DeepLink, GalleryCache, deep_link, open_gallery, parse_deep_link
+from vit_feature_viz.browse import IMAGE_COLUMNS, DeepLink, GalleryCache, deep_link, open_gallery, parse_deep_link
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.names import DEFAULT_RECIPE
 from vit_feature_viz.gallery import GalleryFolder
@@ -75,13 +75,19 @@ def test_browse_a_gallery_folder(browse_gallery):
     assert page.link("http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={gallery_param}&layer=1&feature=3"
 
 
+def columns_read(gallery) -> set[str]:
+    """The columns of row groups the gallery has read since it was opened (its index reads only the keys)."""
+    return {column for (_, _, columns) in gallery.index._chunks for column in columns}
+
+
 def test_browse_reads_only_the_images_a_view_needs(browse_gallery):
     gallery = open_gallery(browse_gallery)
-    assert gallery._cache == {}  # opening and listing read no image column
-    gallery.features(None, 1)
-    assert gallery._cache == {}
-    gallery.thumbnails(gallery.features(None, 2))
-    assert {key[2] for key in gallery._cache} == {"image"}
+    assert gallery.layers() == [1, 2] and len(gallery.layer_rows(None, 1)) == 4
+    assert columns_read(gallery) == set()  # opening and listing read no row group beyond the key columns
+    entries = gallery.features(None, 2)
+    assert not columns_read(gallery) & set(IMAGE_COLUMNS)  # a row's numbers, no pixels
+    gallery.thumbnails(entries)
+    assert columns_read(gallery) & set(IMAGE_COLUMNS) == {"image"}
 
 
 def test_bad_requests_are_one_line_vizerrors(browse_gallery, tmp_path):
@@ -137,10 +143,12 @@ def test_browse_a_pushed_gallery_by_repo_id(hub, browse_gallery, monkeypatch):
     gallery = open_gallery("alice/browse-me")
     assert re.fullmatch(r"[0-9a-f]{40}", gallery.source.revision)  # reads are pinned to one commit
     check_gallery(gallery, browse_gallery)
-    assert open_gallery("https://huggingface.co/datasets/alice/browse-me").entries == gallery.entries
+    by_url = open_gallery("https://huggingface.co/datasets/alice/browse-me")
+    assert by_url.source.key == gallery.source.key and by_url.features(None, 1) == gallery.features(None, 1)
 
     cache = GalleryCache(max_size=1)
-    assert cache.get("alice/browse-me", allow_local=False) is cache.get(" alice/browse-me ", allow_local=False)
+    first, again = (cache.get(name, allow_local=False) for name in ("alice/browse-me", " alice/browse-me "))
+    assert first.index is again.index  # one index per revision, whoever opens it
 
     with pytest.raises(VizError, match="dataset repo alice/nothing-here not found"):
         open_gallery("alice/nothing-here")
@@ -183,3 +191,4 @@ def test_concept_names_from_the_galleries_clip_names_tables(hub, browse_gallery,
     monkeypatch.setenv("HF_TOKEN", hub.write_token)
     push_gallery(folder, "alice/named")
     assert open_gallery("alice/named").feature_page(None, 1, 2).concept_names == ["zebra", "stripes"]
+

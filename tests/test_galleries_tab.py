@@ -55,7 +55,7 @@ def test_compare_two_galleries(client, browse_gallery, tmp_path, monkeypatch):
     with pytest.raises(AppError, match=r"out of range.*holds features 0-3\)"):
         client.predict(str(browse_gallery), MODEL, 1, "feature", str(other), "0-30", api_name="/compare")
     monkeypatch.setattr(galleries_tab, "COMPARE_MAX", 2)  # the app runs in this process
-    with pytest.raises(AppError, match="3 features is more than 2 per comparison"):
+    with pytest.raises(AppError, match="3 features asked for, more than the 2 allowed per request"):
         client.predict(str(browse_gallery), MODEL, 1, "feature", str(other), "0-2", api_name="/compare")
 
 
