@@ -10,8 +10,8 @@ Choice of preset, first match wins:
   2. SPACES_ZERO_GPU=true (set by Hugging Face on ZeroGPU Spaces) -> zero-a10g;
   3. cpu-basic.
 Any cap can then be overridden by env: VFV_MAX_STEPS, VFV_MAX_FEATURES, VFV_MAX_IMAGE_SIZE,
-VFV_MAX_SCAN_IMAGES, VFV_MAX_TOP_K, VFV_MAX_PARAMETERS, VFV_CONCURRENCY (e.g. a Space owner on bigger hardware,
-or tests).
+VFV_MAX_SCAN_IMAGES, VFV_MAX_TOP_K, VFV_MAX_PARAMETERS, VFV_MAX_GALLERY_ROWS, VFV_CONCURRENCY (e.g. a Space owner
+on bigger hardware, or tests).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ OVERRIDES = {
     "VFV_MAX_SCAN_IMAGES": "max_scan_images",
     "VFV_MAX_TOP_K": "max_top_k",
     "VFV_MAX_PARAMETERS": "max_parameters",
+    "VFV_MAX_GALLERY_ROWS": "max_gallery_rows",
     "VFV_CONCURRENCY": "concurrency",
 }
 
@@ -55,6 +56,9 @@ class Preset:
     zero_gpu: bool = False  # run the GPU work inside @spaces.GPU with a duration computed per request
     seconds_per_feature_step: float = 0.7  # estimate used for the ZeroGPU duration (ViT-B/16, paper recipe)
     max_gpu_seconds: int = 120  # upper bound asked of ZeroGPU for one request
+    # rows a gallery may declare to be opened in the Explore galleries tab (about 45 bytes each in the index all
+    # visitors share): a ViT-H gallery of every feature (164k) with two objectives, not an unbounded one
+    max_gallery_rows: int = 1_000_000
 
     def gpu_duration(self, features: int, steps: int, *, overhead: int = 15) -> int:
         """Seconds to ask of ZeroGPU for a render of `features` x `steps`: estimate x2 margin, within bounds."""
@@ -75,7 +79,7 @@ PRESETS: dict[str, Preset] = {
             name="cpu-basic", hub_hardware="cpu-basic", description="Free CPU Space (2 vCPU, 16 GB): previews only.",
             max_steps=128, max_features=2, max_image_size=224, max_scan_images=200, max_top_k=8,
             max_parameters=200_000_000,  # every ViT-B and CLIP-B (151M with its text tower); a ViT-L is too slow here
-            concurrency=1, queue_size=16,
+            concurrency=1, queue_size=16, max_gallery_rows=300_000,
             # benchmarks/bench_speed.py: `fast` at 96 steps beats the paper's 400-step quality on the fixtures and
             # gives 2 ViT-B/16 features in about a minute on 2 vCPUs with bf16 units (README: Speed)
             default_recipe="fast", default_steps=96,

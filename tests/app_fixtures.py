@@ -29,6 +29,7 @@ CAPS = {  # a tiny preset, chosen by env exactly as a Space owner would
     "VFV_MAX_SCAN_IMAGES": "20",
     "VFV_MAX_TOP_K": "4",
     "VFV_MAX_PARAMETERS": "10000000",
+    "VFV_MAX_GALLERY_ROWS": "1000",
 }
 
 

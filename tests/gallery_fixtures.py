@@ -71,3 +71,60 @@ def make_hostile_gallery(folder: Path, url: str) -> Path:
         writer.writerows({"model_id": model, "layer": 1, "feature": feature, "rank": rank,
                           "name": hostile(f"concept{rank}", url)} for feature in (0, 1) for rank in (1, 2))
     return folder
+
+
+def one_colour_png(size: tuple[int, int] = (4, 4), mode: str = "RGB") -> bytes:
+    """A PNG of one colour: a 1-bit one of 9400x9400 pixels is 11 MB to draw and a few KB stored (a decompression
+    bomb for whoever decodes it at full size)."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, 1 if mode == "1" else (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_synthetic_gallery(folder: Path, layers: int, features: int | list[int], *, image: bytes | None = None,
+                            top_images: int = 0, row_group_size: int = 100_000, model: str = MODEL) -> Path:
+    """A gallery folder of `layers` x `features` (a count, or the feature indices) rendered rows, written with
+    pyarrow directly: millions of rows in seconds. Every row holds the same `image` (a tiny PNG by default; b""
+    for none) and `top_images` copies of it as its top examples."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vit_feature_viz.gallery import FEATURES
+
+    schema = FEATURES.arrow_schema
+    indices = np.arange(features, dtype=np.int32) if isinstance(features, int) else np.array(features, np.int32)
+    rows = layers * len(indices)
+    image = one_colour_png() if image is None else image
+    stored = {"bytes": image, "path": None} if image else None
+
+    def same(name, value):
+        return pa.repeat(pa.scalar(value, type=schema.field(name).type), rows)
+
+    def same_list(name, items):  # pa.repeat of a list scalar takes seconds for millions of rows
+        kind = schema.field(name).type
+        item = pa.array(items, type=kind.value_type)
+        values = pa.concat_arrays([item] * rows) if len(item) else item
+        return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * len(item)), values, type=kind)
+
+    columns = {
+        "image": same("image", stored), "image_patch_map": same("image_patch_map", None),
+        "model_id": same("model_id", model),
+        "layer": pa.array(np.repeat(np.arange(layers, dtype=np.int32), len(indices))),
+        "feature": pa.array(np.tile(indices, layers)),
+        "objective": same("objective", "feature"), "recipe": same("recipe", "fast"), "steps": same("steps", 2),
+        "seed": same("seed", 0), "image_size": same("image_size", 4),
+        "activation": pa.array(np.linspace(0, 1, rows, dtype=np.float32)),
+        "activation_init": same("activation_init", 0.0),
+        "dataset": same("dataset", "test/images" if top_images else None),
+        "top_images": same_list("top_images", [stored] * top_images),
+        "top_scores": same_list("top_scores", [float(top_images - i) for i in range(top_images)]),
+        "top_indices": same_list("top_indices", list(range(top_images))),
+        "patch_maps": same_list("patch_maps", [stored] * top_images),
+    }
+    table = pa.table([columns[name] for name in schema.names], schema=schema)
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / "data" / "train-00000-of-00001.parquet", row_group_size=row_group_size)
+    (folder / "README.md").write_text("---\nlicense: other\n---\n# synthetic gallery\n")
+    return folder

@@ -30,6 +30,7 @@ from vit_feature_viz import VizError, jobs, load_model, render
 from vit_feature_viz.examples import UnreadableImages, scan_examples
 
 from app_fixtures import client, server  # noqa: E402,F401 (the served app, for the "app" rows)
+from gallery_fixtures import MODEL, one_colour_png, write_synthetic_gallery
 
 CLI = [sys.executable, "-m", "vit_feature_viz"]
 
@@ -72,6 +73,19 @@ CASES = [
     Case("app", "huge seed", "Seed must be at least 0 and at most 9223372036854775807", _app_render(seed=10**20)),
     Case("app", "server file as image", "The image was not uploaded to this app",
          ("/patch_map", "{vit}", 0, 0, {"path": "{a_file}"})),
+    # galleries a visitor names in the Explore galleries tab: bounded cost, one line
+    Case("app", "9400x9400 PNG in a gallery", "holds a 9400x9400 image, larger than 4 megapixels, more than this "
+         "browser decodes", ("/show_layer", "{bomb_gallery}", MODEL, 0, "feature", 1)),
+    Case("app", "decompression bomb in a gallery", "holds an image larger than 4 megapixels",
+         ("/feature_page", "{pil_bomb_gallery}", MODEL, 0, "feature", 0)),
+    Case("app", "grid page nan", "The grid page must be a number from 1 to 1, got 'nan'.",
+         ("/show_layer", "{small_gallery}", MODEL, 0, "feature", "nan")),
+    Case("app", "grid page inf", "The grid page must be a number from 1 to 1, got 'inf'.",
+         ("/show_layer", "{small_gallery}", MODEL, 0, "feature", "inf")),
+    Case("app", "gallery over the row cap", "declares 1,001 rows, more than the 1,000 that can be opened at once",
+         ("/open_gallery", "{crowded_gallery}")),
+    Case("app", "compare with feature 20,000,000", "20000000 features asked for, more than the 24 allowed per "
+         "request", ("/compare", "{small_gallery}", MODEL, 0, "feature", "{far_gallery}", "0-19999999")),
     # models that are not ViTs, or cannot be read
     Case("cli", "timm CNN", "has no transformer blocks: pick a ViT or CLIP checkpoint", ("layers", "{timm_resnet}")),
     Case("cli", "transformers ConvNeXt", "has no transformer blocks with an MLP: pick a ViT or CLIP checkpoint",
@@ -147,10 +161,17 @@ def ctx(tiny_repos, hub_cache_dir, tmp_path_factory):
     broken = root / "broken-gallery"
     (broken / "data").mkdir(parents=True)
     (broken / "data" / "train-broken.parquet").write_bytes(b"PAR1 truncated")
+    galleries = {  # the app's preset in these tests opens galleries of up to 1,000 rows (app_fixtures.CAPS)
+        "bomb_gallery": dict(layers=1, features=4, image=one_colour_png((9400, 9400), mode="1")),
+        "pil_bomb_gallery": dict(layers=1, features=1, image=one_colour_png((13400, 13400), mode="1")),  # PIL refuses it
+        "small_gallery": dict(layers=1, features=4), "crowded_gallery": dict(layers=1, features=1001),
+        "far_gallery": dict(layers=1, features=[0, 20_000_000]),
+    }
+    galleries = {name: str(write_synthetic_gallery(root / name, **shape)) for name, shape in galleries.items()}
     model = load_model(tiny_repos["vit"], device="cpu")
     return SimpleNamespace(root=root, vit=tiny_repos["vit"], model=model, images=str(images.parent),
                            broken_images=str(broken_images.parent), png_bytes=str(png_bytes), a_file=str(a_file),
-                           foreign=str(foreign), broken=str(broken), **repos)
+                           foreign=str(foreign), broken=str(broken), **galleries, **repos)
 
 
 def snapshot(root: Path) -> dict[str, str]:

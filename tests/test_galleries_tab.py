@@ -4,15 +4,20 @@ gradio_client against app.py served on loopback, on a gallery folder made by the
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from app_fixtures import client, server  # noqa: F401 (fixtures: app.py served on loopback, its gradio_client)
-from gallery_fixtures import MODEL, TOP_K, browse_gallery  # noqa: F401 (a fixture)
+from app_fixtures import app_error, client, server  # noqa: F401 (fixtures: app.py served on loopback, its client)
+from gallery_fixtures import MODEL, TOP_K, browse_gallery, write_synthetic_gallery  # noqa: F401 (a fixture)
+from vit_feature_viz import browse
 from vit_feature_viz.app import galleries_tab
 from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries
+from vit_feature_viz.browse import MAX_EXAMPLES
 from vit_feature_viz.gallery import GalleryFolder
 
 pytestmark = pytest.mark.slow
@@ -55,7 +60,7 @@ def test_compare_two_galleries(client, browse_gallery, tmp_path, monkeypatch):
     with pytest.raises(AppError, match=r"out of range.*holds features 0-3\)"):
         client.predict(str(browse_gallery), MODEL, 1, "feature", str(other), "0-30", api_name="/compare")
     monkeypatch.setattr(galleries_tab, "COMPARE_MAX", 2)  # the app runs in this process
-    with pytest.raises(AppError, match="3 features is more than 2 per comparison"):
+    with pytest.raises(AppError, match="3 features asked for, more than the 2 allowed per request"):
         client.predict(str(browse_gallery), MODEL, 1, "feature", str(other), "0-2", api_name="/compare")
 
 
@@ -88,3 +93,76 @@ def test_featured_galleries_from_the_file_or_the_environment(tmp_path):
     assert [g["id"] for g in featured_galleries({ENV_FEATURED: "x/y, z/w"}, config)] == ["x/y", "z/w"]
     assert featured_galleries({}, tmp_path / "missing.yaml") == []
     assert featured_galleries({}) == []  # the shipped file parses (and lists none until galleries are pushed)
+
+
+# --- bounded cost for any gallery a visitor can name -----------------------------------------------------------
+def on_page_load(server, function: str, query: str) -> httpx.Response:
+    """Call the page-load handler `function` over HTTP as the page does: the query string of the page's URL on the
+    request (gradio's client sends it along), nothing in the body."""
+    fn_index = next(i for i, block in server.app.demo.fns.items() if getattr(block.fn, "__name__", "") == function)
+    return httpx.post(f"{server.url}gradio_api/run/predict?{query}", timeout=60,
+                      json={"data": [], "fn_index": fn_index, "session_hash": f"link-{function}"})
+
+
+def test_a_deep_link_with_a_huge_number_is_one_line(server):
+    huge = "9" * 30  # beyond 64 bits: once it reached the page's number boxes, the response could not be encoded
+    model_link = on_page_load(server, "model_from_link", f"model=org/vit&layer=1&feature={huge}")
+    assert model_link.status_code == 200, model_link.text[:300]  # HTTP 500 "Integer exceeds 64-bit range" before
+    gallery_link = on_page_load(server, "from_link", f"model=org/vit&feature={huge}")
+    error = gallery_link.json()["error"]
+    assert error == (f"The feature must be at least 0 and at most 2147483647, got {huge}. (in the page's link)")
+
+
+def test_a_grid_page_that_is_no_number_is_one_line(server, client, browse_gallery):
+    for page in ("nan", "inf", "-inf", "two"):
+        message = app_error(lambda: client.predict(str(browse_gallery), MODEL, 1, "feature", page,
+                                                   api_name="/show_layer"))
+        assert message == f"The grid page must be a number from 1 to 1, got {page!r}."
+    for page in ("NaN", "Infinity"):  # JSON numbers Python reads (gradio_client refuses to send them)
+        body = f'{{"data": ["{browse_gallery}", "{MODEL}", 1, "feature", {page}]}}'
+        response = httpx.post(f"{server.url}gradio_api/run/show_layer", content=body, timeout=60,
+                              headers={"content-type": "application/json"})
+        assert response.json()["error"].startswith("The grid page must be a number from 1 to 1, got "), response.text
+    grid, _, _ = client.predict(str(browse_gallery), MODEL, 1, "feature", 1e300, api_name="/show_layer")
+    assert len(grid) == 4  # a finite page past the end shows the last page, as the slider would
+
+
+def test_compare_checks_the_feature_count_before_building_a_list(client, tmp_path):
+    a = write_synthetic_gallery(tmp_path / "a", 2, 4)
+    b = write_synthetic_gallery(tmp_path / "b", 2, [0, 1, 20_000_000])
+    for spec, count in (("0-19999999", 20_000_000), ("all", 20_000_001)):
+        started = time.perf_counter()
+        message = app_error(lambda: client.predict(str(a), MODEL, 1, "feature", str(b), spec, api_name="/compare"))
+        assert message.startswith(f"{count} features asked for, more than the 24 allowed per request: ask for fewer")
+        assert message.endswith("(layer 1 of these galleries holds features 0-3, 20000000)")
+        assert time.perf_counter() - started < 5  # no list of 20 million indices (1.28 GB and 5 s before)
+    left, right, _ = client.predict(str(a), MODEL, 1, "feature", str(b), "3,20000000", api_name="/compare")
+    assert [i["caption"].split(" · ")[1] for i in left] == ["1", "not here"]
+    assert [i["caption"].split(" · ")[1] for i in right] == ["not here", "1"]
+
+
+def test_a_row_with_thousands_of_top_images_shows_at_most_the_cap(client, tmp_path, monkeypatch):
+    assert galleries_tab.EXAMPLES_SHOWN == MAX_EXAMPLES
+    monkeypatch.setattr(galleries_tab, "EXAMPLES_SHOWN", 4)  # the app runs in this process; 32 take a while
+    folder = write_synthetic_gallery(tmp_path / "tops", 1, 2, top_images=3000)
+    examples = value(client.predict(str(folder), MODEL, 0, "feature", 1, api_name="/feature_page")[3])
+    assert [item["caption"] for item in examples[::2]] == ["#1 · row 0 · 3000.000", "#2 · row 1 · 2999.000",
+                                                            "#3 · row 2 · 2998.000", "#4 · row 3 · 2997.000"]
+    assert len(examples) == 2 * 4  # each example and its patch map
+
+
+def test_two_visitors_opening_one_gallery_at_once_build_one_index(client, tmp_path, monkeypatch):
+    folder = write_synthetic_gallery(tmp_path / "busy", 2, 300)
+    builds = []
+    real_init = browse.GalleryIndex.__init__
+
+    def slow_init(self, *args, **kwargs):  # the app runs in this process
+        builds.append(args[0].label)
+        time.sleep(1)  # the second visitor arrives while the first build runs
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(browse.GalleryIndex, "__init__", slow_init)
+    visitors = [Client(client.src, verbose=False) for _ in range(2)]
+    jobs = [visitor.submit(str(folder), api_name="/open_gallery") for visitor in visitors]
+    summaries = [value(job.result(timeout=120)[4]) for job in jobs]
+    assert builds == [str(folder)] and all("600 features" in summary for summary in summaries)

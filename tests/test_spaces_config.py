@@ -199,6 +199,8 @@ def test_preset_overrides_and_errors():
     preset = current_preset({"VFV_HARDWARE": "t4-small", "VFV_MAX_STEPS": "7", "VFV_CONCURRENCY": "3"})
     assert (preset.name, preset.max_steps, preset.concurrency) == ("t4-small", 7, 3)
     assert preset.max_features == PRESETS["t4-small"].max_features
+    assert current_preset({}).max_gallery_rows == 300_000  # what the Explore galleries tab opens on cpu-basic
+    assert current_preset({"VFV_MAX_GALLERY_ROWS": "5000"}).max_gallery_rows == 5000
     with pytest.raises(PresetError, match="Unknown hardware preset 'tpu'"):
         current_preset({"VFV_HARDWARE": "tpu"})
     with pytest.raises(PresetError, match="VFV_MAX_STEPS='-3' is not a positive whole number"):

@@ -2,10 +2,12 @@
 
 Galleries are parquet shards whose rows hold images (the visualization, its patch map, the top dataset examples
 and theirs) next to a few numbers. Browsing must not wait for gigabytes of images, so this module reads parquet
-by parts: opening a gallery reads only the shards' footers and the cheap columns (keys, activations, scores);
-a view then reads only the image column it shows, for the row groups that hold its rows, and decodes images
-only when asked. On the Hub the same reads go through `HfFileSystem` as HTTP range requests at one pinned
-commit, so a gallery that changes meanwhile never mixes two versions.
+by parts: opening a gallery reads the shards' footers (and refuses a gallery declaring more rows than `max_rows`
+before reading anything else), then only the key columns and activations, into a sorted index of numpy arrays;
+a view then reads only the columns it shows, for the row groups that hold its rows, and decodes images one at a
+time within a pixel budget, shrunk as they are decoded. On the Hub the same reads go through `HfFileSystem` as
+HTTP range requests at one pinned commit, so a gallery that changes meanwhile never mixes two versions. A
+`GalleryCache` shares one index per gallery revision between all its callers (the app's visitors).
 
     gallery = open_gallery("org/vit-b16-gallery")          # or a folder written by vit-feature-viz
     gallery.models(); gallery.layers(model); gallery.features(model, 5)
@@ -19,18 +21,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import re
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from statistics import median
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
@@ -38,10 +42,10 @@ from .errors import VizError
 from .gallery import ANALYSIS_DIR, KEY_COLUMNS
 from .specs import whole_number
 
-# Cheap columns read when a gallery opens; `concept_names` (CLIP concept labels) is optional and shown if present.
-INDEX_COLUMNS = (*KEY_COLUMNS, "recipe", "steps", "seed", "image_size", "activation", "activation_init",
-                 "dataset", "top_scores", "top_indices")
-OPTIONAL_INDEX_COLUMNS = ("concept_names",)
+# Columns read for every row when a gallery opens (the sorted index); the others of a row only when it is shown.
+INDEX_COLUMNS = (*KEY_COLUMNS, "activation")
+DETAIL_COLUMNS = ("recipe", "steps", "seed", "image_size", "activation_init", "dataset", "top_scores",
+                  "top_indices", "concept_names")  # `concept_names` (CLIP concept labels) is optional
 IMAGE_COLUMNS = ("image", "image_patch_map", "top_images", "patch_maps")
 PREFERRED_OBJECTIVE = "feature"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -49,10 +53,23 @@ HUB_URL = re.compile(r"^(?:https?://[^/]+/)?datasets/")  # https://huggingface.c
 EXAMPLE_ID = "org/name"
 CACHE_BYTES = 128 * 2**20  # image column chunks kept in memory per gallery (neighbours often share a row group)
 INDEX_THREADS = 8
+INDEX_SCHEMA = pa.schema([("model_id", pa.string()), ("layer", pa.int64()), ("feature", pa.int64()),
+                          ("objective", pa.string()), ("activation", pa.float64())])  # INDEX_COLUMNS, as held
 # CLIP concept names written by `vit-feature-viz analyze clip-names` (vit_feature_viz.analysis.clip_names), kept
 # in the gallery next to its shards: model_id, layer, feature, rank, name columns
 CONCEPTS_DIR = f"{ANALYSIS_DIR}/clip_names"
 READ_BLOCK = 256 * 2**10  # bytes; HTTP range reads of a Hub shard
+# Bounds on what any gallery, however it was written, may cost to browse (the app's preset may lower MAX_ROWS)
+MAX_ROWS = 1_000_000  # rows a gallery may declare (its shards' footers) to be opened: ~45 bytes each in the index
+MAX_FOOTER_BYTES = 64 * 2**20  # a shard's parquet footer (row-group metadata), checked before it is parsed
+MAX_CHUNK_BYTES = 2**30  # the columns of one row group read at once (a gallery's own row groups hold 100 rows)
+MAX_INDEX_BYTES = 256 * 2**20  # the key columns of all rows, read when a gallery opens (~60 bytes a row)
+MAX_IMAGE_PIXELS = 2048 * 2048  # a stored image larger than this (from its header) is refused, never decoded
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # what galleries store (PNG) or may hold; no other decoder is tried
+PAGE_PX = 1024  # images of a feature page are shrunk to this side at most
+MAX_EXAMPLES = 32  # top dataset examples shown per feature, however many a row holds
+CONCEPT_BYTES = 8 * 2**20  # bytes read of each clip-names table (~130k names); the rest of a bigger one is left
+MAX_INDEX = 2**31 - 1  # a layer or feature index: the gallery's columns are int32
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -151,6 +168,7 @@ class _Source:
 
     label: str
     revision: str | None = None
+    key: tuple  # the revision read: sources with the same key share one index (GalleryCache)
     shards: list[str]
     concept_tables: list[str]  # CSVs under CONCEPTS_DIR, the preferred (newest) first
 
@@ -171,6 +189,7 @@ class _FolderSource(_Source):
         self.shards = [p.relative_to(path).as_posix() for p in GalleryFolder(path)._require_shards()]
         tables = sorted((path / CONCEPTS_DIR).glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
         self.concept_tables = [p.relative_to(path).as_posix() for p in tables]
+        self.key = ("folder", str(path.resolve()), _file_versions(path, [*self.shards, *self.concept_tables]))
 
     def open(self, shard: str):
         return open(self.path / shard, "rb")
@@ -194,6 +213,7 @@ class _HubSource(_Source):
                 raise VizError(f"the dataset repo {repo_id} is not a gallery (it has no README.md and "
                                "data/*.parquet): open the id of a repo made with vit-feature-viz push")
         self.revision = info.sha  # every later read is pinned to the commit just listed
+        self.key = ("hub", self.endpoint, repo_id, self.revision)
         self.shards = sorted(p for p in paths if PurePosixPath(p).parent == PurePosixPath("data")
                              and p.endswith(".parquet") and not PurePosixPath(p).name.startswith("."))
         self.concept_tables = sorted(p for p in paths if PurePosixPath(p).parent == PurePosixPath(CONCEPTS_DIR)
@@ -226,10 +246,12 @@ def normalize_source(source: Any) -> str:
 
 
 def open_gallery(source: Any, *, revision: str | None = None, token: str | None = None,
-                 allow_local: bool = True) -> Gallery:
+                 allow_local: bool = True, max_rows: int = MAX_ROWS, indexes: GalleryCache | None = None) -> Gallery:
     """Open a gallery folder or a Hub dataset repo (`org/name` or its URL) for browsing.
 
-    With `allow_local=False` (a public Space) only Hub ids are accepted, never paths on the server.
+    With `allow_local=False` (a public Space) only Hub ids are accepted, never paths on the server. A gallery
+    declaring more than `max_rows` rows is refused from its shards' footers; `indexes` (a GalleryCache) shares one
+    index per gallery revision with everyone else who opens it through the same cache.
     """
     source = normalize_source(source)
     if not source:
@@ -240,134 +262,151 @@ def open_gallery(source: Any, *, revision: str | None = None, token: str | None 
         if not path.is_dir():
             raise VizError(f"Gallery folder {path} does not exist: check the path, or enter a Hub dataset id "
                            f"such as {EXAMPLE_ID}.")
-        return Gallery(_FolderSource(path))
+        return Gallery(_FolderSource(path), max_rows=max_rows, indexes=indexes)
     if not HUB_ID.match(source):
         if looks_like_path(source):
             raise VizError(f"'{source}' is a local path: here enter a Hub dataset id such as {EXAMPLE_ID}.")
         raise VizError(f"'{source}' is not a Hub dataset id: use namespace/name, e.g. {EXAMPLE_ID}"
                        + (", or the path of a gallery folder." if allow_local else "."))
-    return Gallery(_HubSource(source, revision, token))
+    return Gallery(_HubSource(source, revision, token), max_rows=max_rows, indexes=indexes)
 
 
 # ------------------------------------------------------------------------------------------------ gallery
 
 
 class Gallery:
-    """An opened gallery: an index of its rows (no pixels), and image reads on demand."""
+    """An opened gallery: a sorted index of its rows (no pixels, see GalleryIndex), and reads of the rest on
+    demand through `source` (the caller's own access to the gallery)."""
 
-    def __init__(self, source: _Source):
+    def __init__(self, source: _Source, *, max_rows: int = MAX_ROWS, indexes: GalleryCache | None = None):
         self.source = source
-        self._cache: OrderedDict[tuple, Any] = OrderedDict()
-        self._cache_bytes = 0
-        self._lock = threading.Lock()
-        self._concepts: dict | None = None
-        self.entries = self._read_index()
-        self._by_key = {(e.model_id, e.layer, e.feature, e.objective): e for e in self.entries}
+        self.index = indexes.index(source) if indexes is not None else GalleryIndex(source, max_rows)
 
     def __repr__(self) -> str:
-        return f"Gallery({self.source.label!r}, {len(self.entries)} rows)"
+        return f"Gallery({self.source.label!r}, {self.index.row_count} rows)"
 
     @property
     def label(self) -> str:
         return self.source.label
 
+    @property
+    def row_count(self) -> int:
+        return self.index.row_count
+
+    @property
+    def feature_count(self) -> int:
+        """Distinct (model, layer, feature) the gallery holds, whatever the objectives."""
+        return self.index.feature_count
+
+    @property
+    def layer_count(self) -> int:
+        """Distinct (model, layer) the gallery holds."""
+        return sum(len(layers) for layers in self.index.layers.values())
+
     # --- listing ----------------------------------------------------------------------------------------
     def models(self) -> list[str]:
-        return sorted({e.model_id for e in self.entries})
+        return list(self.index.models)
 
     def model(self, model_id: str | None = None) -> str:
         """`model_id` checked against the gallery; the only (or first) model when not given."""
-        models = self.models()
+        models = self.index.models
         if not model_id:
             return models[0]
-        if model_id not in models:
+        if model_id not in self.index.layers:
             raise VizError(f"The gallery {self.label} has no model {model_id}: pick one of {_short_list(models)}.")
         return model_id
 
     def layers(self, model_id: str | None = None) -> list[int]:
-        model_id = self.model(model_id)
-        return sorted({e.layer for e in self.entries if e.model_id == model_id})
+        return list(self.index.layers[self.model(model_id)])
 
     def objectives(self, model_id: str | None, layer: Any) -> list[str]:
         """Objectives present for a layer, the preferred one ('feature') first."""
-        model_id, layer = self.model(model_id), self._layer(model_id, layer)
-        names = {e.objective for e in self.entries if e.model_id == model_id and e.layer == layer}
+        model_id = self.model(model_id)
+        names = self.index.objectives[(model_id, self._layer(model_id, layer))]
         return sorted(names, key=lambda n: (n != PREFERRED_OBJECTIVE, n))
 
-    def features(self, model_id: str | None, layer: Any, objective: str | None = None) -> list[Entry]:
-        """The layer's rows for one objective (the preferred one by default), by feature index."""
+    def layer_rows(self, model_id: str | None, layer: Any, objective: str | None = None) -> LayerRows:
+        """A layer's rows for one objective (the preferred one by default), sorted by feature, without reading
+        them: what a grid pages through and a lookup searches."""
         model_id = self.model(model_id)
         layer = self._layer(model_id, layer)
         objective = self._objective(model_id, layer, objective)
-        return sorted((e for e in self.entries if (e.model_id, e.layer, e.objective) == (model_id, layer, objective)),
-                      key=lambda e: e.feature)
+        start, stop = self.index.groups[(model_id, layer, objective)]
+        return LayerRows(self, model_id, layer, objective, start, stop)
+
+    def features(self, model_id: str | None, layer: Any, objective: str | None = None) -> list[Entry]:
+        """Every row of a layer for one objective, by feature index (views of big layers page through
+        `layer_rows` instead)."""
+        return self.layer_rows(model_id, layer, objective).entries()
 
     def entry(self, model_id: str | None, layer: Any, feature: Any, objective: str | None = None) -> Entry:
-        model_id = self.model(model_id)
-        layer = self._layer(model_id, layer)
-        objective = self._objective(model_id, layer, objective)
+        rows = self.layer_rows(model_id, layer, objective)
         feature = _whole(feature, "feature")
-        found = self._by_key.get((model_id, layer, feature, objective))
-        if found is None:
-            present = [e.feature for e in self.features(model_id, layer, objective)]
-            raise VizError(f"The gallery {self.label} has no feature {feature} in layer {layer} of {model_id}: "
-                           f"it has {compact_ranges(present)}.")
-        return found
+        at = rows.position(feature)
+        if at is None:
+            raise VizError(f"The gallery {self.label} has no feature {feature} in layer {rows.layer} of "
+                           f"{rows.model_id}: it has {compact_ranges(rows.features)}.")
+        return rows.entries(at, at + 1)[0]
 
     # --- images -----------------------------------------------------------------------------------------
     def thumbnails(self, entries: list[Entry], size: int | None = None) -> list[Image.Image | None]:
-        """The visualization of each entry (None where a row has none), shrunk to `size` px if larger."""
-        images = [self._image(e, "image") for e in entries]
-        if size:
-            for image in images:
-                if image is not None:
-                    image.thumbnail((size, size))
-        return images
+        """The visualization of each entry (None where a row has none), shrunk to `size` px as it is decoded:
+        one image at full size at most at any time, never a whole page."""
+        return [self._image(e, "image", size) for e in entries]
 
     def feature_page(self, model_id: str | None, layer: Any, feature: Any, objective: str | None = None,
-                     max_examples: int | None = None) -> FeaturePage:
-        """What a feature's page shows; reads the image columns of this feature's row group(s) only."""
+                     max_examples: int | None = MAX_EXAMPLES, image_px: int | None = PAGE_PX) -> FeaturePage:
+        """What a feature's page shows; reads this feature's row group(s) only, decodes at most `max_examples`
+        top examples (None: all the row holds), each shrunk to `image_px`."""
         main = self.entry(model_id, layer, feature, objective)
-        same = (main.model_id, main.layer, main.feature)
-        rows = [e for e in self.entries if (e.model_id, e.layer, e.feature) == same]
+        rows = [main, *self._other_objectives(main)]
         rows.sort(key=lambda e: (e is not main, e.objective))
         visualizations = [
-            Visualization(e, self._image(e, "image"), self._image(e, "image_patch_map"))
+            Visualization(e, self._image(e, "image", image_px), self._image(e, "image_patch_map", image_px))
             for e in rows if e.rendered
         ]
         with_examples = next((e for e in rows if e.top_scores), main)
-        examples = self._examples(with_examples, max_examples)
-        neighbours = [e.feature for e in self.features(main.model_id, main.layer, main.objective)]
-        at = neighbours.index(main.feature)
+        examples = self._examples(with_examples, max_examples, image_px)
+        layer_rows = self.layer_rows(main.model_id, main.layer, main.objective)
+        previous, following = layer_rows.neighbours(main.feature)
         params = {"gallery": self.label, "layer": str(main.layer), "feature": str(main.feature)}
-        if len(self.models()) > 1:
+        if len(self.index.models) > 1:
             params["model"] = main.model_id
         if main.objective != self.objectives(main.model_id, main.layer)[0]:
             params["objective"] = main.objective
         return FeaturePage(
             source=self.label, model_id=main.model_id, layer=main.layer, feature=main.feature,
             visualizations=visualizations, examples=examples, dataset=with_examples.dataset,
-            stats=self._stats(main, with_examples),
+            stats=self._stats(main, with_examples, layer_rows),
             concept_names=list(next((e.concept_names for e in rows if e.concept_names), ()))
             or self.concepts().get((main.model_id, main.layer, main.feature), []),
-            previous=neighbours[at - 1] if at > 0 else None,
-            next=neighbours[at + 1] if at + 1 < len(neighbours) else None,
-            link_params=params,
+            previous=previous, next=following, link_params=params,
         )
 
-    def _examples(self, entry: Entry, limit: int | None) -> list[TopExample]:
+    def _other_objectives(self, main: Entry) -> list[Entry]:
+        """The rows of the same feature for the layer's other objectives."""
+        found = []
+        for objective in self.index.objectives[(main.model_id, main.layer)]:
+            if objective != main.objective:
+                rows = self.layer_rows(main.model_id, main.layer, objective)
+                at = rows.position(main.feature)
+                if at is not None:
+                    found += rows.entries(at, at + 1)
+        return found
+
+    def _examples(self, entry: Entry, limit: int | None, image_px: int | None) -> list[TopExample]:
         if not entry.top_scores:
             return []
-        images = self._images(entry, "top_images")
-        maps = self._images(entry, "patch_maps")
-        count = len(images) if limit is None else min(limit, len(images))
+        images = self._images(entry, "top_images", limit, image_px)
+        maps = self._images(entry, "patch_maps", limit, image_px)
         return [
             TopExample(rank + 1, _at(entry.top_scores, rank), _at(entry.top_indices, rank), images[rank],
                        maps[rank] if rank < len(maps) else None)
-            for rank in range(count)
+            for rank in range(len(images))
         ]
 
-    def _stats(self, main: Entry, with_examples: Entry) -> dict[str, Any]:
+    @staticmethod
+    def _stats(main: Entry, with_examples: Entry, layer_rows: LayerRows) -> dict[str, Any]:
         """Activation statistics: the feature's own numbers and where it stands in its layer."""
         stats: dict[str, Any] = {}
         if main.rendered:
@@ -375,10 +414,9 @@ class Gallery:
             if main.activation_init is not None:
                 stats["activation at start"] = main.activation_init
                 stats["gain"] = main.activation - main.activation_init
-            layer = sorted((e.activation for e in self.features(main.model_id, main.layer, main.objective)
-                            if e.rendered), reverse=True)
-            stats["rank in layer"] = f"{layer.index(main.activation) + 1} of {len(layer)}"
-            stats["layer median activation"] = median(layer)
+            layer = layer_rows.activations[layer_rows.rendered]
+            stats["rank in layer"] = f"{int(np.count_nonzero(layer > main.activation)) + 1} of {len(layer)}"
+            stats["layer median activation"] = float(np.median(layer))
         scores = with_examples.top_scores
         if scores:
             stats["top example score"] = max(scores)
@@ -388,93 +426,49 @@ class Gallery:
         return stats
 
     def concepts(self) -> dict[tuple[str, int, int], list[str]]:
-        """CLIP concept names by (model, layer, feature) from the gallery's clip-names tables (read once; a
-        feature named by several runs keeps the preferred run's names)."""
-        with self._lock:
-            if self._concepts is not None:
-                return self._concepts
-        found: dict[tuple[str, int, int], list[tuple[int, str]]] = {}
-        with self.source.reading():
-            for table in self.source.concept_tables:
-                with self.source.open(table) as handle:
-                    rows = list(csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline="")))
-                named: dict[tuple[str, int, int], list[tuple[int, str]]] = {}
-                for row in rows:
-                    try:
-                        key = (row["model_id"], int(row["layer"]), int(row["feature"]))
-                        named.setdefault(key, []).append((int(row["rank"]), row["name"]))
-                    except (KeyError, TypeError, ValueError):
-                        continue  # a table of another shape: not ours to read
-                for key, names in named.items():
-                    found.setdefault(key, names)
-        concepts = {key: [name for _, name in sorted(names)] for key, names in found.items()}
-        with self._lock:
-            self._concepts = concepts
-        return concepts
+        """CLIP concept names by (model, layer, feature) from the gallery's clip-names tables (read once per
+        gallery revision, at most CONCEPT_BYTES in all; a feature named by several runs keeps the preferred
+        run's names)."""
+        return self.index.concepts(self.source)
 
     # --- reading ----------------------------------------------------------------------------------------
-    def _read_index(self) -> list[Entry]:
-        """The cheap columns of every shard; shards are read in parallel (a gallery written batch by batch has
-        hundreds of small shards, and on the Hub each costs a few round trips)."""
-        with self.source.reading(), ThreadPoolExecutor(INDEX_THREADS, thread_name_prefix="vfv-index") as pool:
-            shards = list(pool.map(self._index_shard, range(len(self.source.shards))))
-        self._metadata = [metadata for metadata, _ in shards]
-        entries = [entry for _, found in shards for entry in found]
-        if not entries:
-            raise VizError(f"The gallery {self.label} has no rows yet: render some features into it first.")
-        return entries
+    def _entries(self, positions) -> list[Entry]:
+        """Full rows at these positions of the index: the key columns from the index, the rest from the row
+        groups that hold them."""
+        rows = [self.index.keys_at(at) for at in positions]
+        by_group: dict[tuple[int, int], list[int]] = {}
+        for number, (_, (shard, group, _)) in enumerate(rows):
+            by_group.setdefault((shard, group), []).append(number)
+        for (shard, group), numbers in by_group.items():
+            details = self.index.read(self.source, shard, group, DETAIL_COLUMNS)
+            stored = details.take([rows[n][1][2] for n in numbers]).to_pylist()
+            for number, values in zip(numbers, stored):
+                rows[number][0].update(values)
+        return [_entry(values, *where) for values, where in rows]
 
-    def _index_shard(self, number: int) -> tuple[Any, list[Entry]]:
-        shard = self.source.shards[number]
-        with self.source.reading(), self.source.open(shard) as handle:
-            parquet = pq.ParquetFile(handle)
-            names = set(parquet.schema_arrow.names)
-            missing = [c for c in (*KEY_COLUMNS, "image") if c not in names]
-            if missing:
-                raise VizError(f"{self.label}: {shard} is not a gallery shard (no {missing[0]} column): "
-                               "open a gallery written by vit-feature-viz.")
-            columns = [c for c in (*INDEX_COLUMNS, *OPTIONAL_INDEX_COLUMNS) if c in names]
-            found = [_entry(values, number, group, row)
-                     for group in range(parquet.num_row_groups)
-                     for row, values in enumerate(parquet.read_row_group(group, columns=columns).to_pylist())]
-            return parquet.metadata, found
+    def _cell(self, entry: Entry, column: str):
+        """The stored value of one cell of `entry`'s row, as an arrow scalar (None when the shard lacks it)."""
+        table = self.index.read(self.source, entry.shard, entry.row_group, (column,))
+        return table.column(column)[entry.row] if column in table.column_names else None
 
-    def _column(self, shard: int, group: int, column: str):
-        """One column chunk as an arrow array, from a small LRU cache bounded by bytes."""
-        key = (shard, group, column)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        with self.source.reading(), self.source.open(self.source.shards[shard]) as handle:
-            parquet = pq.ParquetFile(handle, metadata=self._metadata[shard])
-            if column not in parquet.schema_arrow.names:
-                array = None
-            else:
-                array = parquet.read_row_group(group, columns=[column]).column(0).combine_chunks()
-        with self._lock:
-            self._cache[key] = array
-            self._cache_bytes += array.nbytes if array is not None else 0
-            while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
-                _, dropped = self._cache.popitem(last=False)
-                self._cache_bytes -= dropped.nbytes if dropped is not None else 0
-        return array
+    def _image(self, entry: Entry, column: str, size: int | None = None) -> Image.Image | None:
+        cell = self._cell(entry, column)
+        return None if cell is None else decode_image(cell.as_py(), self.label, size)
 
-    def _stored(self, entry: Entry, column: str):
-        array = self._column(entry.shard, entry.row_group, column)
-        return None if array is None else array[entry.row].as_py()
-
-    def _image(self, entry: Entry, column: str) -> Image.Image | None:
-        return _decode(self._stored(entry, column), self.label)
-
-    def _images(self, entry: Entry, column: str) -> list[Image.Image]:
-        return [image for value in self._stored(entry, column) or [] if (image := _decode(value, self.label))]
+    def _images(self, entry: Entry, column: str, limit: int | None, size: int | None) -> list[Image.Image]:
+        """The first `limit` images of a list cell (only those are converted and decoded), empty ones left out."""
+        cell = self._cell(entry, column)
+        values = None if cell is None else cell.values
+        if values is None:
+            return []
+        values = values if limit is None else values.slice(0, limit)
+        return [image for value in values.to_pylist() if (image := decode_image(value, self.label, size))]
 
     # --- checks -----------------------------------------------------------------------------------------
     def _layer(self, model_id: str, layer: Any) -> int:
         layer = _whole(layer, "layer")
-        layers = sorted({e.layer for e in self.entries if e.model_id == model_id})
-        if layer not in layers:
+        if (model_id, layer) not in self.index.objectives:
+            layers = self.index.layers[model_id]
             raise VizError(f"The gallery {self.label} has no layer {layer} for {model_id}: "
                            f"pick one of {compact_ranges(layers)}.")
         return layer
@@ -489,32 +483,265 @@ class Gallery:
         return objective
 
 
+@dataclass(frozen=True)
+class LayerRows:
+    """The rows of one layer and objective, sorted by feature: a slice of the gallery's index, so paging, lookups
+    and layer statistics build no Entry objects; `entries(start, stop)` reads only the rows a view shows."""
+
+    gallery: Gallery
+    model_id: str
+    layer: int
+    objective: str
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def features(self) -> np.ndarray:
+        return self.gallery.index.feature[self.start:self.stop]
+
+    @property
+    def activations(self) -> np.ndarray:
+        """Activation after optimization (NaN where a row has none: see `rendered`)."""
+        return self.gallery.index.activation[self.start:self.stop]
+
+    @property
+    def rendered(self) -> np.ndarray:
+        return self.gallery.index.rendered[self.start:self.stop]
+
+    def position(self, feature: int) -> int | None:
+        """Where `feature` is among the layer's rows (the last of duplicates: a later shard wins), or None."""
+        if not -(2**63) <= feature < 2**63:
+            return None
+        features = self.features
+        at = int(np.searchsorted(features, feature, side="right")) - 1
+        return at if at >= 0 and features[at] == feature else None
+
+    def neighbours(self, feature: int) -> tuple[int | None, int | None]:
+        """The features just before and after `feature` in this layer (None at either end)."""
+        features = self.features
+        before = int(np.searchsorted(features, feature, side="left"))
+        after = int(np.searchsorted(features, feature, side="right"))
+        return (int(features[before - 1]) if before > 0 else None,
+                int(features[after]) if after < len(features) else None)
+
+    def entries(self, start: int = 0, stop: int | None = None) -> list[Entry]:
+        """The full rows from `start` to `stop` (positions in this layer)."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        return self.gallery._entries(range(self.start + max(start, 0), self.start + stop))
+
+    def find(self, features: list[int]) -> dict[int, Entry]:
+        """The rows of those `features` this layer holds, by feature."""
+        found = {f: at for f in features if (at := self.position(f)) is not None}
+        return dict(zip(found, self.gallery._entries(self.start + at for at in found.values())))
+
+
+class GalleryIndex:
+    """The rows of one gallery revision sorted by (model, layer, objective, feature) into numpy arrays (~45 bytes
+    a row, no Python object per row), plus the row groups and concept names read since: built once per revision
+    and shared by every Gallery opened on it (GalleryCache).
+
+    Building reads each shard's footer first (refusing a gallery that declares more than `max_rows` rows, or an
+    oversized footer, before anything else is read), then only the key columns and the activation."""
+
+    def __init__(self, source: _Source, max_rows: int = MAX_ROWS):
+        self.label = source.label
+        count = len(source.shards)
+        with source.reading(), ThreadPoolExecutor(INDEX_THREADS, thread_name_prefix="vfv-index") as pool:
+            self.metadata = list(pool.map(lambda shard: _footer(source, shard), source.shards))
+            self.columns = [set(metadata.schema.to_arrow_schema().names) for metadata in self.metadata]
+            self.row_count = sum(metadata.num_rows for metadata in self.metadata)
+            if self.row_count > max_rows:
+                raise VizError(f"The gallery {self.label} declares {self.row_count:,} rows, more than the "
+                               f"{max_rows:,} that can be opened at once: open a smaller gallery (split it by "
+                               "model or by layers).")
+            self._check_index_bytes()
+            tables = list(pool.map(lambda number: self._key_columns(source, number), range(count)))
+        self._sort(tables)
+        self._chunks: OrderedDict[tuple, pa.Table] = OrderedDict()
+        self._chunk_bytes = 0
+        self._lock = threading.Lock()
+        self._concepts: dict | None = None
+
+    # --- building ---------------------------------------------------------------------------------------
+    def _check_index_bytes(self) -> None:
+        """Refuse, from the footers alone, key columns too big to hold (e.g. megabyte-long model ids)."""
+        size = sum(_chunk_bytes(metadata.row_group(g), [c for c in INDEX_COLUMNS if c in columns])
+                   for metadata, columns in zip(self.metadata, self.columns) for g in range(metadata.num_row_groups))
+        if size > MAX_INDEX_BYTES:
+            raise VizError(f"The gallery {self.label} stores {size / 2**20:,.0f} MB of keys (model ids, layers, "
+                           f"features), more than the {MAX_INDEX_BYTES // 2**20} MB this browser indexes: open a "
+                           "gallery written by vit-feature-viz.")
+
+    def _key_columns(self, source: _Source, number: int) -> pa.Table:
+        """A shard's key columns and activation, in fixed types, with where each row is stored."""
+        shard, metadata = source.shards[number], self.metadata[number]
+        present = [c for c in INDEX_COLUMNS if c in self.columns[number]]
+        with source.reading(), source.open(shard) as handle:
+            table = pq.ParquetFile(handle, metadata=metadata).read(columns=present)
+        if "activation" not in present:
+            table = table.append_column("activation", pa.nulls(table.num_rows, pa.float64()))
+        try:
+            table = table.select(list(INDEX_COLUMNS)).cast(INDEX_SCHEMA)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise VizError(f"{self.label}: {shard} is not a gallery shard (its key columns have other types): "
+                           "open a gallery written by vit-feature-viz.") from None
+        for name in KEY_COLUMNS:
+            if table.column(name).null_count:
+                raise VizError(f"{self.label}: {shard} has rows without a {name}: open a gallery written by "
+                               "vit-feature-viz.")
+        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        groups = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        firsts = np.repeat(np.cumsum([0, *sizes[:-1]]).astype(np.int32), sizes)
+        return table.append_column("shard", pa.array(np.full(table.num_rows, number, np.int32))) \
+            .append_column("row_group", pa.array(groups)) \
+            .append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int32) - firsts))
+
+    def _sort(self, tables: list[pa.Table]) -> None:
+        """One set of arrays for all shards, sorted, and the (model, layer, objective) spans within them."""
+        table = pa.concat_tables(tables)
+        if not table.num_rows:
+            raise VizError(f"The gallery {self.label} has no rows yet: render some features into it first.")
+        model, self.model_names = _codes(table.column("model_id"))
+        objective, self.objective_names = _codes(table.column("objective"))
+        layer = table.column("layer").to_numpy()
+        feature = table.column("feature").to_numpy()
+        order = np.lexsort((feature, objective, layer, model))
+        self.model, self.objective = model[order], objective[order]
+        self.layer, self.feature = layer[order], feature[order]
+        activation = table.column("activation")
+        self.rendered = activation.is_valid().to_numpy(zero_copy_only=False)[order]
+        self.activation = activation.fill_null(math.nan).to_numpy()[order]
+        self.shard, self.group, self.row = (table.column(c).to_numpy()[order] for c in ("shard", "row_group", "row"))
+        changes = np.flatnonzero((np.diff(self.model) != 0) | (np.diff(self.layer) != 0)
+                                 | (np.diff(self.objective) != 0))
+        starts = [0, *(changes + 1).tolist()]
+        stops = [*starts[1:], len(order)]
+        self.groups: dict[tuple[str, int, str], tuple[int, int]] = {}
+        self.layers: dict[str, list[int]] = {}
+        self.objectives: dict[tuple[str, int], list[str]] = {}
+        for start, stop in zip(starts, stops):
+            model_id, layer_index = self.model_names[self.model[start]], int(self.layer[start])
+            self.groups[(model_id, layer_index, self.objective_names[self.objective[start]])] = (start, stop)
+            if not self.objectives.setdefault((model_id, layer_index), []):
+                self.layers.setdefault(model_id, []).append(layer_index)
+            self.objectives[(model_id, layer_index)].append(self.objective_names[self.objective[start]])
+        self.models = sorted(self.layers)
+        by_feature = np.lexsort((self.feature, self.layer, self.model))
+        keys = np.stack([self.model[by_feature], self.layer[by_feature], self.feature[by_feature]])
+        self.feature_count = 1 + int(np.count_nonzero(np.any(np.diff(keys, axis=1) != 0, axis=0)))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the sorted arrays (not the row groups read since): what opening costs per row."""
+        return sum(array.nbytes for array in (self.model, self.objective, self.layer, self.feature, self.rendered,
+                                               self.activation, self.shard, self.group, self.row))
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def keys_at(self, at: int) -> tuple[dict, tuple[int, int, int]]:
+        """The indexed values of the row at position `at`, and where it is stored (shard, row group, row)."""
+        values = {"model_id": self.model_names[self.model[at]], "layer": int(self.layer[at]),
+                  "feature": int(self.feature[at]), "objective": self.objective_names[self.objective[at]],
+                  "activation": float(self.activation[at]) if self.rendered[at] else None}
+        return values, (int(self.shard[at]), int(self.group[at]), int(self.row[at]))
+
+    def read(self, source: _Source, shard: int, group: int, columns: tuple[str, ...]) -> pa.Table:
+        """Some columns of one row group (those the shard has), from a small LRU cache bounded by bytes; a row
+        group bigger than MAX_CHUNK_BYTES is refused from its metadata before it is read."""
+        key = (shard, group, columns)
+        with self._lock:
+            if key in self._chunks:
+                self._chunks.move_to_end(key)
+                return self._chunks[key]
+        metadata = self.metadata[shard]
+        present = [c for c in columns if c in self.columns[shard]]
+        size = _chunk_bytes(metadata.row_group(group), present)
+        if size > MAX_CHUNK_BYTES:
+            raise VizError(f"The gallery {self.label} stores {size / 2**20:,.0f} MB in one row group of "
+                           f"{source.shards[shard]}, more than this browser reads at once: open a gallery written "
+                           "by vit-feature-viz.")
+        with source.reading(), source.open(source.shards[shard]) as handle:
+            table = pq.ParquetFile(handle, metadata=metadata).read_row_group(group, columns=present)
+        with self._lock:
+            if key not in self._chunks:
+                self._chunks[key] = table
+                self._chunk_bytes += table.nbytes
+            while self._chunk_bytes > CACHE_BYTES and len(self._chunks) > 1:
+                _, dropped = self._chunks.popitem(last=False)
+                self._chunk_bytes -= dropped.nbytes
+        return table
+
+    def concepts(self, source: _Source) -> dict[tuple[str, int, int], list[str]]:
+        """CLIP concept names from the clip-names tables, the preferred first, reading at most CONCEPT_BYTES of
+        them in all (a bigger table is read up to its last whole line within that budget)."""
+        with self._lock:
+            if self._concepts is not None:
+                return self._concepts
+        found: dict[tuple[str, int, int], list[tuple[int, str]]] = {}
+        budget = CONCEPT_BYTES
+        with source.reading():
+            for table in source.concept_tables:
+                if budget <= 0:
+                    break
+                with source.open(table) as handle:
+                    text = handle.read(budget + 1)
+                budget -= len(text)
+                if len(text) > CONCEPT_BYTES or budget < 0:
+                    text = text[:text.rfind(b"\n") + 1]  # the last line may be cut: leave it
+                for key, names in _concept_rows(text).items():
+                    found.setdefault(key, names)
+        concepts = {key: [name for _, name in sorted(names)] for key, names in found.items()}
+        with self._lock:
+            self._concepts = concepts
+        return concepts
+
+
 # ------------------------------------------------------------------------------------------------ caching
 
 
 class GalleryCache:
-    """Opened galleries by source, reused for `ttl_s` (a page's clicks then cost no re-indexing), at most
-    `max_size` at once; a Hub gallery re-opened after the TTL picks up new pushes."""
+    """Gallery indexes shared by every caller (all of the app's visitors): one per gallery revision (a Hub
+    commit, or a folder's shards with their sizes and times), built once even when several callers open the same
+    gallery at the same moment, at most `max_size` kept, each refusing galleries of more than `max_rows` rows.
 
-    def __init__(self, max_size: int = 4, ttl_s: float = 600):
-        self.max_size, self.ttl_s = max_size, ttl_s
-        self._items: OrderedDict[tuple, tuple[float, Gallery]] = OrderedDict()
+    `get` still lists the gallery with the caller's own access every time (one Hub request), so a shared index is
+    only used for someone who can read that revision, and a new push is seen at once."""
+
+    def __init__(self, max_size: int = 4, max_rows: int = MAX_ROWS):
+        self.max_size, self.max_rows = max_size, max_rows
+        self._indexes: OrderedDict[tuple, GalleryIndex] = OrderedDict()
+        self._building: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, source: Any, *, allow_local: bool = True, opener: Callable[..., Gallery] = open_gallery) -> Gallery:
-        key = (normalize_source(source), allow_local)
+    def get(self, source: Any, *, allow_local: bool = True, token: str | None = None,
+            revision: str | None = None) -> Gallery:
+        return open_gallery(source, revision=revision, token=token, allow_local=allow_local, max_rows=self.max_rows,
+                            indexes=self)
+
+    def index(self, source: _Source) -> GalleryIndex:
+        """The index of `source`'s revision: the shared one, or built now (once, whoever else waits for it)."""
+        key = source.key
         with self._lock:
-            hit = self._items.get(key)
-            if hit and time.monotonic() - hit[0] < self.ttl_s:
-                self._items.move_to_end(key)
-                return hit[1]
-        gallery = opener(source, allow_local=allow_local)
-        with self._lock:
-            self._items[key] = (time.monotonic(), gallery)
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_size:
-                self._items.popitem(last=False)
-        return gallery
+            if key in self._indexes:
+                self._indexes.move_to_end(key)
+                return self._indexes[key]
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            with self._lock:
+                if key in self._indexes:
+                    return self._indexes[key]
+            try:
+                index = GalleryIndex(source, self.max_rows)
+                with self._lock:
+                    self._indexes[key] = index
+                    while len(self._indexes) > self.max_size:
+                        self._indexes.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._building.pop(key, None)
+        return index
 
 
 # ------------------------------------------------------------------------------------------------ deep links
@@ -543,7 +770,8 @@ def deep_link(base_url: str, **params: Any) -> str:
 
 def parse_deep_link(params: Mapping[str, Any]) -> DeepLink | None:
     """The request a page's query parameters make, or None when they name neither a gallery nor a model (a link
-    without a gallery names a model to render and explore); bad numbers are a VizError."""
+    without a gallery names a model to render and explore); bad numbers, and numbers no gallery column can hold
+    (they would overflow the page's number boxes), are a VizError."""
     gallery = normalize_source(params.get("gallery"))
     model = str(params.get("model") or "").strip() or None
     if not gallery and not model:
@@ -552,8 +780,8 @@ def parse_deep_link(params: Mapping[str, Any]) -> DeepLink | None:
     return DeepLink(
         gallery=gallery or None,
         model=model,
-        layer=None if layer in (None, "") else _whole(layer, "layer", minimum=0),
-        feature=None if feature in (None, "") else _whole(feature, "feature", minimum=0),
+        layer=None if layer in (None, "") else _whole(layer, "layer", minimum=0, maximum=MAX_INDEX),
+        feature=None if feature in (None, "") else _whole(feature, "feature", minimum=0, maximum=MAX_INDEX),
         objective=str(params.get("objective") or "").strip() or None,
     )
 
@@ -573,21 +801,100 @@ def _entry(values: dict, shard: int, group: int, row: int) -> Entry:
     )
 
 
-def _decode(value: Any, label: str) -> Image.Image | None:
-    """A stored image ({'bytes': ...}) as a loaded PIL image; None for an empty cell."""
+def decode_image(value: Any, label: str, size: int | None = None) -> Image.Image | None:
+    """A stored image ({'bytes': ...}) decoded within a pixel budget, shrunk to `size` px (if given) as it is
+    decoded; None for an empty cell.
+
+    The size in the header is checked against MAX_IMAGE_PIXELS before any pixel is decoded (whatever PIL's global
+    Image.MAX_IMAGE_PIXELS says), a JPEG is decoded at a reduced scale (`draft`), and only PNG, JPEG and WebP
+    decoders are tried: a decompression bomb in a gallery costs one line of error, not gigabytes."""
     data = value.get("bytes") if isinstance(value, dict) else value
     if not data:
         return None
+    too_large = (f"The gallery {label} holds an image larger than {MAX_IMAGE_PIXELS // 2**20} megapixels, more "
+                 "than this browser decodes: push it again with images of the size they were rendered at.")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise VizError(too_large.replace("an image larger than", f"a {image.width}x{image.height} image, "
+                                                 "larger than"))
+            if size:
+                image.draft("RGB", (size, size))
+                image.thumbnail((size, size))  # loads (a JPEG at its reduced scale), then shrinks
             image.load()
             return image.copy()
-    except (UnidentifiedImageError, OSError):
+    except Image.DecompressionBombError:
+        raise VizError(too_large) from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise VizError(f"The gallery {label} holds an image that cannot be decoded: push it again.") from None
 
 
-def _whole(value: Any, name: str, minimum: int | None = None) -> int:
-    return whole_number(value, f"the {name}", minimum=minimum)
+def _whole(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    return whole_number(value, f"the {name}", minimum=minimum, maximum=maximum)
+
+
+def _footer(source: _Source, shard: str) -> pq.FileMetaData:
+    """A shard's parquet footer, its size checked before it is parsed, and its columns checked to be a gallery's."""
+    with source.reading(), source.open(shard) as handle:
+        size = handle.seek(0, io.SEEK_END)
+        if size >= 12:
+            handle.seek(size - 8)
+            tail = handle.read(8)
+        if size < 12 or tail[4:] != b"PAR1":
+            raise VizError(f"{source.label}: {shard} is not a readable parquet file: restore it, or remove it "
+                           "from the gallery.")
+        footer = int.from_bytes(tail[:4], "little")
+        if footer > MAX_FOOTER_BYTES:
+            raise VizError(f"{source.label}: {shard} has a {footer / 2**20:,.0f} MB parquet footer, more than "
+                           "this browser reads: open a gallery written by vit-feature-viz.")
+        handle.seek(0)
+        try:
+            metadata = pq.ParquetFile(handle).metadata
+        except pa.ArrowException:
+            raise VizError(f"{source.label}: {shard} is not a readable parquet file: restore it, or remove it "
+                           "from the gallery.") from None
+    names = metadata.schema.to_arrow_schema().names
+    missing = [c for c in (*KEY_COLUMNS, "image") if c not in names]
+    if missing:
+        raise VizError(f"{source.label}: {shard} is not a gallery shard (no {missing[0]} column): "
+                       "open a gallery written by vit-feature-viz.")
+    return metadata
+
+
+def _chunk_bytes(row_group: pq.RowGroupMetaData, columns: list[str]) -> int:
+    """Uncompressed bytes of these columns in one row group, from the footer alone."""
+    return sum(row_group.column(i).total_uncompressed_size for i in range(row_group.num_columns)
+               if row_group.column(i).path_in_schema.split(".")[0] in columns)
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """A string column as small integer codes numbering its distinct values in sorted order, and those values."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    names = encoded.dictionary.to_pylist()
+    rank = np.empty(len(names), dtype=np.int32)
+    rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names), dtype=np.int32)
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)], sorted(names)
+
+
+def _concept_rows(text: bytes) -> dict[tuple[str, int, int], list[tuple[int, str]]]:
+    """(rank, name) pairs by (model, layer, feature) from one clip-names CSV; rows of another shape are skipped,
+    and a table that is not CSV at all gives nothing."""
+    named: dict[tuple[str, int, int], list[tuple[int, str]]] = {}
+    try:
+        for row in csv.DictReader(io.StringIO(text.decode("utf-8", errors="replace"), newline="")):
+            try:
+                key = (row["model_id"], int(row["layer"]), int(row["feature"]))
+                named.setdefault(key, []).append((int(row["rank"]), row["name"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # a table of another shape: not ours to read
+    except csv.Error:
+        pass  # e.g. a field longer than csv's limit: what was read so far stays
+    return named
+
+
+def _file_versions(folder: Path, names: list[str]) -> tuple:
+    """(name, size, mtime) of each file: a folder gallery's revision, for sharing its index."""
+    return tuple((name, (stat := (folder / name).stat()).st_size, stat.st_mtime_ns) for name in names)
 
 
 def _at(values: tuple, index: int):
@@ -599,13 +906,13 @@ def _short_list(values: list, limit: int = 5) -> str:
     return shown + (f" (and {len(values) - limit} more)" if len(values) > limit else "")
 
 
-def compact_ranges(numbers: list[int]) -> str:
-    """0-3, 7, 9-12: a compact list of the indices a gallery holds."""
-    if not numbers:
+def compact_ranges(numbers, limit: int = 12) -> str:
+    """0-3, 7, 9-12: a compact list of the indices a gallery holds (sorted), its first `limit` runs at most."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    if not len(numbers):
         return "none"
-    spans, start = [], numbers[0]
-    for previous, current in zip(numbers, numbers[1:] + [None]):
-        if current is None or current != previous + 1:
-            spans.append(str(start) if start == previous else f"{start}-{previous}")
-            start = current
-    return ", ".join(spans)
+    breaks = np.flatnonzero(np.diff(numbers) > 1)
+    starts, stops = numbers[np.r_[0, breaks + 1]], numbers[np.r_[breaks, len(numbers) - 1]]
+    spans = [str(a) if a == b else f"{a}-{b}" for a, b in zip(starts[:limit].tolist(), stops[:limit].tolist())]
+    more = f" and {len(starts) - limit} more runs" if len(starts) > limit else ""
+    return ", ".join(spans) + more

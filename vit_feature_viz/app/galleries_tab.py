@@ -9,20 +9,23 @@ Named API endpoints: /open_gallery, /show_layer, /feature_page, /compare.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
-from ..browse import GalleryCache, compact_ranges, parse_deep_link
+from ..browse import MAX_EXAMPLES, GalleryCache, compact_ranges, parse_deep_link
 from ..errors import VizError
 from .common import AppContext, error_text, inert, on_space, user_errors
 
 GRID_PAGE = 48  # features per page of a layer's grid
 COMPARE_MAX = 24  # features per comparison
 THUMB_PX = 192  # grid thumbnails are shrunk to this (the feature page shows full size)
+EXAMPLES_SHOWN = MAX_EXAMPLES  # top dataset examples on a feature page, however many a gallery row holds
 FEATURED_FILE = Path(__file__).resolve().parents[2] / "spaces_config" / "featured_galleries.yaml"
 ENV_FEATURED = "VFV_FEATURED_GALLERIES"  # comma-separated Hub ids; replaces the file's list when set
 NO_GALLERY = ("Open a gallery: a Hub dataset id made with `vit-feature-viz push` (or the Sharing tab)"
@@ -73,13 +76,25 @@ def base_url(request: gr.Request | None) -> str:
     return f"{scheme}://{host}/"
 
 
+def grid_page(page: Any, pages: int) -> int:
+    """The grid page asked for (1 when none), within 1..pages; a page that is no number (nan, inf, text) is a
+    VizError rather than a traceback."""
+    try:
+        number = float(page or 1)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise VizError(f"The grid page must be a number from 1 to {pages}, got {str(page)[:20]!r}.")
+    return min(max(int(number), 1), pages)
+
+
 def placeholder(size: int) -> Image.Image:
     """A grey square standing in for a feature one side of a comparison lacks."""
     return Image.new("RGB", (size, size), (200, 200, 200))
 
 
 class Galleries:
-    """The tab's endpoints; opened galleries are shared by all visitors for a few minutes (GalleryCache)."""
+    """The tab's endpoints; a gallery's index is shared by all visitors, one per revision (GalleryCache)."""
 
     def __init__(self, cache: GalleryCache | None = None):
         self.cache = cache or GalleryCache()
@@ -121,11 +136,10 @@ class Galleries:
     @staticmethod
     def _summary(gallery) -> str:
         models = gallery.models()
-        features = {(e.model_id, e.layer, e.feature) for e in gallery.entries}
         revision = f" at <code>{inert(gallery.source.revision[:8])}</code>" if gallery.source.revision else ""
-        return (f"**{inert(gallery.label)}**{revision}: {len(features)} features of "
+        return (f"**{inert(gallery.label)}**{revision}: {gallery.feature_count} features of "
                 f"{', '.join(inert(m) for m in models)} in "
-                f"{len({(e.model_id, e.layer) for e in gallery.entries})} layer(s). Click a feature to open its page.")
+                f"{gallery.layer_count} layer(s). Click a feature to open its page.")
 
     # --- a layer ----------------------------------------------------------------------------------------
     def show_layer(self, source: Any, model: Any, layer: Any, objective: Any, page: Any = 1):
@@ -133,15 +147,15 @@ class Galleries:
         the page slider and a note."""
         with user_errors("showing the layer"):
             gallery = self.gallery(source)
-            entries = gallery.features(model or None, layer, objective or None)
-            pages = max(1, -(-len(entries) // GRID_PAGE))
-            page = min(max(int(float(page or 1)), 1), pages)
-            shown = entries[(page - 1) * GRID_PAGE: page * GRID_PAGE]
+            rows = gallery.layer_rows(model or None, layer, objective or None)
+            pages = max(1, -(-len(rows) // GRID_PAGE))
+            page = grid_page(page, pages)
+            shown = rows.entries((page - 1) * GRID_PAGE, page * GRID_PAGE)
             grid = [(image if image is not None else placeholder(THUMB_PX),
                      f"{e.feature} · {e.activation:.3g}" if e.rendered else f"{e.feature} · examples only")
                     for e, image in zip(shown, gallery.thumbnails(shown, THUMB_PX))]
             note = (f"Layer {shown[0].layer}: features {shown[0].feature}-{shown[-1].feature} "
-                    f"({len(entries)} in this layer), activation after optimization under each image.")
+                    f"({len(rows)} in this layer), activation after optimization under each image.")
             return (grid, [e.feature for e in shown],
                     gr.Slider(minimum=1, maximum=max(pages, 2), value=page, step=1, visible=pages > 1), note)
 
@@ -158,7 +172,8 @@ class Galleries:
         """/feature_page: header, shareable link, visualizations, top examples with patch maps, statistics,
         previous/next feature, and the feature number."""
         with user_errors("opening the feature"):
-            page = self.gallery(source).feature_page(model or None, layer, feature, objective or None)
+            page = self.gallery(source).feature_page(model or None, layer, feature, objective or None,
+                                                     max_examples=EXAMPLES_SHOWN)
             return self._page_outputs(page, base_url(request))
 
     @staticmethod
@@ -200,9 +215,8 @@ class Galleries:
             pickers = self._pickers(gallery, model, layer, objective)
             page = 1
             if wanted.feature is not None:
-                at = [e.feature for e in gallery.features(model, layer, objective)].index(
-                    gallery.entry(model, layer, wanted.feature, objective).feature)
-                page = at // GRID_PAGE + 1
+                gallery.entry(model, layer, wanted.feature, objective)  # a one-line error when it has none
+                page = gallery.layer_rows(model, layer, objective).position(wanted.feature) // GRID_PAGE + 1
             opened = (gallery.label, *pickers, self._summary(gallery))
             grid = self.show_layer(gallery.label, model, layer, objective, page)
             if wanted.feature is None:
@@ -238,27 +252,22 @@ class Galleries:
                 raise VizError("Enter a second gallery to compare with (a Hub dataset id).")
             b = self.gallery(source_b)
             model_a = a.model(model_a or None)
-            entries_a = a.features(model_a, layer, objective or None)
-            layer, objective = entries_a[0].layer, entries_a[0].objective
+            rows_a = a.layer_rows(model_a, layer, objective or None)
+            layer, objective = rows_a.layer, rows_a.objective
             model_b = model_a if model_a in b.models() else b.model(None)
-            entries_b = {e.feature: e for e in b.features(model_b, layer,
-                                                          objective if objective in b.objectives(model_b, layer)
-                                                          else None)}
-            entries_a = {e.feature: e for e in entries_a}
+            rows_b = b.layer_rows(model_b, layer, objective if objective in b.objectives(model_b, layer) else None)
             spec = str(features or "").strip()
-            width = max([*entries_a, *entries_b]) + 1
-            try:
-                wanted = parse_features(spec, width) if spec else sorted(entries_a)[:COMPARE_MAX]
+            held = np.union1d(rows_a.features, rows_b.features)
+            try:  # the count is checked before any list is built, as for render
+                wanted = (parse_features(spec, int(held[-1]) + 1, max_count=COMPARE_MAX) if spec
+                          else np.unique(rows_a.features)[:COMPARE_MAX].tolist())
             except VizError as err:
                 raise VizError(f"{err} (layer {layer} of these galleries holds features "
-                               f"{compact_ranges(sorted({*entries_a, *entries_b}))})") from None
-            if len(wanted) > COMPARE_MAX:
-                raise VizError(f"{len(wanted)} features is more than {COMPARE_MAX} per comparison: "
-                               f"compare at most {COMPARE_MAX}, e.g. {wanted[0]}-{wanted[COMPARE_MAX - 1]}.")
+                               f"{compact_ranges(held)})") from None
             sides = []
-            for gallery, found in ((a, entries_a), (b, entries_b)):
-                present = [found[f] for f in wanted if f in found]
-                images = dict(zip((e.feature for e in present), gallery.thumbnails(present, THUMB_PX)))
+            for gallery, rows in ((a, rows_a), (b, rows_b)):
+                found = rows.find(wanted)
+                images = dict(zip(found, gallery.thumbnails(list(found.values()), THUMB_PX)))
                 sides.append([
                     (images.get(f) or placeholder(THUMB_PX),
                      f"{f} · {found[f].activation:.3g}" if f in found and found[f].rendered else f"{f} · not here")
@@ -275,7 +284,7 @@ OUTPUTS_ON_LOAD = 5 + 4 + OUTPUTS_OF_PAGE  # open + show_layer + feature page
 
 def build(ctx: AppContext) -> Galleries:
     """The "Explore galleries" tab inside the open gr.Tabs, and the page-load handler that reads deep links."""
-    galleries = Galleries()
+    galleries = Galleries(GalleryCache(max_rows=ctx.preset.max_gallery_rows))
     featured = featured_galleries()
     with gr.Tab("Explore galleries", id="galleries"):
         with gr.Row(equal_height=True):
