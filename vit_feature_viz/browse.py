@@ -177,7 +177,7 @@ class _FolderSource(_Source):
 
 
 class _HubSource(_Source):
-    def __init__(self, repo_id: str, revision: str | None, token: str | None):
+    def __init__(self, repo_id: str, revision: str | None, token: str | bool | None):
         from huggingface_hub import HfApi, HfFileSystem
 
         from .hub import REPO_TYPE, _looks_like_gallery, hub_endpoint
@@ -225,11 +225,12 @@ def normalize_source(source: Any) -> str:
     return HUB_URL.sub("", text) if HUB_URL.match(text) else text
 
 
-def open_gallery(source: Any, *, revision: str | None = None, token: str | None = None,
+def open_gallery(source: Any, *, revision: str | None = None, token: str | bool | None = None,
                  allow_local: bool = True) -> Gallery:
     """Open a gallery folder or a Hub dataset repo (`org/name` or its URL) for browsing.
 
-    With `allow_local=False` (a public Space) only Hub ids are accepted, never paths on the server.
+    With `allow_local=False` (a public Space) only Hub ids are accepted, never paths on the server. `token`:
+    None reads with the local user's own login, False anonymously, else with that token (every later read too).
     """
     source = normalize_source(source)
     if not source:
@@ -493,22 +494,26 @@ class Gallery:
 
 
 class GalleryCache:
-    """Opened galleries by source, reused for `ttl_s` (a page's clicks then cost no re-indexing), at most
-    `max_size` at once; a Hub gallery re-opened after the TTL picks up new pushes."""
+    """Opened galleries by source and reader, reused for `ttl_s` (a page's clicks then cost no re-indexing), at
+    most `max_size` at once; a Hub gallery re-opened after the TTL picks up new pushes. A gallery opened with one
+    token is never handed to a caller with another (hub.reader_key): a private one stays with who may read it."""
 
     def __init__(self, max_size: int = 4, ttl_s: float = 600):
         self.max_size, self.ttl_s = max_size, ttl_s
         self._items: OrderedDict[tuple, tuple[float, Gallery]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, source: Any, *, allow_local: bool = True, opener: Callable[..., Gallery] = open_gallery) -> Gallery:
-        key = (normalize_source(source), allow_local)
+    def get(self, source: Any, *, allow_local: bool = True, token: str | bool | None = None,
+            opener: Callable[..., Gallery] = open_gallery) -> Gallery:
+        from .hub import reader_key
+
+        key = (normalize_source(source), allow_local, reader_key(token))
         with self._lock:
             hit = self._items.get(key)
             if hit and time.monotonic() - hit[0] < self.ttl_s:
                 self._items.move_to_end(key)
                 return hit[1]
-        gallery = opener(source, allow_local=allow_local)
+        gallery = opener(source, allow_local=allow_local, token=token)
         with self._lock:
             self._items[key] = (time.monotonic(), gallery)
             self._items.move_to_end(key)
