@@ -139,13 +139,26 @@ def looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~", "\\")) or ".." in name or name.count("/") > 1 or Path(name).exists()
 
 
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?$")  # name or namespace/name
+
+
 def check_name(name: Any, kind: str, example: str) -> str:
-    """A stripped model/dataset id; on a Space only Hub ids are accepted (no reading the server's files)."""
+    """A stripped model/dataset id; on a Space only Hub ids are accepted (no reading the server's files): no
+    local path, and for a dataset nothing else either, such as the `datasets` builders (imagefolder, csv,
+    parquet, ...) that read the server's working directory."""
     name = str(name or "").strip()
     if not name:
         raise VizError(f"No {kind} given: enter a Hub {kind} id such as {example}.")
     if on_space() and looks_like_path(name):
         raise VizError(f"'{name}' is a local path: on this Space enter a Hub {kind} id such as {example}.")
+    if on_space() and kind == "dataset":
+        from ..examples import packaged_builders
+
+        if name.lower() in packaged_builders():
+            raise VizError(f"'{name}' is a builder of the datasets library, which reads this server's files: on "
+                           f"this Space enter a Hub dataset id such as {example}.")
+        if not HUB_NAME.match(name):
+            raise VizError(f"'{name}' is not a Hub dataset id: on this Space enter namespace/name, such as {example}.")
     return name
 
 
