@@ -382,7 +382,8 @@ def scan_examples(
 
     `features`: a spec ("7", "0-63", "all") or list. `dataset`: a Hub id, a local folder, or an opened
     (Iterable)Dataset(Dict); `split=None` uses `default_split` (test, else validation, else train). `max_images` caps the rows of the split considered (the first `max_images`, shared by all
-    shards); this process scans the rows whose index % `num_shards` == `shard_index`.
+    shards); this process scans the rows whose index % `num_shards` == `shard_index`. `token` reads a Hub
+    dataset as in `open_image_dataset` (None: the local user's own login).
     """
     objective = make_objective(objective, layer)
     if not isinstance(objective, Channel):
