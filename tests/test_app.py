@@ -284,7 +284,7 @@ def test_every_flag_the_librarys_messages_name_has_app_wording():
 
 
 def test_unexpected_errors_are_one_generic_line(client, vit, monkeypatch):
-    def broken(self, model_id, revision=None):
+    def broken(self, model_id, revision=None, token=None):
         raise RuntimeError("internal detail /srv/secret")
 
     monkeypatch.setattr(ModelCache, "get", broken)

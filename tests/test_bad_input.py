@@ -3,8 +3,8 @@ writes nothing.
 
 A row is a `Case`: the surface it is given on, what it is, the message fragment expected, and the input. Surfaces:
 "cli" (a real `python -m vit_feature_viz` process: exit code 2, one stderr line starting `error:`), "library"
-(`call(ctx)` raises VizError) and "app" (the app's API through gradio_client: `args` are the endpoint and its
-inputs; one-line error, no session gallery made). To add a surface, add its rows and one runner below.
+(`call(ctx)` raises VizError), "app" (the app's API through gradio_client: `args` are the endpoint and its
+inputs; one-line error, no session gallery made) and "space" (the same, with the app on a Space). To add a surface, add its rows and one runner below.
 Placeholders in CLI arguments ({vit}, {out}, {images}, ...) are the `ctx` fixture's attributes.
 """
 
@@ -53,6 +53,14 @@ def _app_render(layer=0, features="0", steps=1, image_size=0, seed=0, model="{vi
     return ("/render", model, layer, features, "feature", "paper", steps, image_size, seed)
 
 
+def _app_examples(dataset):
+    return ("/examples", "{vit}", 0, 0, dataset, "train", 4, 2)
+
+
+def _app_analyze(dataset):
+    return ("/analyze", "{vit}", "CLS isolation", dataset, "test", 4, 0, 0)
+
+
 CASES = [
     # the app's API (gradio_client against the served app): the same mistakes, in the app's words
     Case("app", "timm CNN", "has no transformer blocks: pick a ViT or CLIP checkpoint", ("/layers", "{timm_resnet}")),
@@ -86,6 +94,17 @@ CASES = [
          ("/open_gallery", "{crowded_gallery}")),
     Case("app", "compare with feature 20,000,000", "20000000 features asked for, more than the 24 allowed per "
          "request", ("/compare", "{small_gallery}", MODEL, 0, "feature", "{far_gallery}", "0-19999999")),
+    # on a Space a dataset name is a Hub dataset id, nothing that reads the server's files
+    Case("space", "imagefolder as dataset", "'imagefolder' is a builder of the datasets library, which reads this "
+         "server's files: on this Space enter a Hub dataset id", _app_examples("imagefolder")),
+    Case("space", "csv as dataset", "'csv' is a builder of the datasets library", _app_analyze("csv")),
+    Case("space", "parquet as dataset", "'parquet' is a builder of the datasets library", _app_examples("parquet")),
+    Case("space", "data_files escape", "'../../etc' is a local path: on this Space enter a Hub dataset id",
+         _app_examples("../../etc")),
+    Case("space", "server folder as dataset", "is a local path: on this Space enter a Hub dataset id",
+         _app_analyze("{images}")),
+    Case("space", "builder with a config", "'csv:train' is not a Hub dataset id: on this Space enter namespace/name",
+         _app_examples("csv:train")),
     # models that are not ViTs, or cannot be read
     Case("cli", "timm CNN", "has no transformer blocks: pick a ViT or CLIP checkpoint", ("layers", "{timm_resnet}")),
     Case("cli", "transformers ConvNeXt", "has no transformer blocks with an MLP: pick a ViT or CLIP checkpoint",
@@ -237,6 +256,16 @@ def test_app_bad_input_is_one_line_and_writes_nothing(ctx, client, case):
     assert case.message in message and "\n" not in message and "Traceback" not in message, message
     assert snapshot(ctx.root) == before
     assert (set(common.SESSION_ROOT.glob("*")) if common.SESSION_ROOT.exists() else set()) == sessions
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == "space"], ids=lambda c: c.what)
+def test_app_on_a_space_bad_input_is_one_line_and_writes_nothing(ctx, client, case, monkeypatch, tmp_path):
+    from vit_feature_viz.app import common
+
+    monkeypatch.setenv("SYSTEM", "spaces")  # the served app runs in this process and asks on every request
+    monkeypatch.setenv("SPACE_ID", "owner/space")
+    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")  # this test's own: no other run adds any
+    test_app_bad_input_is_one_line_and_writes_nothing(ctx, client, case)
 
 
 # --- inputs that are not errors, though they used to be ------------------------------------------------------

@@ -196,7 +196,7 @@ class _FolderSource(_Source):
 
 
 class _HubSource(_Source):
-    def __init__(self, repo_id: str, revision: str | None, token: str | None):
+    def __init__(self, repo_id: str, revision: str | None, token: str | bool | None):
         from huggingface_hub import HfApi, HfFileSystem
 
         from .hub import REPO_TYPE, _looks_like_gallery, hub_endpoint
@@ -245,13 +245,15 @@ def normalize_source(source: Any) -> str:
     return HUB_URL.sub("", text) if HUB_URL.match(text) else text
 
 
-def open_gallery(source: Any, *, revision: str | None = None, token: str | None = None,
+def open_gallery(source: Any, *, revision: str | None = None, token: str | bool | None = None,
                  allow_local: bool = True, max_rows: int = MAX_ROWS, indexes: GalleryCache | None = None) -> Gallery:
     """Open a gallery folder or a Hub dataset repo (`org/name` or its URL) for browsing.
 
     With `allow_local=False` (a public Space) only Hub ids are accepted, never paths on the server. A gallery
     declaring more than `max_rows` rows is refused from its shards' footers; `indexes` (a GalleryCache) shares one
     index per gallery revision with everyone else who opens it through the same cache.
+    `token`: None reads with the local user's own login, False anonymously, else with that token (every later
+    read too).
     """
     source = normalize_source(source)
     if not source:
@@ -715,7 +717,7 @@ class GalleryCache:
         self._building: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, source: Any, *, allow_local: bool = True, token: str | None = None,
+    def get(self, source: Any, *, allow_local: bool = True, token: str | bool | None = None,
             revision: str | None = None) -> Gallery:
         return open_gallery(source, revision=revision, token=token, allow_local=allow_local, max_rows=self.max_rows,
                             indexes=self)

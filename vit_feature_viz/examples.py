@@ -55,10 +55,12 @@ def default_split(available) -> str:
 
 
 def open_image_dataset(name_or_path, *, split: str | None = None, image_column: str | None = None,
-                       streaming: bool = False):
+                       streaming: bool = False, token: str | bool | None = None):
     """Open one split of a Hub dataset or a local folder and find its image column.
 
-    `split=None` picks `default_split` of the dataset's splits.
+    `split=None` picks `default_split` of the dataset's splits. `token`: None reads with the local user's own
+    login; False (anonymous) or a token reads for someone else, who must be granted the Hub repo even when
+    `datasets` has it cached (see `require_dataset_access`).
 
     Local folders may be an imagefolder (image files), parquet files or a Hub-style dataset folder (README
     configs), or a `save_to_disk` folder. Returns `(dataset, image_column)`.
@@ -66,11 +68,11 @@ def open_image_dataset(name_or_path, *, split: str | None = None, image_column: 
     name = str(name_or_path).strip()
     if not name:
         raise VizError(f"No dataset given: pass a Hub dataset id such as {EXAMPLE_HUB_DATASET} or a local folder.")
-    dataset = _load_split(name, split, streaming)
+    dataset = _load_split(name, split, streaming, token)
     return dataset, find_image_column(dataset, image_column, name)
 
 
-def _load_split(name: str, split: str | None, streaming: bool):
+def _load_split(name: str, split: str | None, streaming: bool, token: str | bool | None = None):
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
@@ -84,15 +86,15 @@ def _load_split(name: str, split: str | None, streaming: bool):
             f"No dataset folder at '{name}': check the path, or give a Hub dataset id such as {EXAMPLE_HUB_DATASET}."
         )
     source = str(path) if path.is_dir() else name
+    reader = {} if token is None else {"token": token}
     try:
+        if not path.is_dir():
+            require_dataset_access(name, token)
         if split is None:
-            split = default_split(datasets.get_dataset_split_names(source))
-        return datasets.load_dataset(source, split=split, streaming=streaming)
+            split = default_split(datasets.get_dataset_split_names(source, **reader))
+        return datasets.load_dataset(source, split=split, streaming=streaming, **reader)
     except datasets.exceptions.DatasetNotFoundError:
-        raise VizError(
-            f"Dataset '{name}' was not found on the Hub or as a local folder: check the name (e.g. "
-            f"{EXAMPLE_HUB_DATASET}), and run `hf auth login` if it is private or gated."
-        ) from None
+        raise VizError(_not_found_message(name)) from None
     except ConnectionError:
         raise VizError(_unreachable_message(name)) from None
     except FileNotFoundError:
@@ -103,7 +105,56 @@ def _load_split(name: str, split: str | None, streaming: bool):
     except ValueError as error:
         if "split" not in str(error).lower():
             raise
-        raise VizError(_split_message(name, split, _available_splits(source, error))) from None
+        raise VizError(_split_message(name, split, _available_splits(source, error, reader))) from None
+
+
+def require_dataset_access(name: str, token: str | bool | None) -> None:
+    """With an explicit token, the Hub must grant it the dataset repo now: when the Hub refuses, `datasets` falls
+    back to a copy in its cache, so a private dataset that another reader loaded would open for anyone.
+    None (the local user's own login) asks nothing; packaged builders (imagefolder, csv, ...) are no Hub repos."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        GatedRepoError, HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError,
+    )
+
+    from .models.hub_files import TransportError
+
+    if token is None or name in packaged_builders():
+        return
+    try:
+        HfApi(token=token).repo_info(name, repo_type="dataset")
+    except (RepositoryNotFoundError, GatedRepoError):
+        raise VizError(_not_found_message(name)) from None
+    except HFValidationError:
+        raise VizError(f"'{name}' is not a Hub dataset id: use namespace/name, e.g. {EXAMPLE_HUB_DATASET}.") from None
+    except OfflineModeIsEnabled:
+        raise VizError(f"Cannot check who may read dataset '{name}' while HF_HUB_OFFLINE is set: unset it, or give "
+                       "a local folder.") from None
+    except (ConnectionError, TimeoutError, TransportError):
+        raise VizError(_unreachable_message(name)) from None
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status in (401, 403):
+            raise VizError(_not_found_message(name)) from None
+        raise VizError(f"The Hub answered HTTP {status} for dataset '{name}': try again later.") from None
+
+
+@functools.cache
+def packaged_builders() -> frozenset[str]:
+    """The names `datasets` reads as its own builders (imagefolder, csv, parquet, json, webdataset, ...), which load
+    files from the working directory, not from the Hub. `datasets` keeps the list in a private module constant
+    (there is no public one), read here only; the builder modules it ships (sql, spark, generator, ...) count too."""
+    import pkgutil
+
+    from datasets import packaged_modules
+
+    shipped = {module.name for module in pkgutil.iter_modules(packaged_modules.__path__)}
+    return frozenset(shipped | set(packaged_modules._PACKAGED_DATASETS_MODULES))
+
+
+def _not_found_message(name: str) -> str:
+    return (f"Dataset '{name}' was not found on the Hub or as a local folder: check the name (e.g. "
+            f"{EXAMPLE_HUB_DATASET}), and run `hf auth login` if it is private or gated.")
 
 
 def _load_saved(path: Path, name: str, split: str | None, streaming: bool):
@@ -139,13 +190,13 @@ def _split_message(name: str, split: str, available: list[str]) -> str:
     return f"Dataset '{name}' has no split '{split}': use --split with one of {choices}."
 
 
-def _available_splits(source: str, error: Exception) -> list[str]:
-    """The splits datasets' own message lists, else asked for again."""
+def _available_splits(source: str, error: Exception, reader: dict | None = None) -> list[str]:
+    """The splits datasets' own message lists, else asked for again (by the same reader)."""
     quoted = re.search(r"\[(.*?)\]", str(error))
     if quoted:
         return re.findall(r"'([^']+)'", quoted.group(1))
     try:
-        return list(datasets.get_dataset_split_names(source))
+        return list(datasets.get_dataset_split_names(source, **(reader or {})))
     except (OSError, ValueError):
         return []
 
@@ -325,12 +376,14 @@ def scan_examples(
     num_shards: int = 1,
     shard_index: int = 0,
     progress: bool = True,
+    token: str | bool | None = None,
 ) -> dict[int, list[Example]]:
     """Top-`top_k` dataset images per feature of `layer`, best first, from one pass over the data.
 
     `features`: a spec ("7", "0-63", "all") or list. `dataset`: a Hub id, a local folder, or an opened
     (Iterable)Dataset(Dict); `split=None` uses `default_split` (test, else validation, else train). `max_images` caps the rows of the split considered (the first `max_images`, shared by all
-    shards); this process scans the rows whose index % `num_shards` == `shard_index`.
+    shards); this process scans the rows whose index % `num_shards` == `shard_index`. `token` reads a Hub
+    dataset as in `open_image_dataset` (None: the local user's own login).
     """
     objective = make_objective(objective, layer)
     if not isinstance(objective, Channel):
@@ -342,7 +395,8 @@ def scan_examples(
     wanted = parse_features(features, objective.num_channels(model))
     _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images)
     if isinstance(dataset, (str, os.PathLike)):
-        dataset, column = open_image_dataset(dataset, split=split, image_column=image_column, streaming=streaming)
+        dataset, column = open_image_dataset(dataset, split=split, image_column=image_column, streaming=streaming,
+                                             token=token)
     else:
         dataset = _select_split(dataset, split)
         column = find_image_column(dataset, image_column)

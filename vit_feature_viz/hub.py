@@ -10,6 +10,7 @@ never contains the token.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from contextlib import contextmanager
@@ -137,6 +138,17 @@ def gallery_files(folder: Path) -> dict[str, Path]:
 def hub_endpoint() -> str:
     """HF_ENDPOINT as it is now (huggingface_hub reads it once at import), else huggingface_hub's endpoint."""
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def reader_key(token: str | bool | None) -> str:
+    """Whom a Hub read is made for, as a key for what is kept in memory after it, never holding the token itself:
+    'local' (None: the local user's own login), 'anonymous' (False), else a digest of the token. What was read
+    for one reader is then served again to that same reader only."""
+    if token is None:
+        return "local"
+    if token is False or not str(token).strip():
+        return "anonymous"
+    return "token-" + hashlib.sha256(str(token).encode()).hexdigest()[:16]
 
 
 def _looks_like_gallery(paths) -> bool:

@@ -14,13 +14,15 @@ Walk = Callable[[TokenStages, torch.Tensor], dict]
 
 
 def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test", max_images=None, batch_size=32,
-                  streaming=False, image_column=None, label_column=None, progress=True, **load_options):
-    """Returns (classifiers, stages by model id, accuracy counts by (model id, key), settings)."""
-    classifiers = load_classifiers(models, allow_cnn=False, **load_options)
+                  streaming=False, image_column=None, label_column=None, progress=True, token=None, **load_options):
+    """Returns (classifiers, stages by model id, accuracy counts by (model id, key), settings); `token` reads the
+    models and the data (None: the local user's own login)."""
+    classifiers = load_classifiers(models, allow_cnn=False, token=token, **load_options)
     stages = {c.model_id: token_stages(c.vision_model) for c in classifiers}
     for s in stages.values():
         s._need_head()
-    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming)
+    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
+                     token=token)
 
     def score(clf, batch, prepare):
         model, st = clf.vision_model, stages[clf.model_id]

@@ -62,13 +62,14 @@ def rank_names(top_embeddings: torch.Tensor, all_mean: torch.Tensor, text: torch
 def clip_names(
     models, dataset, *, layer: int | None = None, features="0-7", vocabulary=None, prompt: str = DEFAULT_PROMPT,
     top_images: int = 16, top_names: int = 5, split: str = "test", max_images: int | None = None, batch_size: int = 32,
-    streaming: bool = False, image_column: str | None = None, progress: bool = True, **load_options,
+    streaming: bool = False, image_column: str | None = None, progress: bool = True,
+    token: str | bool | None = None, **load_options,
 ) -> AnalysisResult:
     """The `top_names` best words for each feature of `layer` of each CLIP model."""
     from ..models import load_model
 
     models = [models] if isinstance(models, (str, VisionModel)) else list(models)
-    loaded = [m if isinstance(m, VisionModel) else load_model(m, **load_options) for m in models]
+    loaded = [m if isinstance(m, VisionModel) else load_model(m, token=token, **load_options) for m in models]
     if layer is None:
         raise VizError("Naming features needs a layer: pass --layer N (a block index, from 0).")
     if top_images < 1 or top_names < 1:
@@ -76,10 +77,11 @@ def clip_names(
     if "{}" not in prompt:
         raise VizError(f"The prompt '{prompt}' has no {{}} for the word: use e.g. '{DEFAULT_PROMPT}'.")
     words, source = load_vocabulary(vocabulary)
-    data = open_labeled(dataset, split=split, image_column=image_column, need_label=False, streaming=streaming)
+    data = open_labeled(dataset, split=split, image_column=image_column, need_label=False, streaming=streaming,
+                        token=token)
     rows, panels, notes, seen = [], [], [], 0
     for model in loaded:
-        encoder = ClipText(model)  # fails early, before the scan, for towers without text
+        encoder = ClipText(model, token=token)  # fails early, before the scan, for towers without text
         objective = make_objective("feature", layer)
         objective.check(model)
         wanted = parse_features(features, objective.num_channels(model))

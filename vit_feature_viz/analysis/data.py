@@ -69,9 +69,10 @@ def open_labeled(
     need_label: bool = True,
     box_format: str = "xyxy",
     streaming: bool = False,
+    token: str | bool | None = None,
 ) -> LabeledData:
     """Open `dataset` (Hub id, local folder, a built-in shapes set name (BUILTIN_DATASETS) or (Iterable)Dataset)
-    and find its columns, failing in one line."""
+    and find its columns, failing in one line. `token` is the reader's, as in `examples.open_image_dataset`."""
     builtin = BUILTIN_DATASETS.get(dataset.strip()) if isinstance(dataset, str) else None
     if builtin:
         from ..data.shapes import shapes_dataset
@@ -81,7 +82,8 @@ def open_labeled(
         image = find_image_column(opened, image_column, name)
     elif isinstance(dataset, (str, os.PathLike)):
         name = str(dataset)
-        opened, image = open_image_dataset(name, split=split, image_column=image_column, streaming=streaming)
+        opened, image = open_image_dataset(name, split=split, image_column=image_column, streaming=streaming,
+                                           token=token)
     else:
         if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
             if split not in dataset:

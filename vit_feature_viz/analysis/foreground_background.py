@@ -26,14 +26,15 @@ def split_by_mask(image: Image.Image, mask: Image.Image, fill: float) -> tuple[I
 def foreground_background(
     models, dataset, *, fill: str = "black", box_column=None, mask_column=None, box_format="xyxy", split="test",
     max_images=None, batch_size=32, streaming=False, image_column=None, label_column=None, progress=True,
-    **load_options,
+    token=None, **load_options,
 ) -> AnalysisResult:
     """Full, foreground-only and background-only accuracy of each model (ViTs and CNNs)."""
     if fill not in FILLS:
         raise VizError(f"Unknown fill '{fill}': use one of {', '.join(FILLS)}.")
-    classifiers = load_classifiers(models, allow_cnn=True, **load_options)
+    classifiers = load_classifiers(models, allow_cnn=True, token=token, **load_options)
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
-                     box_column=box_column, mask_column=mask_column, need_region=True, box_format=box_format)
+                     box_column=box_column, mask_column=mask_column, need_region=True, box_format=box_format,
+                     token=token)
 
     def score(clf, batch, prepare):
         parts = [split_by_mask(image, mask, FILLS[fill]) for image, mask in zip(batch.images, batch.masks)]

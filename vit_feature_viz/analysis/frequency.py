@@ -42,12 +42,13 @@ def check_cutoffs(cutoffs) -> list[float]:
 
 def frequency(
     models, dataset, *, cutoffs=DEFAULT_CUTOFFS, split="test", max_images=None, batch_size=32, streaming=False,
-    image_column=None, label_column=None, progress=True, **load_options,
+    image_column=None, label_column=None, progress=True, token=None, **load_options,
 ) -> AnalysisResult:
     """Top-1/top-5 of each model (ViTs and CNNs) on low-pass and high-pass filtered images at each cutoff."""
     fractions = check_cutoffs(cutoffs)
-    classifiers = load_classifiers(models, allow_cnn=True, **load_options)
-    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming)
+    classifiers = load_classifiers(models, allow_cnn=True, token=token, **load_options)
+    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
+                     token=token)
 
     def score(clf, batch, prepare):
         images = prepare(batch.images)

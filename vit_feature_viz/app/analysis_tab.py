@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..errors import VizError
 from .common import (
-    AppContext, ModelCache, as_int, check_name, inert, on_gpu, over_cap, session_path, user_errors,
+    AppContext, ModelCache, as_int, check_name, inert, on_gpu, over_cap, session_path, user_errors, visitor_token,
 )
 
 DEFAULT_ANALYSIS_DATASET = "vit-feature-viz/shapes-color"  # built in: works offline with the shapes fixtures
@@ -32,10 +32,12 @@ class Analyst:
         self._run_on_device = on_gpu(self._run, duration=self._duration)
 
     def analyze(self, model_id, experiment, dataset, split, max_images, layer, feature, session=None,
-                progress=gr.Progress()):
+                oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
         """/analyze: run `experiment` on the loaded model over at most the preset's image cap; returns the plot,
-        the table, a summary and the session gallery folder the results were saved into."""
+        the table, a summary and the session gallery folder the results were saved into. The model and the
+        dataset are read as the visitor may read them (visitor_token)."""
         with user_errors("running the analysis"):
+            token = visitor_token(oauth_token)
             name = EXPERIMENT_LABELS.get(experiment, experiment)
             if name not in EXPERIMENT_LABELS.values():
                 raise VizError(f"Unknown experiment '{experiment}': pick one of {', '.join(EXPERIMENT_LABELS)}.")
@@ -45,12 +47,12 @@ class Analyst:
             max_images = as_int(max_images if max_images not in (None, "") else cap, "max images", minimum=1)
             if max_images > cap:
                 raise over_cap(self.preset, "max dataset images", max_images, cap, "images")
-            model = self.models.get(model_id)
+            model = self.models.get(model_id, token=token)
             layer, feature = as_int(layer, "layer"), as_int(feature, "feature", minimum=0)
             if name == "clip-names":
                 model.check_layer(layer)
             progress(None, desc=f"{experiment} on up to {max_images} images of {dataset}")
-            result = self._run_on_device(model.model_id, name, dataset, split, max_images, layer, feature)
+            result = self._run_on_device(model.model_id, name, dataset, split, max_images, layer, feature, token)
             session = session_path(session)
             files = result.save(session)
             columns = list(result.rows[0]) if result.rows else []
@@ -69,15 +71,15 @@ class Analyst:
                 return f"No CLIP names yet for layer {layer}, feature {feature}: run *Name CLIP features* on a CLIP model."
             return f"**CLIP names of layer {layer}, feature {feature}:** {', '.join(map(inert, names))}"
 
-    def _duration(self, model_id, experiment, dataset, split, max_images, layer, feature) -> int:
+    def _duration(self, model_id, experiment, dataset, split, max_images, layer, feature, token=None) -> int:
         return int(min(self.preset.max_gpu_seconds, 30 + SECONDS_PER_IMAGE * max_images))
 
-    def _run(self, model_id, experiment, dataset, split, max_images, layer, feature):
+    def _run(self, model_id, experiment, dataset, split, max_images, layer, feature, token=None):
         from ..analysis import EXPERIMENTS
 
         with user_errors("running the analysis"):
-            model = self.models.get(model_id)
-            options = dict(split=split, max_images=max_images, progress=False)
+            model = self.models.get(model_id, token=token)
+            options = dict(split=split, max_images=max_images, progress=False, token=token)
             if experiment == "clip-names":
                 options.update(layer=layer, features=[feature], top_images=min(16, max_images))
             return EXPERIMENTS[experiment](model, dataset, **options)

@@ -54,6 +54,19 @@ def on_space() -> bool:
     return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
 
 
+def visitor_token(oauth_token: gr.OAuthToken | None) -> str | bool | None:
+    """The token every Hub read made for a visitor uses (galleries, datasets, models).
+
+    On a Space: the visitor's own sign-in token, else False (anonymous), never None, with which huggingface_hub
+    and datasets would read with the Space's HF_TOKEN and show its owner's private repos to anyone. Off a Space:
+    None, the local user's own login (whose token gradio's local sign-in would hand out anyway).
+    """
+    if not on_space():
+        return None
+    token = getattr(oauth_token, "token", None)
+    return token.strip() if isinstance(token, str) and token.strip() else False
+
+
 def on_gpu(fn, duration):
     """`fn` inside `@spaces.GPU(duration=duration)` when the spaces package is there (a no-op off ZeroGPU)."""
     if spaces is None:
@@ -135,13 +148,26 @@ def looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~", "\\")) or ".." in name or name.count("/") > 1 or Path(name).exists()
 
 
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?$")  # name or namespace/name
+
+
 def check_name(name: Any, kind: str, example: str) -> str:
-    """A stripped model/dataset id; on a Space only Hub ids are accepted (no reading the server's files)."""
+    """A stripped model/dataset id; on a Space only Hub ids are accepted (no reading the server's files): no
+    local path, and for a dataset nothing else either, such as the `datasets` builders (imagefolder, csv,
+    parquet, ...) that read the server's working directory."""
     name = str(name or "").strip()
     if not name:
         raise VizError(f"No {kind} given: enter a Hub {kind} id such as {example}.")
     if on_space() and looks_like_path(name):
         raise VizError(f"'{name}' is a local path: on this Space enter a Hub {kind} id such as {example}.")
+    if on_space() and kind == "dataset":
+        from ..examples import packaged_builders
+
+        if name.lower() in packaged_builders():
+            raise VizError(f"'{name}' is a builder of the datasets library, which reads this server's files: on "
+                           f"this Space enter a Hub dataset id such as {example}.")
+        if not HUB_NAME.match(name):
+            raise VizError(f"'{name}' is not a Hub dataset id: on this Space enter namespace/name, such as {example}.")
     return name
 
 
@@ -217,36 +243,41 @@ def over_cap(preset, what: str, asked: int, cap: int, unit: str) -> VizError:
 
 
 class ModelCache:
-    """Loaded models shared by every tab and request, keyed by (id, revision): the weights are read once.
+    """Loaded models shared by every tab and request, keyed by (id, revision, reader): the weights are read once.
 
     Small on purpose (a model can take gigabytes): the least recently used one is dropped when a new one comes
     in. Two requests for the same model wait for one load instead of loading it twice. A checkpoint larger than
-    `max_parameters` is refused from its config and weight headers, before any weights are downloaded.
+    `max_parameters` is refused from its config and weight headers, before any weights are downloaded. A model
+    loaded with one visitor's token is handed to that token only (hub.reader_key); one loaded anonymously (or a
+    built-in) is public, so it serves everyone.
     """
 
     def __init__(self, max_parameters: int | None = None, size: int = 2):
         self.max_parameters = max_parameters
         self.size = size
-        self._models: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str | None, str], Any] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[tuple[str, str | None], threading.Lock] = {}
+        self._loading: dict[tuple[str, str | None, str], threading.Lock] = {}
 
-    def get(self, model_id: Any, revision: str | None = None):
-        """The loaded model for a UI/API model id (checked first), loading it if needed."""
+    def get(self, model_id: Any, revision: str | None = None, token: str | bool | None = None):
+        """The loaded model for a UI/API model id (checked first), loading it with `token` (visitor_token) if
+        needed."""
         from ..models.loader import load_model
 
-        key = (check_name(model_id, "model", WELL_KNOWN_MODELS[0]), revision)
+        name = check_name(model_id, "model", WELL_KNOWN_MODELS[0])
+        key, *shared = self._keys(name, revision, token)
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
+            for found in (key, *shared):
+                if found in self._models:
+                    self._models.move_to_end(found)
+                    return self._models[found]
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
             try:
-                model = load_model(key[0], revision=revision, max_parameters=self.max_parameters)
+                model = load_model(name, revision=revision, max_parameters=self.max_parameters, token=token)
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
@@ -256,10 +287,23 @@ class ModelCache:
                     self._models.popitem(last=False)
             return model
 
-    def layers(self, model_id: str) -> dict:
+    @staticmethod
+    def _keys(name: str, revision: str | None, token: str | bool | None) -> list[tuple]:
+        """The cache key a model loads under for this reader, then the keys it may also be served from: a model
+        loaded anonymously (or a built-in) is public, which any token may read too."""
+        from ..hub import reader_key
+        from ..models.builtin import builtin_path
+
+        public = (name, revision, reader_key(False))
+        if builtin_path(name) is not None:
+            return [public]
+        own = (name, revision, reader_key(token))
+        return [own, public] if isinstance(token, str) else [own]
+
+    def layers(self, model_id: str, oauth_token: gr.OAuthToken | None = None) -> dict:
         """/layers: the model's structure (blocks and their MLP widths) as JSON."""
         with user_errors("loading the model"):
-            return self.get(model_id).describe()
+            return self.get(model_id, token=visitor_token(oauth_token)).describe()
 
 
 def loading_message(model_id: Any) -> str:

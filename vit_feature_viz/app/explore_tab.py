@@ -9,7 +9,7 @@ import gradio as gr
 
 from .common import (
     DEFAULT_DATASET, DEFAULT_SPLIT, AppContext, ModelCache, add_rows, as_int, check_name, on_gpu, open_image,
-    over_cap, resolve_features, user_errors,
+    over_cap, resolve_features, user_errors, visitor_token,
 )
 
 SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
@@ -32,23 +32,25 @@ class Explorer:
         target = make_objective("feature", layer)
         return layer, resolve_features(feature, target.num_channels(model), 0, max_count=1)[0]
 
-    def patch_map(self, model_id, layer, feature, image):
+    def patch_map(self, model_id, layer, feature, image, oauth_token: gr.OAuthToken | None = None):
         """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay)."""
         from ..patchmap import patch_map
 
         with user_errors("drawing the patch map"):
             image = open_image(image, self.uploads())
-            model = self.models.get(model_id)
+            model = self.models.get(model_id, token=visitor_token(oauth_token))
             layer, feature = self.check_feature(model, layer, feature)
             return patch_map(model, image, layer, feature)
 
     def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None,
-                 progress=gr.Progress()):
-        """/examples: the dataset images that activate `feature` most, each followed by its patch map."""
+                 oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
+        """/examples: the dataset images that activate `feature` most, each followed by its patch map; the
+        model and the dataset are read as the visitor may read them (visitor_token)."""
         from ..examples import example_rows
 
         with user_errors("scanning the dataset"):
             preset = self.preset
+            token = visitor_token(oauth_token)
             dataset = check_name(dataset, "dataset", DEFAULT_DATASET)
             split = str(split or "").strip() or DEFAULT_SPLIT
             max_images = as_int(max_images if max_images not in (None, "") else preset.max_scan_images,
@@ -58,10 +60,10 @@ class Explorer:
             top_k = as_int(top_k if top_k not in (None, "") else 8, "top k", minimum=1)
             if top_k > preset.max_top_k:
                 raise over_cap(preset, "max examples", top_k, preset.max_top_k, "examples")
-            model = self.models.get(model_id)
+            model = self.models.get(model_id, token=token)
             layer, feature = self.check_feature(model, layer, feature)
             progress(None, desc=f"Scanning up to {max_images} images of {dataset}")
-            found = self._scan_on_device(model.model_id, layer, feature, dataset, split, max_images, top_k)
+            found = self._scan_on_device(model.model_id, layer, feature, dataset, split, max_images, top_k, token)
             rows = example_rows(model, layer, "feature", dataset, {feature: found})
             session = add_rows(session, rows, model.backend)
             gallery = []
@@ -72,16 +74,16 @@ class Explorer:
                     gallery.append((example.patch_map, f"#{rank} patch map"))
             return gallery, session
 
-    def _scan_duration(self, model_id, layer, feature, dataset, split, max_images, top_k) -> int:
+    def _scan_duration(self, model_id, layer, feature, dataset, split, max_images, top_k, token=None) -> int:
         return int(min(self.preset.max_gpu_seconds, 20 + SECONDS_PER_SCANNED_IMAGE * max_images))
 
-    def _scan(self, model_id, layer, feature, dataset, split, max_images, top_k):
+    def _scan(self, model_id, layer, feature, dataset, split, max_images, top_k, token=None):
         from ..examples import scan_examples
 
         with user_errors("scanning the dataset"):
-            model = self.models.get(model_id)
+            model = self.models.get(model_id, token=token)
             return scan_examples(model, layer, [feature], dataset, split=split, max_images=max_images,
-                                 top_k=top_k, progress=False)[feature]
+                                 top_k=top_k, progress=False, token=token)[feature]
 
 
 def build(ctx: AppContext) -> Explorer:

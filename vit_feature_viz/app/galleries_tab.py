@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..browse import MAX_EXAMPLES, GalleryCache, compact_ranges, parse_deep_link
 from ..errors import VizError
-from .common import AppContext, error_text, inert, on_space, user_errors
+from .common import AppContext, error_text, inert, on_space, user_errors, visitor_token
 
 GRID_PAGE = 48  # features per page of a layer's grid
 COMPARE_MAX = 24  # features per comparison
@@ -99,23 +99,24 @@ class Galleries:
     def __init__(self, cache: GalleryCache | None = None):
         self.cache = cache or GalleryCache()
 
-    def gallery(self, source: Any):
-        return self.cache.get(source, allow_local=not on_space())
+    def gallery(self, source: Any, oauth_token: gr.OAuthToken | None = None):
+        """The gallery, read as the visitor may read it (their sign-in token on a Space, never the Space's)."""
+        return self.cache.get(source, allow_local=not on_space(), token=visitor_token(oauth_token))
 
     # --- open -------------------------------------------------------------------------------------------
-    def open(self, source: Any):
+    def open(self, source: Any, oauth_token: gr.OAuthToken | None = None):
         """/open_gallery: (source, model, layer, objective pickers, summary) of a gallery."""
         with user_errors("opening the gallery"):
-            gallery = self.gallery(source)
+            gallery = self.gallery(source, oauth_token)
             return (gallery.label, *self._pickers(gallery, None, None, None), self._summary(gallery))
 
-    def pick_model(self, source: Any, model: Any):
+    def pick_model(self, source: Any, model: Any, oauth_token: gr.OAuthToken | None = None):
         with user_errors("opening the gallery"):
-            return self._pickers(self.gallery(source), model, None, None)
+            return self._pickers(self.gallery(source, oauth_token), model, None, None)
 
-    def pick_layer(self, source: Any, model: Any, layer: Any):
+    def pick_layer(self, source: Any, model: Any, layer: Any, oauth_token: gr.OAuthToken | None = None):
         with user_errors("opening the gallery"):
-            return self._pickers(self.gallery(source), model, layer, None)
+            return self._pickers(self.gallery(source, oauth_token), model, layer, None)
 
     @staticmethod
     def _choose(gallery, model, layer, objective) -> tuple[str, int, str]:
@@ -142,11 +143,12 @@ class Galleries:
                 f"{gallery.layer_count} layer(s). Click a feature to open its page.")
 
     # --- a layer ----------------------------------------------------------------------------------------
-    def show_layer(self, source: Any, model: Any, layer: Any, objective: Any, page: Any = 1):
+    def show_layer(self, source: Any, model: Any, layer: Any, objective: Any, page: Any = 1,
+                   oauth_token: gr.OAuthToken | None = None):
         """/show_layer: one page of the layer's grid [(thumbnail, 'feature · activation')], its feature list,
         the page slider and a note."""
         with user_errors("showing the layer"):
-            gallery = self.gallery(source)
+            gallery = self.gallery(source, oauth_token)
             rows = gallery.layer_rows(model or None, layer, objective or None)
             pages = max(1, -(-len(rows) // GRID_PAGE))
             page = grid_page(page, pages)
@@ -159,6 +161,12 @@ class Galleries:
             return (grid, [e.feature for e in shown],
                     gr.Slider(minimum=1, maximum=max(pages, 2), value=page, step=1, visible=pages > 1), note)
 
+    def show_first_page(self, source: Any, model: Any, layer: Any, objective: Any,
+                        oauth_token: gr.OAuthToken | None = None):
+        """The first page of a layer's grid, for events without a page input (gradio hands the visitor's token
+        to the parameter after the inputs, so it cannot follow an optional `page`)."""
+        return self.show_layer(source, model, layer, objective, 1, oauth_token)
+
     @staticmethod
     def clicked(features: list[int] | None, event: gr.SelectData) -> int:
         """The feature of the grid cell a visitor clicked."""
@@ -168,11 +176,11 @@ class Galleries:
 
     # --- a feature --------------------------------------------------------------------------------------
     def feature_page(self, source: Any, model: Any, layer: Any, objective: Any, feature: Any,
-                     request: gr.Request = None):
+                     request: gr.Request = None, oauth_token: gr.OAuthToken | None = None):
         """/feature_page: header, shareable link, visualizations, top examples with patch maps, statistics,
         previous/next feature, and the feature number."""
         with user_errors("opening the feature"):
-            page = self.gallery(source).feature_page(model or None, layer, feature, objective or None,
+            page = self.gallery(source, oauth_token).feature_page(model or None, layer, feature, objective or None,
                                                      max_examples=EXAMPLES_SHOWN)
             return self._page_outputs(page, base_url(request))
 
@@ -201,7 +209,7 @@ class Galleries:
                 page.previous, page.next, page.feature)
 
     # --- deep links -------------------------------------------------------------------------------------
-    def from_link(self, request: gr.Request):
+    def from_link(self, request: gr.Request, oauth_token: gr.OAuthToken | None = None):
         """On page load: open what the URL's query names (nothing changes when it names no gallery)."""
         try:
             wanted = parse_deep_link(dict(request.query_params) if request is not None else {})
@@ -210,7 +218,7 @@ class Galleries:
         if wanted is None or wanted.gallery is None:
             return tuple(gr.skip() for _ in range(OUTPUTS_ON_LOAD))
         with user_errors("opening the link"):
-            gallery = self.gallery(wanted.gallery)
+            gallery = self.gallery(wanted.gallery, oauth_token)
             model, layer, objective = self._choose(gallery, wanted.model, wanted.layer, wanted.objective)
             pickers = self._pickers(gallery, model, layer, objective)
             page = 1
@@ -218,11 +226,12 @@ class Galleries:
                 gallery.entry(model, layer, wanted.feature, objective)  # a one-line error when it has none
                 page = gallery.layer_rows(model, layer, objective).position(wanted.feature) // GRID_PAGE + 1
             opened = (gallery.label, *pickers, self._summary(gallery))
-            grid = self.show_layer(gallery.label, model, layer, objective, page)
+            grid = self.show_layer(gallery.label, model, layer, objective, page, oauth_token)
             if wanted.feature is None:
                 shown = tuple(gr.skip() for _ in range(OUTPUTS_OF_PAGE))
             else:
-                shown = self.feature_page(gallery.label, model, layer, objective, wanted.feature, request)
+                shown = self.feature_page(gallery.label, model, layer, objective, wanted.feature, request,
+                                          oauth_token)
             return (*opened, *grid, *shown)
 
     @staticmethod
@@ -241,16 +250,17 @@ class Galleries:
         return wanted.model, layer, feature
 
     # --- compare ----------------------------------------------------------------------------------------
-    def compare(self, source_a: Any, model_a: Any, layer: Any, objective: Any, source_b: Any, features: Any):
+    def compare(self, source_a: Any, model_a: Any, layer: Any, objective: Any, source_b: Any, features: Any,
+                oauth_token: gr.OAuthToken | None = None):
         """/compare: the same layer and features of two galleries side by side (a grey square where one lacks
         a feature); features default to the first of the layer."""
         from ..specs import parse_features
 
         with user_errors("comparing galleries"):
-            a = self.gallery(source_a)
+            a = self.gallery(source_a, oauth_token)
             if not str(source_b or "").strip():
                 raise VizError("Enter a second gallery to compare with (a Hub dataset id).")
-            b = self.gallery(source_b)
+            b = self.gallery(source_b, oauth_token)
             model_a = a.model(model_a or None)
             rows_a = a.layer_rows(model_a, layer, objective or None)
             layer, objective = rows_a.layer, rows_a.objective
@@ -346,7 +356,7 @@ def build(ctx: AppContext) -> Galleries:
     fast = dict(preprocess=False, concurrency_limit=4, concurrency_id="browse")
 
     def then_layer(event):
-        return event.success(galleries.show_layer, where, layer_view, api_visibility="private", **fast)
+        return event.success(galleries.show_first_page, where, layer_view, api_visibility="private", **fast)
 
     def then_feature(event):
         shown = event.success(galleries.feature_page, [*where, feature], page_view, api_visibility="private", **fast)
@@ -369,7 +379,7 @@ def build(ctx: AppContext) -> Galleries:
                            api_visibility="private", **fast))
     then_layer(layer.input(galleries.pick_layer, [source, model, layer], [model, layer, objective],
                            api_visibility="private", **fast))
-    objective.input(galleries.show_layer, where, layer_view, api_visibility="private", **fast)
+    objective.input(galleries.show_first_page, where, layer_view, api_visibility="private", **fast)
     then_feature(grid.select(galleries.clicked, [shown_features], [feature], api_visibility="private", queue=False))
     then_feature(previous.click(lambda f: f, [previous_feature], [feature], api_visibility="private", queue=False))
     then_feature(following.click(lambda f: f, [next_feature], [feature], api_visibility="private", queue=False))

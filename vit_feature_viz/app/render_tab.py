@@ -14,7 +14,10 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from .common import AppContext, ModelCache, add_rows, as_int, on_gpu, over_cap, resolve_features, session_path, user_errors
+from .common import (
+    AppContext, ModelCache, add_rows, as_int, on_gpu, over_cap, resolve_features, session_path, user_errors,
+    visitor_token,
+)
 
 TABLE_HEADERS = ["feature", "activation", "activation_init"]
 UPDATE_S = 1.0  # a running render yields about this often: previews, and the points where a Stop lands
@@ -29,8 +32,9 @@ class Renderer:
         self.models = models
         self._render_on_device = on_gpu(self._render_stream, duration=self._render_duration)
 
-    def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed):
-        """Validate a render request against the model and the caps; returns (model, plan, seed)."""
+    def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
+        """Validate a render request against the model and the caps; returns (model, plan, seed). `token` reads
+        the model (visitor_token)."""
         from ..objectives import make_objective
         from ..render import plan_render
 
@@ -40,7 +44,7 @@ class Renderer:
             raise over_cap(preset, "max steps", steps, preset.max_steps, "steps")
         seed = as_int(seed if seed not in (None, "") else 0, "seed", minimum=0)
         size = as_int(image_size if image_size not in (None, "") else 0, "image size", minimum=0)
-        model = self.models.get(model_id)
+        model = self.models.get(model_id, token=token)
         layer = as_int(layer, "layer")
         model.check_layer(layer)
         target = make_objective(objective, layer)
@@ -52,7 +56,7 @@ class Renderer:
         return model, plan, seed
 
     def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, session=None,
-               progress=gr.Progress()) -> Iterator[tuple]:
+               oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> Iterator[tuple]:
         """/render: stream previews while optimizing, then (gallery, activation table).
 
         Each batch of features goes into the session gallery as soon as it finishes, so a Stop, a closed tab or
@@ -61,7 +65,8 @@ class Renderer:
         """
         with user_errors("rendering"):
             progress(None, desc=f"Loading {str(model_id or '').strip()}…")  # the first load reads the weights
-            model, plan, seed = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed)
+            token = visitor_token(oauth_token)
+            model, plan, seed = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed, token)
             session = session_path(session)
             yield gr.skip(), gr.skip(), session
             names = self._class_names(model, plan)
@@ -69,7 +74,7 @@ class Renderer:
             progress((0, total), desc="Starting", unit="feature-steps")
             results = []
             stream = self._render_on_device(model.model_id, plan.layer, plan.features, plan.objective.name,
-                                            plan.recipe.name, plan.steps, plan.image_size, seed)
+                                            plan.recipe.name, plan.steps, plan.image_size, seed, token)
             previews: dict = {}  # feature -> latest image of the features being optimized
             started = shown = time.monotonic()
             changed = batch_done = False
@@ -109,10 +114,11 @@ class Renderer:
         labels = class_names(model)
         return {f: labels[f] for f in plan.features}
 
-    def _render_duration(self, model_id, layer, features, objective, recipe, steps, image_size, seed) -> int:
+    def _render_duration(self, model_id, layer, features, objective, recipe, steps, image_size, seed,
+                         token=None) -> int:
         return self.preset.gpu_duration(len(features), steps)
 
-    def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed):
+    def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
         """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished,
         rows); `rows` are the finished features' gallery rows with their patch maps, as the CLI writes them."""
         from ..jobs import _with_patch_map as with_patch_map
@@ -120,7 +126,7 @@ class Renderer:
         from ..render import render_batches
 
         with user_errors("rendering"):
-            model = self.models.get(model_id)
+            model = self.models.get(model_id, token=token)
             target = make_objective(objective, layer)
             events: queue.Queue = queue.Queue()
             stop = threading.Event()

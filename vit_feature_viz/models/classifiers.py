@@ -74,15 +74,16 @@ def from_vision_model(model: VisionModel) -> ImageClassifier:
 
 def load_classifier(name_or_path: str, **options) -> ImageClassifier:
     """A ViT classifier through `load_model` (same options: revision, device, precision, trust_remote_code,
-    allow_pickle), else a CNN classifier (timm or transformers)."""
+    allow_pickle, token), else a CNN classifier (timm or transformers)."""
     try:
         return from_vision_model(load_model(name_or_path, **options))
     except NotTransformerError:
         return _load_cnn(name_or_path, **options)
 
 
-def _load_cnn(name, *, revision=None, device="auto", precision="auto", trust_remote_code=False, allow_pickle=False):
-    files = CheckpointFiles(str(name).strip(), revision)
+def _load_cnn(name, *, revision=None, device="auto", precision="auto", trust_remote_code=False, allow_pickle=False,
+              token=None):
+    files = CheckpointFiles(str(name).strip(), revision, token)
     backend, config = detect_backend(files)
     resolved = resolve_device(device)
     dtype_precision = resolve_precision(precision, resolved)
@@ -129,7 +130,7 @@ def _transformers_cnn(files: CheckpointFiles, trust_remote_code: bool, allow_pic
     weights = files.weights(transformers_backend.SAFE_WEIGHTS, transformers_backend.PICKLE_WEIGHTS, allow_pickle)
     try:
         module = transformers.AutoModelForImageClassification.from_pretrained(
-            files.name, revision=files.revision, trust_remote_code=trust_remote_code,
+            files.name, revision=files.revision, token=files.token, trust_remote_code=trust_remote_code,
             use_safetensors=".safetensors" in os.path.basename(weights), dtype=torch.float32,
         )
     except ValueError as err:

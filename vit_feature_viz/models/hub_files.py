@@ -16,6 +16,7 @@ from huggingface_hub.errors import (  # RemoteEntryNotFoundError and LocalEntryN
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -23,32 +24,66 @@ from huggingface_hub.errors import (  # RemoteEntryNotFoundError and LocalEntryN
 from ..errors import VizError
 from .builtin import DEFAULT_BUILTIN
 
+try:  # huggingface_hub 2.x speaks httpx2 (1.x httpx): a failed connection is neither an OSError nor an HTTP error
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    from httpx import TransportError
+
 
 class CheckpointFiles:
     """The files of one checkpoint, by Hub name or local folder."""
 
-    def __init__(self, name_or_path: str, revision: str | None = None):
+    def __init__(self, name_or_path: str, revision: str | None = None, token: str | bool | None = None):
+        """`token`: None reads with the local user's own login; False (anonymous) or a token reads for someone
+        else, with exactly that credential (see `require_access`)."""
         self.name = str(name_or_path)
         self.revision = revision
+        self.token = token
         self.local = Path(self.name) if os.path.isdir(self.name) else None
         self._seen_repo = False  # some file of the repo was reachable
         self._not_reachable = False  # a file could be neither found in the cache nor fetched
+        self._access_granted = token is None or self.local is not None
+
+    def require_access(self) -> None:
+        """With an explicit token, the Hub must grant it this repo before any file is used, cached ones included:
+        huggingface_hub returns a cached file when the Hub refuses a download (401/404), so a private checkpoint
+        that another reader fetched would otherwise load for anyone. Asked once per checkpoint."""
+        if self._access_granted:
+            return
+        with self._refusals():
+            try:
+                HfApi(token=self.token).repo_info(self.name, revision=self.revision)
+            except OfflineModeIsEnabled:
+                raise VizError(f"Cannot check who may read '{self.name}' while HF_HUB_OFFLINE is set: unset it, or "
+                               f"use the built-in model {DEFAULT_BUILTIN}.") from None
+            except (ConnectionError, TimeoutError, TransportError):
+                raise VizError(f"Cannot reach the Hub to fetch '{self.name}': check the network or HF_ENDPOINT, or "
+                               f"use the built-in {DEFAULT_BUILTIN} (no network needed).") from None
+        self._seen_repo = self._access_granted = True
 
     def path(self, filename: str) -> str | None:
         """Local path of `filename`, downloading it if needed; None when the checkpoint has no such file."""
         if self.local is not None:
             candidate = self.local / filename
             return str(candidate) if candidate.is_file() else None
+        self.require_access()
+        with self._refusals():
+            try:
+                found = hf_hub_download(self.name, filename, revision=self.revision, token=self.token)
+                self._seen_repo = True
+                return found
+            except LocalEntryNotFoundError:
+                self._not_reachable = True
+                return None
+            except EntryNotFoundError:
+                self._seen_repo = True
+                return None
+
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """The Hub's refusals of this checkpoint as one line naming the fix."""
         try:
-            found = hf_hub_download(self.name, filename, revision=self.revision)
-            self._seen_repo = True
-            return found
-        except LocalEntryNotFoundError:
-            self._not_reachable = True
-            return None
-        except EntryNotFoundError:
-            self._seen_repo = True
-            return None
+            yield
         except GatedRepoError:
             raise VizError(f"'{self.name}' is gated: accept its terms on the model page and log in with `hf auth login`.") from None
         except RepositoryNotFoundError:
@@ -68,6 +103,7 @@ class CheckpointFiles:
         if self.local is not None:
             candidate = self.local / filename
             return str(candidate) if candidate.is_file() else None
+        self.require_access()
         try:
             found = try_to_load_from_cache(self.name, filename, revision=self.revision)
         except ValueError:  # not a repo id; path() names the problem
@@ -81,7 +117,7 @@ class CheckpointFiles:
         if self.local is not None or constants.HF_HUB_OFFLINE:
             return False
         try:
-            return HfApi().file_exists(self.name, filename, revision=self.revision)
+            return HfApi(token=self.token).file_exists(self.name, filename, revision=self.revision)
         except (HfHubHTTPError, OSError, ValueError):
             return False
 

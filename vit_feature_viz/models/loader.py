@@ -43,12 +43,15 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     max_parameters: int | None = None,
+    token: str | bool | None = None,
 ) -> VisionModel:
     """Load a ViT/CLIP checkpoint by Hub name or local folder, ready to render.
 
     Built-in names (`vit-feature-viz/shapes-vit`, see models/builtin.py) load from the package, with no network.
     Pickle weights are refused unless `allow_pickle`; remote code runs only with `trust_remote_code`; with
-    `max_parameters` a larger checkpoint is refused before its weights are downloaded (see size.py).
+    `max_parameters` a larger checkpoint is refused before its weights are downloaded (see size.py). `token`: None
+    reads with the local user's own login; False (anonymous) or a token loads for someone else, who must be
+    granted the repo by the Hub even when its files are cached (hub_files.CheckpointFiles.require_access).
     """
     if not name_or_path or not str(name_or_path).strip():
         raise VizError("No model given: enter a Hub model id such as google/vit-base-patch16-224.")
@@ -57,7 +60,7 @@ def load_model(
     if resolved_device.type == "cpu":
         limit_cpu_threads()
     resolved_precision = resolve_precision(precision, resolved_device)
-    files = CheckpointFiles(_builtin_folder(name, revision) or name, revision)
+    files = CheckpointFiles(_builtin_folder(name, revision) or name, revision, token)
     backend, config = detect_backend(files)
     if max_parameters is not None:
         check_files_size(files, backend, config, max_parameters)

@@ -27,13 +27,14 @@ SAFE_WEIGHTS = {
 }
 
 
-def check_model_size(name_or_path: str, *, revision: str | None = None, max_parameters: int) -> int:
+def check_model_size(name_or_path: str, *, revision: str | None = None, max_parameters: int,
+                     token: str | bool | None = None) -> int:
     """Refuse (VizError) a checkpoint with more than `max_parameters` parameters, reading only small files.
 
     Returns the largest estimate found."""
     from .loader import detect_backend
 
-    files = CheckpointFiles(str(name_or_path).strip(), revision)
+    files = CheckpointFiles(str(name_or_path).strip(), revision, token)
     backend, config = detect_backend(files)
     return check_files_size(files, backend, config, max_parameters)
 
@@ -94,7 +95,8 @@ def _with_defaults(files: CheckpointFiles, backend: str, config: dict):
         try:
             import transformers
 
-            return transformers.AutoConfig.from_pretrained(files.name, revision=files.revision).to_dict()
+            return transformers.AutoConfig.from_pretrained(files.name, revision=files.revision,
+                                                           token=files.token).to_dict()
         except Exception:  # remote code or a broken config: the loader reports it; count what is written
             return config
     return config
@@ -137,7 +139,8 @@ def _safetensors_parameters(files: CheckpointFiles, filename: str) -> int:
     from huggingface_hub.errors import HfHubHTTPError, SafetensorsParsingError
 
     try:
-        metadata = HfApi().parse_safetensors_file_metadata(files.name, filename, revision=files.revision)
+        metadata = HfApi(token=files.token).parse_safetensors_file_metadata(files.name, filename,
+                                                                            revision=files.revision)
     except SafetensorsParsingError:
         raise VizError(f"'{files.name}' has a broken {filename} (its header does not parse): check the repo.") from None
     except (HfHubHTTPError, OSError):  # fail closed: an unread size is not a small one

@@ -16,16 +16,17 @@ from .base import VisionModel
 class ClipText:
     """Encodes texts with `model`'s own tokenizer and text tower."""
 
-    def __init__(self, model: VisionModel):
+    def __init__(self, model: VisionModel, token: str | bool | None = None):
+        """`token` reads the tokenizer files as the model was read (None: the local user's own login)."""
         self.model = model
         module = model.module
         if model.backend == "transformers" and hasattr(module, "get_text_features"):
-            self._tokenizer = _transformers_tokenizer(model.model_id)
+            self._tokenizer = _transformers_tokenizer(model.model_id, token)
             self._encode = self._encode_transformers
         elif model.backend == "open_clip" and hasattr(module, "encode_text"):
             import open_clip
 
-            self._tokenizer = open_clip.get_tokenizer(_open_clip_source(model.model_id))
+            self._tokenizer = open_clip.get_tokenizer(_open_clip_source(model.model_id, token))
             self._encode = lambda texts: module.encode_text(self._tokenizer(list(texts)).to(model.device))
         else:
             raise VizError(
@@ -47,16 +48,26 @@ class ClipText:
         return getattr(output, "pooler_output", output)
 
 
-def _open_clip_source(model_id: str) -> str:
-    """open_clip picks its tokenizer from the repo's open_clip_config.json (no weights are read)."""
-    return f"local-dir:{model_id}" if os.path.isdir(model_id) else f"hf-hub:{model_id}"
+def _open_clip_source(model_id: str, token: str | bool | None = None) -> str:
+    """open_clip picks its tokenizer from the repo's open_clip_config.json (no weights are read); open_clip takes
+    no token, so for an explicit one the config is fetched here and open_clip reads the folder it lands in."""
+    if os.path.isdir(model_id):
+        return f"local-dir:{model_id}"
+    if token is None:
+        return f"hf-hub:{model_id}"
+    from .hub_files import CheckpointFiles
+
+    config = CheckpointFiles(model_id, token=token).path("open_clip_config.json")
+    if config is None:
+        raise VizError(f"'{model_id}' has no open_clip_config.json: naming features needs the repo open_clip loaded.")
+    return f"local-dir:{os.path.dirname(config)}"
 
 
-def _transformers_tokenizer(model_id: str):
+def _transformers_tokenizer(model_id: str, token: str | bool | None = None):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(model_id)
+        return AutoTokenizer.from_pretrained(model_id, token=token)
     except (OSError, ValueError, TypeError) as err:
         raise VizError(
             f"'{model_id}' has no tokenizer files this machine can load ({type(err).__name__}): use a CLIP repo that "

@@ -33,7 +33,8 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
     checked_safetensors = ".safetensors" in os.path.basename(weights)  # transformers then loads only safetensors
     try:
-        auto_config = transformers.AutoConfig.from_pretrained(files.name, revision=files.revision, trust_remote_code=trust_remote_code)
+        auto_config = transformers.AutoConfig.from_pretrained(files.name, revision=files.revision, token=files.token,
+                                                             trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, OSError) as err:
         raise _load_error(files, err) from None
     architectures = auto_config.architectures or []
@@ -43,6 +44,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         module = loader.from_pretrained(
             files.name,
             revision=files.revision,
+            token=files.token,
             trust_remote_code=trust_remote_code,
             use_safetensors=checked_safetensors,
             dtype=torch.float32,
@@ -86,7 +88,7 @@ def _processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
     if files.path("preprocessor_config.json") is None:
         return None
     processor = transformers.AutoImageProcessor.from_pretrained(
-        files.name, revision=files.revision, trust_remote_code=trust_remote_code)
+        files.name, revision=files.revision, token=files.token, trust_remote_code=trust_remote_code)
 
     def pipeline(image):
         return processor(images=image, do_normalize=False, return_tensors="pt")["pixel_values"][0]
