@@ -106,6 +106,27 @@ CASES = [
          call=lambda c: jobs.render_to_folder(c.model, c.broken, 0, 0, steps=1, progress=False)),
     Case("library", "examples --out is a file", "is a file, not a folder",
          call=lambda c: jobs.examples_to_folder(c.model, c.a_file, 0, 0, c.images, progress=False)),
+    # weight files that do not fit their config: one line naming the file and the architecture, not every key
+    Case("cli", "open_clip weights of another model",
+         "model.safetensors does not match the architecture in open_clip_config.json (CLIP: ",
+         ("layers", "{open_clip_wrong_weights}")),
+    Case("cli", "timm weights of another model",
+         "model.safetensors does not match the architecture in config.json (vit_tiny_patch16_224, ",
+         ("layers", "{timm_wrong_weights}")),
+    Case("cli", "transformers weights of another model", "of the model's 72 weights are missing from the file",
+         ("layers", "{vit_wrong_weights}")),
+    Case("library", "open_clip weights of another model", "does not match the architecture in open_clip_config.json",
+         call=lambda c: load_model(c.open_clip_wrong_weights, device="cpu")),
+    Case("library", "timm weights of another model", "does not match the architecture in config.json",
+         call=lambda c: load_model(c.timm_wrong_weights, device="cpu")),
+    Case("library", "transformers weights of another model", "does not match the architecture in config.json (ViTModel",
+         call=lambda c: load_model(c.vit_wrong_weights, device="cpu")),
+    Case("library", "transformers weights of other shapes", "in the file but (1, 1, 64) in the model",
+         call=lambda c: load_model(c.vit_wrong_shapes, device="cpu")),
+    Case("app", "open_clip weights of another model", "does not match the architecture in open_clip_config.json",
+         ("/layers", "{open_clip_wrong_weights}")),
+    Case("app", "transformers weights of other shapes", "does not match the architecture in config.json",
+         ("/layers", "{vit_wrong_shapes}")),
 ]
 
 
