@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from PIL import Image
 import tiny_checkpoints as tiny
 from vit_feature_viz import VizError, jobs, load_model, render
 from vit_feature_viz.examples import UnreadableImages, scan_examples
+from vit_feature_viz.gallery import GalleryFolder
+from vit_feature_viz.hub import push_gallery
 
 from app_fixtures import client, server  # noqa: E402,F401 (the served app, for the "app" rows)
 
@@ -127,6 +130,15 @@ CASES = [
          ("/layers", "{open_clip_wrong_weights}")),
     Case("app", "transformers weights of other shapes", "does not match the architecture in config.json",
          ("/layers", "{vit_wrong_shapes}")),
+    # galleries with a broken shard, or a link to a file elsewhere: refused before anything is read out or sent
+    Case("cli", "push a gallery with a corrupt shard", "train-broken.parquet is not a readable parquet file",
+         ("push", "{broken_card}", "alice/gallery")),
+    Case("cli", "push a gallery holding a symbolic link", "analysis/token_pooling/run.csv is a symbolic link",
+         ("push", "{linked}", "alice/gallery")),
+    Case("library", "push a gallery with a corrupt shard", "train-broken.parquet is not a readable parquet file",
+         call=lambda c: push_gallery(c.broken_card, "alice/gallery")),
+    Case("library", "push a gallery holding a symbolic link", "analysis/token_pooling/run.csv is a symbolic link",
+         call=lambda c: push_gallery(c.linked, "alice/gallery")),
 ]
 
 
@@ -166,7 +178,24 @@ def ctx(tiny_repos, hub_cache_dir, tmp_path_factory):
     model = load_model(tiny_repos["vit"], device="cpu")
     return SimpleNamespace(root=root, vit=tiny_repos["vit"], model=model, images=str(images.parent),
                            broken_images=str(broken_images.parent), png_bytes=str(png_bytes), a_file=str(a_file),
-                           foreign=str(foreign), broken=str(broken), **repos)
+                           foreign=str(foreign), broken=str(broken), **repos, **_push_inputs(root))
+
+
+def _push_inputs(root: Path) -> dict:
+    """Galleries a push must refuse before it contacts the Hub: a corrupt shard, a link to a file outside."""
+    rng = np.random.default_rng(1)
+    good = root / "good-gallery"
+    GalleryFolder(good).add([{"image": Image.open(io.BytesIO(_png(rng))), "model_id": "m", "layer": 0, "feature": 0,
+                              "objective": "feature"}])
+    broken_card = root / "broken-card-gallery"
+    shutil.copytree(good, broken_card)
+    (broken_card / "data" / "train-broken.parquet").write_bytes(b"PAR1 truncated")
+    linked = root / "linked-gallery"
+    shutil.copytree(good, linked)
+    (root / "server-secret.csv").write_text("hf_secret_of_the_server\n")
+    (linked / "analysis" / "token_pooling").mkdir(parents=True)
+    (linked / "analysis" / "token_pooling" / "run.csv").symlink_to(root / "server-secret.csv")
+    return {"good": str(good), "broken_card": str(broken_card), "linked": str(linked)}
 
 
 def snapshot(root: Path) -> dict[str, str]:
