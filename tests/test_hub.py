@@ -497,3 +497,43 @@ def test_push_never_takes_over_a_dataset_that_is_not_a_gallery(hub, gallery):
     write_gallery(gallery, shard=1)
     push_gallery(gallery, "alice/new", token=hub.write_token)  # a gallery repo takes the next push
     assert "data/train-0001.parquet" in hub.files("alice/new") and "data/train-0000.parquet" in hub.files("alice/empty")
+
+
+def test_pull_refuses_an_unsafe_file_name_and_downloads_nothing(hub, gallery, tmp_path):
+    push_gallery(gallery, "alice/vit-gallery", private=True, token=hub.write_token)
+    hub.plant("alice/vit-gallery", {"data/../../escaped.parquet": b"PAR1 whatever"})
+    mine = tmp_path / "mine"
+    write_gallery(mine, shard=3)  # an existing gallery as the destination: it must stay as it is
+    before, around = snapshot(mine), sorted(p.name for p in tmp_path.iterdir())
+    hub.requests.clear()
+
+    result = run_cli("pull", "alice/vit-gallery", mine, token=hub.read_token)
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "holds a file with an unsafe name ('data/../../escaped.parquet')" in result.stderr
+    assert snapshot(mine) == before and sorted(p.name for p in tmp_path.iterdir()) == around
+    assert not any("/resolve/" in path for _, path, _ in hub.requests)  # not one file was downloaded
+    assert not (tmp_path.parent / "escaped.parquet").exists()
+
+
+def test_pull_of_a_corrupt_shard_writes_nothing_and_browsing_it_is_one_line(hub, gallery, tmp_path):
+    from vit_feature_viz.browse import open_gallery
+
+    push_gallery(gallery, "alice/vit-gallery", private=True, token=hub.write_token)
+    good = pull_gallery("alice/vit-gallery", tmp_path / "good", token=hub.read_token)
+    assert sorted(p.name for p in good.iterdir()) == ["README.md", "data"]  # no staging folder left behind
+    shard = (gallery / "data" / "train-0000.parquet").read_bytes()
+    hub.plant("alice/vit-gallery", {"data/train-0001.parquet": shard[:len(shard) // 2] + shard[-800:]})
+    mine = tmp_path / "mine"
+    write_gallery(mine, shard=3)
+    before, around = snapshot(mine), sorted(p.name for p in tmp_path.iterdir())
+
+    for destination in (mine, tmp_path / "new" / "folder"):
+        with pytest.raises(VizError, match=r"alice/vit-gallery holds data/train-0001.parquet, which is not a "
+                                           r"readable parquet file .*nothing was pulled"):
+            pull_gallery("alice/vit-gallery", destination, token=hub.read_token)
+    assert snapshot(mine) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == around  # no staging folder left, "new" never made
+    with pytest.raises(VizError, match="holds data/train-0001.parquet, which is not a readable parquet file .*: push "
+                                       "the gallery again, or open an earlier revision"):
+        open_gallery("alice/vit-gallery", token=hub.read_token)

@@ -31,11 +31,12 @@ from statistics import median
 from typing import Any
 from urllib.parse import urlencode
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from .errors import VizError
-from .gallery import ANALYSIS_DIR, KEY_COLUMNS
+from .gallery import ANALYSIS_DIR, KEY_COLUMNS, first_error_line
 from .specs import whole_number
 
 # Cheap columns read when a gallery opens; `concept_names` (CLIP concept labels) is optional and shown if present.
@@ -150,6 +151,7 @@ class _Source:
     """Where shards are read from: `shards` (names) and `open(name)` (a binary file object)."""
 
     label: str
+    repair = "replace it with a good copy, or move it out of the gallery's data folder"  # said of a broken shard
     revision: str | None = None
     shards: list[str]
     concept_tables: list[str]  # CSVs under CONCEPTS_DIR, the preferred (newest) first
@@ -177,6 +179,8 @@ class _FolderSource(_Source):
 
 
 class _HubSource(_Source):
+    repair = "push the gallery again, or open an earlier revision"
+
     def __init__(self, repo_id: str, revision: str | None, token: str | None):
         from huggingface_hub import HfApi, HfFileSystem
 
@@ -211,6 +215,17 @@ class _HubSource(_Source):
         from .hub import _hub_errors
 
         return _hub_errors(self.endpoint, self.repo_id, Path("."), pushing=False, revision=self.asked_revision)
+
+
+@contextlib.contextmanager
+def _readable_shard(source: _Source, shard: str):
+    """A shard that parquet cannot read (truncated, corrupt footer or pages) as one VizError naming it. Used outside
+    `source.reading()`, which has already turned network failures into VizErrors."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as err:
+        raise VizError(f"The gallery {source.label} holds {shard}, which is not a readable parquet file "
+                       f"({first_error_line(err)}): {source.repair}.") from None
 
 
 def looks_like_path(source: str) -> bool:
@@ -426,7 +441,7 @@ class Gallery:
 
     def _index_shard(self, number: int) -> tuple[Any, list[Entry]]:
         shard = self.source.shards[number]
-        with self.source.reading(), self.source.open(shard) as handle:
+        with _readable_shard(self.source, shard), self.source.reading(), self.source.open(shard) as handle:
             parquet = pq.ParquetFile(handle)
             names = set(parquet.schema_arrow.names)
             missing = [c for c in (*KEY_COLUMNS, "image") if c not in names]
@@ -446,7 +461,8 @@ class Gallery:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        with self.source.reading(), self.source.open(self.source.shards[shard]) as handle:
+        with _readable_shard(self.source, self.source.shards[shard]), self.source.reading(), \
+                self.source.open(self.source.shards[shard]) as handle:
             parquet = pq.ParquetFile(handle, metadata=self._metadata[shard])
             if column not in parquet.schema_arrow.names:
                 array = None

@@ -378,6 +378,25 @@ def _read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
     )
 
 
+def shard_problem(path: Path) -> str | None:
+    """Why `path` cannot join a gallery (not parquet, or not a gallery's columns), or None if it can: checked
+    before a file from elsewhere (a pull) is written into a gallery folder."""
+    try:
+        names = pq.read_schema(path).names
+        if set(names) != set(FEATURES):
+            return f"not a gallery shard (columns {names[:4]}...)"
+        pq.read_table(path, columns=list(KEY_COLUMNS))
+    except (pa.ArrowException, OSError) as err:
+        return f"not a readable parquet file ({first_error_line(err)})"
+    return None
+
+
+def first_error_line(err: BaseException, limit: int = 80) -> str:
+    """An error's first line, cut short, for a one-line message (parquet's errors run over several lines)."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
 def linked_file(folder: Path, paths: Iterable[Path]) -> str | None:
     """What is wrong with the first of `paths` (files under `folder`) that is a symbolic link, lies behind one, or is
     not a regular file; None if all are plain files of the folder. A push or a download sends only those: a link

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
@@ -26,7 +28,7 @@ from huggingface_hub.errors import (
 )
 
 from .errors import VizError
-from .gallery import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder, is_gallery_card, linked_file
+from .gallery import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder, is_gallery_card, linked_file, shard_problem
 
 REPO_TYPE = "dataset"
 # A gallery's own files, the ones push uploads; nothing else is pulled.
@@ -110,8 +112,10 @@ def pull_gallery(
 ) -> Path:
     """Download the gallery in dataset repo `repo_id` into `folder`, to view it or extend it and push again.
 
-    `folder` must be new, empty or a gallery: only the card and data/*.parquet shards are written, as plain
-    files (no cache symlinks); huggingface_hub keeps its download metadata in `folder/.cache`.
+    `folder` must be new, empty or a gallery: only the card, data/*.parquet shards and analysis results are
+    written, as plain files (no cache symlinks). They are downloaded into a hidden staging folder next to their
+    destination and moved in only once every shard reads as a gallery shard, so a repo with an unsafe file name,
+    a broken shard or a failed download writes nothing.
     """
     folder = Path(folder)
     check_pull_destination(folder)
@@ -125,16 +129,78 @@ def pull_gallery(
                 f"the dataset repo {repo_id} is not a gallery (it has no README.md and data/*.parquet):"
                 " pass the id of a repo made with push_gallery"
             )
-        snapshot_download(
-            repo_id,
-            repo_type=REPO_TYPE,
-            revision=info.sha,  # the commit just checked, even if the branch moves meanwhile
-            local_dir=folder,
-            allow_patterns=GALLERY_PATTERNS,
-            token=token,
-            endpoint=endpoint,
-        )
+        check_remote_names(repo_id, remote_paths)
+        with _staging_folder(folder) as staging:
+            snapshot_download(
+                repo_id,
+                repo_type=REPO_TYPE,
+                revision=info.sha,  # the commit just checked, even if the branch moves meanwhile
+                local_dir=staging,
+                allow_patterns=GALLERY_PATTERNS,
+                token=token,
+                endpoint=endpoint,
+            )
+            pulled = _pulled_files(staging)
+            _check_pulled_shards(repo_id, staging, pulled)
+            _move_into(staging, pulled, folder)
     return folder
+
+
+def check_remote_names(repo_id: str, paths: list[str]) -> None:
+    """Refuse a repo holding a file whose name could land outside the destination (`..`, an absolute name, a
+    backslash, an empty or control character part): the Hub should never list one, so the repo is not to be trusted."""
+    for path in paths:
+        if _unsafe_name(path):
+            raise VizError(
+                f"the dataset repo {repo_id} holds a file with an unsafe name ({path!r}), which could be written"
+                " outside the destination folder: nothing was pulled; ask the repo's owner to rename it"
+            )
+
+
+def _unsafe_name(path: str) -> bool:
+    parts = path.split("/")
+    return ("\\" in path or path.startswith("/") or any(part in ("", ".", "..") for part in parts)
+            or any(ord(char) < 32 for char in path) or ":" in parts[0])
+
+
+@contextmanager
+def _staging_folder(folder: Path):
+    """A hidden temporary folder on the destination's file system (in the folder itself when it exists, else in
+    its nearest existing parent), removed afterwards whatever happens."""
+    base = next(p for p in (folder, *folder.absolute().parents) if p.is_dir())
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".vfv-pull-", dir=base))
+    except OSError as err:
+        raise VizError(f"cannot write to {base} ({err.strerror}): pull into a folder you can write to") from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pulled_files(staging: Path) -> list[Path]:
+    """The downloaded files, relative to the staging folder (huggingface_hub's own .cache left out)."""
+    return sorted(p.relative_to(staging) for p in staging.rglob("*")
+                  if p.is_file() and p.relative_to(staging).parts[0] != ".cache")
+
+
+def _check_pulled_shards(repo_id: str, staging: Path, pulled: list[Path]) -> None:
+    """Every downloaded shard must read as a gallery shard before any file reaches the destination."""
+    for relative in pulled:
+        if relative.parts[0] == "data" and relative.suffix == ".parquet":
+            problem = shard_problem(staging / relative)
+            if problem is not None:
+                raise VizError(f"the dataset repo {repo_id} holds {relative.as_posix()}, which is {problem}:"
+                               " nothing was pulled; ask the repo's owner to push the gallery again, or pull"
+                               " another revision")
+
+
+def _move_into(staging: Path, pulled: list[Path], folder: Path) -> None:
+    """Move the checked files into place (a rename each: the staging folder is on the same file system)."""
+    for relative in pulled:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / relative, target)
 
 
 def check_pull_destination(folder: Path) -> None:
