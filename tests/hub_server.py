@@ -10,6 +10,7 @@ HF_HUB_DISABLE_XET=1 so they use the LFS batch API.
         hub.uploads                                # files whose bytes reached the server, with their path
         hub.commits                                # every commit received, with its operations
         hub.files("alice/gallery")                 # {path: bytes} at a revision
+        hub.plant("alice/odd", {"data/../x": b""}) # a commit written directly, no client checks
 
 Users: "alice" (write token and read-only token). An unknown token gets 401; writing where the token may not
 (a read-only token, another user's namespace such as "bob/...") gets 403.
@@ -265,6 +266,24 @@ class LoopbackHub:
 
     def uploaded_paths(self, repo_id: str | None = None) -> list[str]:
         return [u.path for u in self.uploads if repo_id is None or u.repo_id == repo_id]
+
+    def plant(self, repo_id: str, files: dict[str, bytes], *, private: bool = False, repo_type: str = "dataset",
+              summary: str = "planted by a test") -> str:
+        """Commit `files` straight into the repo (created if missing), bypassing every client-side check, so a test
+        can stage what a hostile or broken repo holds (names like `data/../../x.parquet`). Returns the commit sha;
+        nothing is recorded in `uploads` or `commits`, which stay what clients sent."""
+        with self._lock:
+            repo = self.repos.get((repo_type, repo_id))
+            if repo is None:
+                repo = Repo(repo_type, repo_id, private, _now())
+                self._add_commit(repo, "main", "initial commit", {".gitattributes": Blob(GITATTRIBUTES, lfs=False)})
+                self.repos[(repo_type, repo_id)] = repo
+            head = repo.resolve("main")
+            blobs = {path: Blob(content, lfs=path.lower().endswith(LFS_SUFFIXES)) for path, content in files.items()}
+            for blob in blobs.values():
+                if blob.lfs:
+                    repo.lfs_objects[blob.sha256] = blob.content
+            return self._add_commit(repo, "main", summary, {**head.files, **blobs}).sha
 
     def _new_sha(self, *parts: str) -> str:
         self._counter += 1

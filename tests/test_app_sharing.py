@@ -52,6 +52,33 @@ def test_rendered_rows_carry_their_patch_map_like_the_clis(session):
         assert row["image_patch_map"] is not None and row["image_patch_map"].size == row["image"].size
 
 
+def test_a_symbolic_link_in_the_session_gallery_is_never_pushed_or_downloaded(session, hub, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    off_a_space(monkeypatch, server_token=None)
+    secret = tmp_path / "server-secret.csv"
+    secret.write_text("hf_secret_of_the_server\n")
+    folder = Path(session.folder)
+    (folder / "analysis" / "token_pooling").mkdir(parents=True)
+    (folder / "analysis" / "token_pooling" / "run.csv").symlink_to(secret)
+
+    with pytest.raises(gr.Error) as excinfo:
+        session.logic.push("alice/gallery", False, hub.write_token, session.folder)
+    message = str(excinfo.value)
+    assert "analysis/token_pooling/run.csv is a symbolic link" in message and "your gallery is unchanged" in message
+    assert str(folder) not in message and "\n" not in message
+    assert hub.repos == {} and hub.uploads == []
+    with pytest.raises(gr.Error, match="analysis/token_pooling/run.csv is a symbolic link in your gallery"):
+        session.logic.download("zip", session.folder)
+    parquet = session.logic.download("parquet", session.folder)  # the shards alone hold no link
+    assert b"hf_secret" not in Path(parquet).read_bytes()
+
+    shard = next((folder / "data").glob("*.parquet"))
+    (folder / "data" / "train-linked.parquet").symlink_to(shard)
+    with pytest.raises(gr.Error, match="data/train-linked.parquet is a symbolic link in your gallery"):
+        session.logic.download("parquet", session.folder)
+
+
 def test_download_of_an_empty_gallery_is_a_clear_error(session):
     with pytest.raises(gr.Error, match="Your gallery is empty"):
         session.logic.download("parquet", None)

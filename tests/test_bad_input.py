@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,8 +28,13 @@ import pytest
 from PIL import Image
 
 import tiny_checkpoints as tiny
+from hub_fixtures import point_clients_at
+from hub_server import LoopbackHub
 from vit_feature_viz import VizError, jobs, load_model, render
+from vit_feature_viz.browse import open_gallery
 from vit_feature_viz.examples import UnreadableImages, scan_examples
+from vit_feature_viz.gallery import GalleryFolder
+from vit_feature_viz.hub import pull_gallery, push_gallery
 
 from app_fixtures import client, server  # noqa: E402,F401 (the served app, for the "app" rows)
 from gallery_fixtures import MODEL, one_colour_png, write_synthetic_gallery
@@ -42,6 +49,7 @@ class Case:
     message: str  # must appear in the one-line error
     args: tuple = ()  # cli: the command line, with {placeholders}
     call: Callable | None = field(default=None, compare=False)  # library: call(ctx) must raise VizError
+    hub: bool = False  # run against ctx.hub, the loopback Hub holding the broken repos (private, alice's)
 
 
 def _render(*args):
@@ -144,6 +152,60 @@ CASES = [
          call=lambda c: jobs.render_to_folder(c.model, c.broken, 0, 0, steps=1, progress=False)),
     Case("library", "examples --out is a file", "is a file, not a folder",
          call=lambda c: jobs.examples_to_folder(c.model, c.a_file, 0, 0, c.images, progress=False)),
+    # weight files that do not fit their config: one line naming the file and the architecture, not every key
+    Case("cli", "open_clip weights of another model",
+         "model.safetensors does not match the architecture in open_clip_config.json (CLIP: ",
+         ("layers", "{open_clip_wrong_weights}")),
+    Case("cli", "timm weights of another model",
+         "model.safetensors does not match the architecture in config.json (vit_tiny_patch16_224, ",
+         ("layers", "{timm_wrong_weights}")),
+    Case("cli", "transformers weights of another model", "of the model's 72 weights are missing from the file",
+         ("layers", "{vit_wrong_weights}")),
+    Case("library", "open_clip weights of another model", "does not match the architecture in open_clip_config.json",
+         call=lambda c: load_model(c.open_clip_wrong_weights, device="cpu")),
+    Case("library", "timm weights of another model", "does not match the architecture in config.json",
+         call=lambda c: load_model(c.timm_wrong_weights, device="cpu")),
+    Case("library", "transformers weights of another model", "does not match the architecture in config.json (ViTModel",
+         call=lambda c: load_model(c.vit_wrong_weights, device="cpu")),
+    Case("library", "transformers weights of other shapes", "in the file but (1, 1, 64) in the model",
+         call=lambda c: load_model(c.vit_wrong_shapes, device="cpu")),
+    Case("app", "open_clip weights of another model", "does not match the architecture in open_clip_config.json",
+         ("/layers", "{open_clip_wrong_weights}")),
+    Case("app", "transformers weights of other shapes", "does not match the architecture in config.json",
+         ("/layers", "{vit_wrong_shapes}")),
+    # galleries with a broken shard, or a link to a file elsewhere: refused before anything is read out or sent
+    Case("cli", "push a gallery with a corrupt shard", "train-broken.parquet is not a readable parquet file",
+         ("push", "{broken_card}", "alice/gallery")),
+    Case("cli", "push a gallery holding a symbolic link", "analysis/token_pooling/run.csv is a symbolic link",
+         ("push", "{linked}", "alice/gallery")),
+    Case("library", "push a gallery with a corrupt shard", "train-broken.parquet is not a readable parquet file",
+         call=lambda c: push_gallery(c.broken_card, "alice/gallery")),
+    Case("library", "push a gallery holding a symbolic link", "analysis/token_pooling/run.csv is a symbolic link",
+         call=lambda c: push_gallery(c.linked, "alice/gallery")),
+    Case("library", "open a gallery with a corrupt shard", "train-broken.parquet, which is not a readable parquet file",
+         call=lambda c: open_gallery(c.broken)),
+    Case("app", "open a gallery with a corrupt shard", "train-broken.parquet, which is not a readable parquet file",
+         ("/open_gallery", "{broken}")),
+    Case("library", "a page whose image column is corrupt", "which is not a readable parquet file (Couldn't deserialize",
+         call=lambda c: open_gallery(c.corrupt_page).feature_page("m", 0, 0)),
+    Case("app", "a page whose image column is corrupt", "which is not a readable parquet file (Couldn't deserialize",
+         ("/feature_page", "{corrupt_page}", "m", 0, "feature", 0)),
+    # Hub repos that hold what a pull must not write (the loopback Hub in ctx.hub)
+    Case("cli", "pull a '..' file name", "holds a file with an unsafe name ('data/../../x.parquet')",
+         ("pull", "alice/dot-dot-name", "{out}"), hub=True),
+    Case("cli", "pull a corrupt shard", "holds data/train-broken.parquet, which is not a readable parquet file",
+         ("pull", "alice/broken-shard", "{out}"), hub=True),
+    Case("library", "pull a '..' file name", "holds a file with an unsafe name ('data/../../x.parquet')",
+         call=lambda c: pull_gallery("alice/dot-dot-name", c.root / "pulled", token=c.hub.read_token), hub=True),
+    Case("library", "pull an absolute file name", "holds a file with an unsafe name ('/x.parquet')",
+         call=lambda c: pull_gallery("alice/absolute-name", c.root / "pulled", token=c.hub.read_token), hub=True),
+    Case("library", "pull a backslash file name", "holds a file with an unsafe name ('data\\\\..",
+         call=lambda c: pull_gallery("alice/backslash-name", c.root / "pulled", token=c.hub.read_token), hub=True),
+    Case("library", "pull a corrupt shard", "holds data/train-broken.parquet, which is not a readable parquet file",
+         call=lambda c: pull_gallery("alice/broken-shard", c.root / "pulled", token=c.hub.read_token), hub=True),
+    Case("library", "open a Hub gallery with a corrupt shard",
+         "alice/broken-shard holds data/train-broken.parquet, which is not a readable parquet file",
+         call=lambda c: open_gallery("alice/broken-shard", token=c.hub.read_token), hub=True),
 ]
 
 
@@ -154,7 +216,7 @@ def _png(rng, size=(20, 24)) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def ctx(tiny_repos, hub_cache_dir, tmp_path_factory):
+def ctx(tiny_repos, hub_cache_dir, tmp_path_factory, request):
     """The inputs the rows refer to: refused checkpoints in the test Hub cache, datasets, and destinations."""
     root = tmp_path_factory.mktemp("bad-input")
     repos = tiny.build_hub_cache(hub_cache_dir, tiny.REFUSED_REPOS)
@@ -190,7 +252,48 @@ def ctx(tiny_repos, hub_cache_dir, tmp_path_factory):
     model = load_model(tiny_repos["vit"], device="cpu")
     return SimpleNamespace(root=root, vit=tiny_repos["vit"], model=model, images=str(images.parent),
                            broken_images=str(broken_images.parent), png_bytes=str(png_bytes), a_file=str(a_file),
-                           foreign=str(foreign), broken=str(broken), **galleries, **repos)
+                           foreign=str(foreign), broken=str(broken), **galleries, **repos,
+                           **_push_pull_inputs(root, tmp_path_factory.mktemp("bad-input-hf"), request))
+
+
+def _push_pull_inputs(root: Path, hf_home: Path, request) -> dict:
+    """Galleries a push must refuse (a corrupt shard, a link to a file outside), and a loopback Hub whose private
+    repos hold what a pull must refuse (unsafe file names, a corrupt shard). Rows with `hub=True` use its clients'
+    settings, with caches in `hf_home` (outside `root`, whose snapshot must not change)."""
+    rng = np.random.default_rng(1)
+    good = root / "good-gallery"
+    GalleryFolder(good).add([{"image": Image.open(io.BytesIO(_png(rng))), "model_id": "m", "layer": 0, "feature": 0,
+                              "objective": "feature", "activation": 1.0}])
+    broken_card = root / "broken-card-gallery"
+    shutil.copytree(good, broken_card)
+    (broken_card / "data" / "train-broken.parquet").write_bytes(b"PAR1 truncated")
+    linked = root / "linked-gallery"
+    shutil.copytree(good, linked)
+    (root / "server-secret.csv").write_text("hf_secret_of_the_server\n")
+    (linked / "analysis" / "token_pooling").mkdir(parents=True)
+    (linked / "analysis" / "token_pooling" / "run.csv").symlink_to(root / "server-secret.csv")
+    corrupt_page = root / "corrupt-page-gallery"  # a good footer and key columns, a broken image column page
+    shutil.copytree(good, corrupt_page)
+    shard = next((corrupt_page / "data").glob("*.parquet"))
+    chunk = pq.ParquetFile(shard).metadata.row_group(0).column(0)  # the image column: opening never reads it
+    with open(shard, "r+b") as f:
+        f.seek(chunk.dictionary_page_offset or chunk.data_page_offset)
+        f.write(b"\xff" * 16)
+    hub = LoopbackHub().start()
+    request.addfinalizer(hub.stop)
+    files = {"README.md": (good / "README.md").read_bytes(),
+             **{f"data/{p.name}": p.read_bytes() for p in (good / "data").glob("*.parquet")}}
+    for repo, extra in {"dot-dot-name": "data/../../x.parquet", "absolute-name": "/x.parquet",
+                        "backslash-name": "data\\..\\..\\x.parquet", "broken-shard": "data/train-broken.parquet"}.items():
+        hub.plant(f"alice/{repo}", {**files, extra: b"PAR1 truncated"}, private=True)
+    return {"good": str(good), "broken_card": str(broken_card), "linked": str(linked), "corrupt_page": str(corrupt_page),
+            "hub": hub, "hf_home": hf_home}
+
+
+def hub_env(ctx) -> dict[str, str]:
+    """The environment of a CLI process that talks to the loopback Hub with alice's read token."""
+    return dict(os.environ, HF_ENDPOINT=ctx.hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                HF_TOKEN=ctx.hub.read_token, HF_HOME=str(ctx.hf_home), HF_HUB_CACHE=str(ctx.hf_home / "hub"))
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -211,7 +314,9 @@ def cli_results(ctx):
     for index, case in enumerate(rows):
         out = ctx.root / f"out-{index}"
         args = [a.format(out=out, **vars(ctx)) for a in case.args]
-        runs[case] = (out, subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = hub_env(ctx) if case.hub else None
+        runs[case] = (out, subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            env=env))
     results = {case: (out, *_finished(run)) for case, (out, run) in runs.items()}
     return results, before, snapshot(ctx.root)
 
@@ -228,7 +333,9 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(cli_results, case):
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.surface == "library"], ids=lambda c: c.what)
-def test_library_bad_input_raises_one_line_viz_error_and_writes_nothing(ctx, case):
+def test_library_bad_input_raises_one_line_viz_error_and_writes_nothing(ctx, case, monkeypatch):
+    if case.hub:
+        point_clients_at(monkeypatch, ctx.hub.url, ctx.hf_home)
     before = snapshot(ctx.root)
     with pytest.raises(VizError) as err:
         case.call(ctx)

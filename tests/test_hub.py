@@ -421,3 +421,119 @@ def test_cli_push_with_a_wrong_token_is_one_line_and_never_shows_the_token(hub, 
     [line] = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("error:") and "hf auth login" in line and "hf_thisIsNotAValidToken123" not in line
     assert snapshot(rendered_gallery) == before
+
+
+# ------------------------------------------------- what a push sends and where, what a pull writes (issue 16)
+
+
+def link_into(gallery: Path, outside: Path, kind: str) -> str:
+    """Put a symbolic link of `kind` into the gallery, pointing at `outside` (a folder holding a secret and a
+    gallery shard of its own); return the path the refusal must name."""
+    if kind == "analysis file":
+        (gallery / "analysis" / "token_pooling").mkdir(parents=True)
+        (gallery / "analysis" / "token_pooling" / "run.csv").symlink_to(outside / "secret.csv")
+        return "analysis/token_pooling/run.csv is a symbolic link"
+    if kind == "analysis folder":
+        (gallery / "analysis").mkdir()
+        (gallery / "analysis" / "leak").symlink_to(outside)
+        return "analysis/leak is a symbolic link (it holds analysis/leak/secret.csv)"
+    if kind == "shard":
+        (gallery / "data" / "train-0009.parquet").symlink_to(outside / "data" / "train-0005.parquet")
+        return "data/train-0009.parquet is a symbolic link"
+    if kind == "card":
+        (outside / "README.md").write_bytes((gallery / "README.md").read_bytes())
+        (gallery / "README.md").unlink()
+        (gallery / "README.md").symlink_to(outside / "README.md")
+        return "README.md is a symbolic link"
+    (gallery / "data").rename(outside / "moved-data")
+    (gallery / "data").symlink_to(outside / "moved-data")
+    return "data is a symbolic link (it holds data/train-0000.parquet)"
+
+
+@pytest.mark.parametrize("kind", ["analysis file", "analysis folder", "shard", "card", "data folder"])
+def test_push_refuses_a_symbolic_link_and_sends_nothing(hub, gallery, tmp_path, kind):
+    outside = tmp_path / "server-files"
+    write_gallery(outside, shard=5)  # a readable shard: only the link gives it away
+    (outside / "secret.csv").write_text("hf_secret_of_the_server\n")
+    named = link_into(gallery, outside, kind)
+    before = snapshot(gallery)
+
+    with pytest.raises(VizError) as excinfo:
+        push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+
+    message = str(excinfo.value)
+    assert named in message and "nothing was uploaded" in message and "\n" not in message, message
+    assert hub.repos == {} and hub.uploads == []  # refused before the Hub is asked anything
+    assert snapshot(gallery) == before
+
+
+def test_push_of_a_gallery_with_a_corrupt_shard_creates_no_repo(hub, gallery):
+    (gallery / "data" / "train-0001.parquet").write_bytes((gallery / "data" / "train-0000.parquet").read_bytes()[:500])
+    with pytest.raises(VizError, match="train-0001.parquet is not a readable parquet file"):
+        push_gallery(gallery, "alice/vit-gallery", token=hub.write_token)
+    assert hub.repos == {} and hub.uploads == []
+
+
+def test_push_never_takes_over_a_dataset_that_is_not_a_gallery(hub, gallery):
+    datasets.Dataset.from_dict({"text": ["a", "b"]}).push_to_hub("alice/notes", token=hub.write_token)  # README + data/
+    hub.plant("alice/card-only", {"README.md": b"# My dataset\n\nMy own notes.\n"})
+    for repo in ("alice/notes", "alice/card-only"):
+        before = hub.files(repo)
+        with pytest.raises(VizError) as excinfo:
+            push_gallery(gallery, repo, token=hub.write_token)
+        assert_error_without_token(excinfo, f"the dataset repo {repo} already holds a dataset that is not a",
+                                   "replace its README.md: push to another repo name, e.g. ", "-gallery",
+                                   token=hub.write_token)
+        assert hub.files(repo) == before
+    commits = len(hub.commits)
+    result = run_cli("push", gallery, "alice/notes", token=hub.write_token)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: the dataset repo alice/notes already holds a dataset")
+    assert len(hub.commits) == commits
+
+    HfApi(token=hub.write_token).create_repo("alice/empty", repo_type="dataset")  # an empty repo takes a push
+    for repo in ("alice/empty", "alice/new"):
+        push_gallery(gallery, repo, token=hub.write_token)
+    write_gallery(gallery, shard=1)
+    push_gallery(gallery, "alice/new", token=hub.write_token)  # a gallery repo takes the next push
+    assert "data/train-0001.parquet" in hub.files("alice/new") and "data/train-0000.parquet" in hub.files("alice/empty")
+
+
+def test_pull_refuses_an_unsafe_file_name_and_downloads_nothing(hub, gallery, tmp_path):
+    push_gallery(gallery, "alice/vit-gallery", private=True, token=hub.write_token)
+    hub.plant("alice/vit-gallery", {"data/../../escaped.parquet": b"PAR1 whatever"})
+    mine = tmp_path / "mine"
+    write_gallery(mine, shard=3)  # an existing gallery as the destination: it must stay as it is
+    before, around = snapshot(mine), sorted(p.name for p in tmp_path.iterdir())
+    hub.requests.clear()
+
+    result = run_cli("pull", "alice/vit-gallery", mine, token=hub.read_token)
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "holds a file with an unsafe name ('data/../../escaped.parquet')" in result.stderr
+    assert snapshot(mine) == before and sorted(p.name for p in tmp_path.iterdir()) == around
+    assert not any("/resolve/" in path for _, path, _ in hub.requests)  # not one file was downloaded
+    assert not (tmp_path.parent / "escaped.parquet").exists()
+
+
+def test_pull_of_a_corrupt_shard_writes_nothing_and_browsing_it_is_one_line(hub, gallery, tmp_path):
+    from vit_feature_viz.browse import open_gallery
+
+    push_gallery(gallery, "alice/vit-gallery", private=True, token=hub.write_token)
+    good = pull_gallery("alice/vit-gallery", tmp_path / "good", token=hub.read_token)
+    assert sorted(p.name for p in good.iterdir()) == ["README.md", "data"]  # no staging folder left behind
+    shard = (gallery / "data" / "train-0000.parquet").read_bytes()
+    hub.plant("alice/vit-gallery", {"data/train-0001.parquet": shard[:len(shard) // 2] + shard[-800:]})
+    mine = tmp_path / "mine"
+    write_gallery(mine, shard=3)
+    before, around = snapshot(mine), sorted(p.name for p in tmp_path.iterdir())
+
+    for destination in (mine, tmp_path / "new" / "folder"):
+        with pytest.raises(VizError, match=r"alice/vit-gallery holds data/train-0001.parquet, which is not a "
+                                           r"readable parquet file .*nothing was pulled"):
+            pull_gallery("alice/vit-gallery", destination, token=hub.read_token)
+    assert snapshot(mine) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == around  # no staging folder left, "new" never made
+    with pytest.raises(VizError, match="holds data/train-0001.parquet, which is not a readable parquet file .*: push "
+                                       "the gallery again, or open an earlier revision"):
+        open_gallery("alice/vit-gallery", token=hub.read_token)

@@ -251,9 +251,49 @@ def build_malformed_config(out: Path) -> None:
     (out / "config.json").write_text('{"model_type": "vit", "hidden_size": 32,')
 
 
+def _weights_of(build) -> bytes:
+    """The model.safetensors a builder writes: the weights of another model, for the mismatched repos below."""
+    with tempfile.TemporaryDirectory(prefix="vfv-tiny-weights-") as tmp:
+        build(Path(tmp))
+        return (Path(tmp) / "model.safetensors").read_bytes()
+
+
+def build_open_clip_wrong_weights(out: Path) -> None:
+    """An open_clip repo whose model.safetensors holds a transformers ViT's weights (none of CLIP's keys)."""
+    build_open_clip(out)
+    (out / "open_clip_model.safetensors").unlink()
+    (out / "model.safetensors").write_bytes(_weights_of(build_vit_model))
+
+
+def build_timm_wrong_weights(out: Path) -> None:
+    """A timm ViT config with a transformers ViT's weights."""
+    build_timm_vit(out)
+    (out / "model.safetensors").write_bytes(_weights_of(build_vit_model))
+
+
+def build_transformers_wrong_weights(out: Path) -> None:
+    """A transformers ViT config with a timm ViT's weights: transformers would load it with random weights."""
+    build_vit_model(out)
+    (out / "model.safetensors").write_bytes(_weights_of(build_timm_vit))
+
+
+def build_transformers_wrong_shapes(out: Path) -> None:
+    """A transformers ViT config twice as wide as its weights."""
+    import json
+
+    build_vit_model(out)
+    config = json.loads((out / "config.json").read_text())
+    config.update(hidden_size=2 * WIDTH)
+    (out / "config.json").write_text(json.dumps(config))
+
+
 REFUSED_REPOS = {  # role -> (repo id, builder)
     "timm_resnet": ("timm/test_resnet.random", build_timm_resnet),
     "convnext": ("tiny-org/convnext", build_convnext),
     "remote_code": ("tiny-org/needs-remote-code", build_needs_remote_code),
     "bad_config": ("tiny-org/bad-config", build_malformed_config),
+    "open_clip_wrong_weights": ("tiny-org/open-clip-wrong-weights", build_open_clip_wrong_weights),
+    "timm_wrong_weights": ("timm/vit_tiny_wrong_weights.random", build_timm_wrong_weights),
+    "vit_wrong_weights": ("tiny-org/vit-wrong-weights", build_transformers_wrong_weights),
+    "vit_wrong_shapes": ("tiny-org/vit-wrong-shapes", build_transformers_wrong_shapes),
 }

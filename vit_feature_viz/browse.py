@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from .errors import VizError
-from .gallery import ANALYSIS_DIR, KEY_COLUMNS
+from .gallery import ANALYSIS_DIR, KEY_COLUMNS, first_error_line
 from .specs import whole_number
 
 # Columns read for every row when a gallery opens (the sorted index); the others of a row only when it is shown.
@@ -167,6 +167,7 @@ class _Source:
     """Where shards are read from: `shards` (names) and `open(name)` (a binary file object)."""
 
     label: str
+    repair = "replace it with a good copy, or move it out of the gallery's data folder"  # said of a broken shard
     revision: str | None = None
     key: tuple  # the revision read: sources with the same key share one index (GalleryCache)
     shards: list[str]
@@ -196,6 +197,8 @@ class _FolderSource(_Source):
 
 
 class _HubSource(_Source):
+    repair = "push the gallery again, or open an earlier revision"
+
     def __init__(self, repo_id: str, revision: str | None, token: str | bool | None):
         from huggingface_hub import HfApi, HfFileSystem
 
@@ -231,6 +234,17 @@ class _HubSource(_Source):
         from .hub import _hub_errors
 
         return _hub_errors(self.endpoint, self.repo_id, Path("."), pushing=False, revision=self.asked_revision)
+
+
+@contextlib.contextmanager
+def _readable_shard(source: _Source, shard: str):
+    """A shard that parquet cannot read (truncated, corrupt footer or pages) as one VizError naming it. Used outside
+    `source.reading()`, which has already turned network failures into VizErrors."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as err:
+        raise VizError(f"The gallery {source.label} holds {shard}, which is not a readable parquet file "
+                       f"({first_error_line(err)}): {source.repair}.") from None
 
 
 def looks_like_path(source: str) -> bool:
@@ -581,7 +595,7 @@ class GalleryIndex:
         """A shard's key columns and activation, in fixed types, with where each row is stored."""
         shard, metadata = source.shards[number], self.metadata[number]
         present = [c for c in INDEX_COLUMNS if c in self.columns[number]]
-        with source.reading(), source.open(shard) as handle:
+        with _readable_shard(source, shard), source.reading(), source.open(shard) as handle:
             table = pq.ParquetFile(handle, metadata=metadata).read(columns=present)
         if "activation" not in present:
             table = table.append_column("activation", pa.nulls(table.num_rows, pa.float64()))
@@ -664,7 +678,8 @@ class GalleryIndex:
             raise VizError(f"The gallery {self.label} stores {size / 2**20:,.0f} MB in one row group of "
                            f"{source.shards[shard]}, more than this browser reads at once: open a gallery written "
                            "by vit-feature-viz.")
-        with source.reading(), source.open(source.shards[shard]) as handle:
+        name = source.shards[shard]
+        with _readable_shard(source, name), source.reading(), source.open(name) as handle:
             table = pq.ParquetFile(handle, metadata=metadata).read_row_group(group, columns=present)
         with self._lock:
             if key not in self._chunks:
@@ -843,18 +858,15 @@ def _footer(source: _Source, shard: str) -> pq.FileMetaData:
             handle.seek(size - 8)
             tail = handle.read(8)
         if size < 12 or tail[4:] != b"PAR1":
-            raise VizError(f"{source.label}: {shard} is not a readable parquet file: restore it, or remove it "
-                           "from the gallery.")
+            raise VizError(f"The gallery {source.label} holds {shard}, which is not a readable parquet file (no "
+                           f"parquet footer): {source.repair}.")
         footer = int.from_bytes(tail[:4], "little")
         if footer > MAX_FOOTER_BYTES:
             raise VizError(f"{source.label}: {shard} has a {footer / 2**20:,.0f} MB parquet footer, more than "
                            "this browser reads: open a gallery written by vit-feature-viz.")
         handle.seek(0)
-        try:
+        with _readable_shard(source, shard):
             metadata = pq.ParquetFile(handle).metadata
-        except pa.ArrowException:
-            raise VizError(f"{source.label}: {shard} is not a readable parquet file: restore it, or remove it "
-                           "from the gallery.") from None
     names = metadata.schema.to_arrow_schema().names
     missing = [c for c in (*KEY_COLUMNS, "image") if c not in names]
     if missing:

@@ -79,6 +79,7 @@ LOCK_NAME = ".gallery.lock"
 ANALYSIS_DIR = "analysis"  # experiment results (vit_feature_viz.analysis): analysis/<experiment>/<run>.csv|.png
 ANALYSIS_SUFFIXES = (".csv", ".png")
 LOCK_TIMEOUT_S = 600
+GALLERY_MARK = "vit-feature-viz gallery"  # starts the card's config description: how a push knows a repo is a gallery
 _SIZE_CATEGORIES = [
     (1_000, "n<1K"),
     (10_000, "1K<n<10K"),
@@ -378,6 +379,42 @@ def _read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
     )
 
 
+def shard_problem(path: Path) -> str | None:
+    """Why `path` cannot join a gallery (not parquet, or not a gallery's columns), or None if it can: checked
+    before a file from elsewhere (a pull) is written into a gallery folder."""
+    try:
+        names = pq.read_schema(path).names
+        if set(names) != set(FEATURES):
+            return f"not a gallery shard (columns {names[:4]}...)"
+        pq.read_table(path, columns=list(KEY_COLUMNS))
+    except (pa.ArrowException, OSError) as err:
+        return f"not a readable parquet file ({first_error_line(err)})"
+    return None
+
+
+def first_error_line(err: BaseException, limit: int = 80) -> str:
+    """An error's first line, cut short, for a one-line message (parquet's errors run over several lines)."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
+def linked_file(folder: Path, paths: Iterable[Path]) -> str | None:
+    """What is wrong with the first of `paths` (files under `folder`) that is a symbolic link, lies behind one, or is
+    not a regular file; None if all are plain files of the folder. A push or a download sends only those: a link
+    in a gallery would carry a file from elsewhere on the machine (the folder itself may be a link)."""
+    folder = Path(folder)
+    for path in paths:
+        relative = Path(path).relative_to(folder)
+        for depth in range(1, len(relative.parts) + 1):
+            step = folder.joinpath(*relative.parts[:depth])
+            if step.is_symlink():
+                inside = "" if depth == len(relative.parts) else f" (it holds {relative.as_posix()})"
+                return f"{step.relative_to(folder).as_posix()} is a symbolic link{inside}"
+        if not Path(path).is_file():
+            return f"{relative.as_posix()} is not a regular file"
+    return None
+
+
 def _keys_by_shard(shards: list[Path]) -> dict[Path, list[Key]]:
     """Which keys each shard holds, read from the key columns only."""
     return {s: [merge_key(r) for r in _read_shard(s, columns=list(KEY_COLUMNS)).to_pylist()] for s in shards}
@@ -440,6 +477,17 @@ def _load_card_data(path: Path) -> dict:
         return DatasetCard.load(path).data.to_dict()
     except Exception:  # a broken card is regenerated, not fatal
         return {}
+
+
+def is_gallery_card(text: str) -> bool:
+    """Whether a README.md is a gallery's card (its config description starts with GALLERY_MARK, or its YAML holds
+    the gallery's own info), so that a push may replace it."""
+    try:
+        data = DatasetCard(text).data.to_dict()
+    except Exception:  # not a card at all
+        return False
+    configs = [c for c in data.get("configs") or [] if isinstance(c, dict)]
+    return CARD_INFO_KEY in data or any(str(c.get("description", "")).startswith(GALLERY_MARK) for c in configs)
 
 
 def _read_card_rows(shards: list[Path]) -> list[dict]:
@@ -535,7 +583,7 @@ def render_card(rows: list[dict], info: dict, *, license: str | None = None, fin
         configs=[{
             "config_name": "default",
             "data_files": [{"split": "train", "path": "data/*.parquet"}],
-            "description": f"vit-feature-viz gallery, content {fingerprint}",  # part of datasets' cache key
+            "description": f"{GALLERY_MARK}, content {fingerprint}",  # part of datasets' cache key
         }],
         **({CARD_INFO_KEY: info} if info else {}),
     )

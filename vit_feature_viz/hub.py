@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from huggingface_hub import CommitOperationAdd, HfApi, constants, snapshot_download
+from huggingface_hub import CommitOperationAdd, HfApi, HfFileSystem, constants, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -27,11 +29,12 @@ from huggingface_hub.errors import (
 )
 
 from .errors import VizError
-from .gallery import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder
+from .gallery import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder, is_gallery_card, linked_file, shard_problem
 
 REPO_TYPE = "dataset"
 # A gallery's own files, the ones push uploads; nothing else is pulled.
 GALLERY_PATTERNS = ["README.md", "data/*.parquet", *(f"{ANALYSIS_DIR}/*/*{suffix}" for suffix in ANALYSIS_SUFFIXES)]
+MAX_CARD_BYTES = 1 << 20  # of a remote README.md read to tell whether the repo is a gallery (its YAML comes first)
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -48,28 +51,57 @@ def push_gallery(
     """Push a gallery folder to the dataset repo `repo_id` (created if missing) and return the dataset's URL.
 
     Only the gallery's own files go up: its card and its data/*.parquet shards, never anything else in the
-    folder. The pushed card names `repo_id` in its `load_dataset` snippet. One commit; huggingface_hub drops
-    the files the Hub already holds unchanged, and remote files missing locally are kept (never deleted). The
-    local folder is only read.
+    folder, and never through a symbolic link. The pushed card names `repo_id` in its `load_dataset` snippet. An
+    existing repo must be empty or hold a gallery: a push never replaces another dataset's card. One commit;
+    huggingface_hub drops the files the Hub already holds unchanged, and remote files missing locally are kept
+    (never deleted). The local folder is only read, and checked whole (links, unreadable shards) before the Hub
+    is contacted.
     """
     folder = Path(folder)
     shards = gallery_files(folder)
+    card = GalleryFolder(folder).card_text({"repo_id": repo_id})  # reads every shard: a broken one stops us here
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=token)
     with _hub_errors(endpoint, repo_id, folder, pushing=True):
         repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
-        repo_id = repo_url.repo_id or repo_id
-        card = GalleryFolder(folder).card_text({"repo_id": repo_id}).encode("utf-8")
-        operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card)]
+        if (repo_url.repo_id or repo_id) != repo_id:  # a bare name lands in the token's namespace
+            repo_id = repo_url.repo_id
+            card = GalleryFolder(folder).card_text({"repo_id": repo_id})
+        info = api.dataset_info(repo_id)
+        check_push_target(repo_id, info, folder, endpoint=endpoint, token=token)
+        operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
         operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file)) for path, file in shards.items()]
         api.create_commit(
             repo_id,
             operations,
             commit_message=commit_message or f"Update gallery ({len(shards)} shard(s))",
             repo_type=REPO_TYPE,
-            parent_commit=api.dataset_info(repo_id).sha,  # fail rather than overwrite a push that lands meanwhile
+            parent_commit=info.sha,  # the commit just checked: fail rather than overwrite a push that lands meanwhile
         )
     return str(repo_url)
+
+
+def check_push_target(repo_id: str, info, folder: Path, *, endpoint: str, token: str | None) -> None:
+    """Refuse to push into a repo that holds something other than a gallery: the push would replace its README.md
+    (and mix gallery shards into its data). An empty repo (a new one holds only .gitattributes) is fine."""
+    paths = [sibling.rfilename for sibling in info.siblings or []]
+    if not [p for p in paths if p != ".gitattributes"]:
+        return
+    if _looks_like_gallery(paths) and is_gallery_card(_remote_text(repo_id, info.sha, "README.md", endpoint, token)):
+        return
+    short = repo_id.rpartition("/")[2]
+    raise VizError(
+        f"the dataset repo {repo_id} already holds a dataset that is not a vit-feature-viz gallery, and a push would"
+        f" replace its README.md: push to another repo name, e.g. {short}-gallery"
+        f"; the local gallery in {folder} is unchanged"
+    )
+
+
+def _remote_text(repo_id: str, revision: str, path: str, endpoint: str, token: str | None) -> str:
+    """The start of a small text file of the repo at `revision`, read over HTTP without writing any cache."""
+    fs = HfFileSystem(endpoint=endpoint, token=token)
+    with fs.open(f"datasets/{repo_id}@{revision}/{path}", "rb") as handle:
+        return handle.read(MAX_CARD_BYTES).decode("utf-8", errors="replace")
 
 
 def pull_gallery(
@@ -81,8 +113,10 @@ def pull_gallery(
 ) -> Path:
     """Download the gallery in dataset repo `repo_id` into `folder`, to view it or extend it and push again.
 
-    `folder` must be new, empty or a gallery: only the card and data/*.parquet shards are written, as plain
-    files (no cache symlinks); huggingface_hub keeps its download metadata in `folder/.cache`.
+    `folder` must be new, empty or a gallery: only the card, data/*.parquet shards and analysis results are
+    written, as plain files (no cache symlinks). They are downloaded into a hidden staging folder next to their
+    destination and moved in only once every shard reads as a gallery shard, so a repo with an unsafe file name,
+    a broken shard or a failed download writes nothing.
     """
     folder = Path(folder)
     check_pull_destination(folder)
@@ -96,16 +130,78 @@ def pull_gallery(
                 f"the dataset repo {repo_id} is not a gallery (it has no README.md and data/*.parquet):"
                 " pass the id of a repo made with push_gallery"
             )
-        snapshot_download(
-            repo_id,
-            repo_type=REPO_TYPE,
-            revision=info.sha,  # the commit just checked, even if the branch moves meanwhile
-            local_dir=folder,
-            allow_patterns=GALLERY_PATTERNS,
-            token=token,
-            endpoint=endpoint,
-        )
+        check_remote_names(repo_id, remote_paths)
+        with _staging_folder(folder) as staging:
+            snapshot_download(
+                repo_id,
+                repo_type=REPO_TYPE,
+                revision=info.sha,  # the commit just checked, even if the branch moves meanwhile
+                local_dir=staging,
+                allow_patterns=GALLERY_PATTERNS,
+                token=token,
+                endpoint=endpoint,
+            )
+            pulled = _pulled_files(staging)
+            _check_pulled_shards(repo_id, staging, pulled)
+            _move_into(staging, pulled, folder)
     return folder
+
+
+def check_remote_names(repo_id: str, paths: list[str]) -> None:
+    """Refuse a repo holding a file whose name could land outside the destination (`..`, an absolute name, a
+    backslash, an empty or control character part): the Hub should never list one, so the repo is not to be trusted."""
+    for path in paths:
+        if _unsafe_name(path):
+            raise VizError(
+                f"the dataset repo {repo_id} holds a file with an unsafe name ({path!r}), which could be written"
+                " outside the destination folder: nothing was pulled; ask the repo's owner to rename it"
+            )
+
+
+def _unsafe_name(path: str) -> bool:
+    parts = path.split("/")
+    return ("\\" in path or path.startswith("/") or any(part in ("", ".", "..") for part in parts)
+            or any(ord(char) < 32 for char in path) or ":" in parts[0])
+
+
+@contextmanager
+def _staging_folder(folder: Path):
+    """A hidden temporary folder on the destination's file system (in the folder itself when it exists, else in
+    its nearest existing parent), removed afterwards whatever happens."""
+    base = next(p for p in (folder, *folder.absolute().parents) if p.is_dir())
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".vfv-pull-", dir=base))
+    except OSError as err:
+        raise VizError(f"cannot write to {base} ({err.strerror}): pull into a folder you can write to") from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pulled_files(staging: Path) -> list[Path]:
+    """The downloaded files, relative to the staging folder (huggingface_hub's own .cache left out)."""
+    return sorted(p.relative_to(staging) for p in staging.rglob("*")
+                  if p.is_file() and p.relative_to(staging).parts[0] != ".cache")
+
+
+def _check_pulled_shards(repo_id: str, staging: Path, pulled: list[Path]) -> None:
+    """Every downloaded shard must read as a gallery shard before any file reaches the destination."""
+    for relative in pulled:
+        if relative.parts[0] == "data" and relative.suffix == ".parquet":
+            problem = shard_problem(staging / relative)
+            if problem is not None:
+                raise VizError(f"the dataset repo {repo_id} holds {relative.as_posix()}, which is {problem}:"
+                               " nothing was pulled; ask the repo's owner to push the gallery again, or pull"
+                               " another revision")
+
+
+def _move_into(staging: Path, pulled: list[Path], folder: Path) -> None:
+    """Move the checked files into place (a rename each: the staging folder is on the same file system)."""
+    for relative in pulled:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / relative, target)
 
 
 def check_pull_destination(folder: Path) -> None:
@@ -122,7 +218,8 @@ def check_pull_destination(folder: Path) -> None:
 
 def gallery_files(folder: Path) -> dict[str, Path]:
     """The files a push uploads besides the card (rendered for the repo), by repo path; VizError if `folder` is not a
-    gallery. The files `load_dataset` reads (data/*.parquet without hidden files) plus the experiment results
+    gallery, or if the card or any of these files is a symbolic link (or lies behind one). The files
+    `load_dataset` reads (data/*.parquet without hidden files) plus the experiment results
     (analysis/<experiment>/<run>.csv|.png), nothing else."""
     if not folder.is_dir():
         raise VizError(f"gallery folder {folder} does not exist: pass the folder a gallery was saved to")
@@ -132,7 +229,12 @@ def gallery_files(folder: Path) -> dict[str, Path]:
             f"{folder} is not a gallery folder (it needs README.md and data/*.parquet):"
             " pass the folder a gallery was saved to"
         )
-    return {path.relative_to(folder).as_posix(): path for path in gallery.shard_paths() + gallery.analysis_paths()}
+    files = gallery.shard_paths() + gallery.analysis_paths()
+    problem = linked_file(folder, [gallery.card_path, *files])
+    if problem is not None:
+        raise VizError(f"{problem}: a push sends only the gallery's own files, so replace it with a copy of the file"
+                       f" or remove it; nothing was uploaded and the local gallery in {folder} is unchanged")
+    return {path.relative_to(folder).as_posix(): path for path in files}
 
 
 def hub_endpoint() -> str:

@@ -28,27 +28,35 @@ class Sharing:
 
     @staticmethod
     def download(fmt: str, session: str | None = None) -> str:
-        """The session's gallery as one parquet file or as a zip of the dataset folder (card + shards)."""
+        """The session's gallery as one parquet file or as a zip of the dataset folder (card + shards); a symbolic
+        link in the folder is refused, never followed (it would serve a file from elsewhere on the server)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from ..gallery import linked_file
+
         with user_errors("preparing the download"):
             folder = session_folder(session)
-            out_dir = folder.path / ".downloads"  # dot-folders are not part of the gallery, and go with the session
-            out_dir.mkdir(exist_ok=True)
             if fmt == "parquet":
-                out = out_dir / "vit-feature-viz-gallery.parquet"
-                shards = sorted(folder.data_dir.glob("*.parquet"))
-                pq.write_table(pa.concat_tables([pq.read_table(p) for p in shards]), out)
+                files = sorted(folder.data_dir.glob("*.parquet"))
             elif fmt == "zip":
-                out = out_dir / "vit-feature-viz-gallery.zip"
-                with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-                    for path in sorted(folder.path.rglob("*")):
-                        relative = path.relative_to(folder.path)
-                        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-                            archive.write(path, Path("vit-feature-viz-gallery") / relative)
+                files = [p for p in sorted(folder.path.rglob("*")) if (p.is_symlink() or not p.is_dir())
+                         and not any(part.startswith(".") for part in p.relative_to(folder.path).parts)]
             else:
                 raise VizError(f"Unknown download format '{fmt}': use parquet or zip.")
+            problem = linked_file(folder.path, files)
+            if problem is not None:
+                raise VizError(f"{problem} in your gallery: a download holds only the gallery's own files, so "
+                               "render into a new session (reload the page).")
+            out_dir = folder.path / ".downloads"  # dot-folders are not part of the gallery, and go with the session
+            out_dir.mkdir(exist_ok=True)
+            out = out_dir / f"vit-feature-viz-gallery.{fmt}"
+            if fmt == "parquet":
+                pq.write_table(pa.concat_tables([pq.read_table(p) for p in files]), out)
+            else:
+                with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for path in files:
+                        archive.write(path, Path("vit-feature-viz-gallery") / path.relative_to(folder.path))
             return str(out)
 
     @staticmethod

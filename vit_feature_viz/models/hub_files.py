@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +167,12 @@ class CheckpointFiles:
                 return self.path(name) or self._vanished(name)
         raise VizError(f"'{self.name}' has no weight file ({safe[0]} or {pickled[0]}): check the repo.")
 
+    def weights_mismatch(self, weights: str, config: str, detail: str) -> VizError:
+        """The one-line error for a weight file that does not fit the architecture the config describes (a file
+        from another model, or cut short), instead of the library's list of every missing key."""
+        return VizError(f"'{self.name}': {os.path.basename(weights)} does not match the architecture in {config} "
+                        f"({detail}): pick a checkpoint whose weights and config belong together.")
+
     def _vanished(self, name: str) -> str:
         raise VizError(f"'{self.name}' lists {name} but it could not be fetched: check the network and retry.")
 
@@ -182,6 +189,26 @@ class CheckpointFiles:
                     os.symlink(os.path.abspath(found), os.path.join(folder, name))
             os.symlink(os.path.abspath(weights), os.path.join(folder, os.path.basename(weights)))
             yield f"local-dir:{folder}"
+
+def state_dict_mismatch(err: RuntimeError) -> str | None:
+    """A short account of torch's `load_state_dict` error (how many keys are missing or unexpected, the first size
+    mismatch), or None when `err` is another RuntimeError."""
+    text = str(err)
+    found = re.match(r"Error\(s\) in loading state_dict for (\w+)", text)
+    if found is None:
+        return None
+    details = []
+    for kind in ("Missing", "Unexpected"):
+        line = re.search(rf"{kind} key\(s\) in state_dict: (.*)", text)
+        keys = re.findall(r'"([^"]+)"', line[1]) if line else []
+        if keys:
+            details.append(f"{len(keys)} {kind.lower()} key(s), e.g. {keys[0]}")
+    size = re.search(r"size mismatch for ([^:]+): copying a param with shape (.+?) from checkpoint, "
+                     r"the shape in current model is (.+?)\.?$", text, re.MULTILINE)
+    if size:
+        details.append(f"{size[1]} is {size[2]} in the file but {size[3]} in the model")
+    return f"{found[1]}: {'; '.join(details)}" if details else found[1]
+
 
 def _status(err: HfHubHTTPError) -> str:
     response = getattr(err, "response", None)

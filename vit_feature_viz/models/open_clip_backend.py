@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int, normalize_of, without_normalize
-from .hub_files import CheckpointFiles
+from .hub_files import CheckpointFiles, state_dict_mismatch
 
 
 SAFE_WEIGHTS = ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors"]
@@ -23,7 +23,13 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
 
     weights = files.weights(SAFE_WEIGHTS, PICKLE_WEIGHTS, allow_pickle)
     with files.staged(weights, ["open_clip_config.json"]) as source:
-        module = open_clip.create_model(source)
+        try:
+            module = open_clip.create_model(source)
+        except RuntimeError as err:  # a weight file of another model: torch lists every key it lacks
+            detail = state_dict_mismatch(err)
+            if detail is None:
+                raise
+            raise files.weights_mismatch(weights, "open_clip_config.json", detail) from None
     visual = module.visual
     # The eval transform create_model_and_transforms would return, from the config the model was built with.
     evaluation = image_transform_v2(PreprocessCfg(**visual.preprocess_cfg), is_train=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import NotTransformerError, VisionModel, as_int, without_normalize
-from .hub_files import CheckpointFiles
+from .hub_files import CheckpointFiles, state_dict_mismatch
 
 
 SAFE_WEIGHTS, PICKLE_WEIGHTS = ["model.safetensors"], ["pytorch_model.bin"]
@@ -27,6 +27,11 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     with files.staged(weights, ["config.json"]) as source:
         try:
             module = timm.create_model(source, pretrained=True, dynamic_img_size=True)
+        except RuntimeError as err:  # a weight file of another model: torch lists every key it lacks
+            detail = state_dict_mismatch(err)
+            if detail is None:
+                raise
+            raise files.weights_mismatch(weights, "config.json", f"{config.get('architecture')}, {detail}") from None
         except TypeError as err:  # only transformer models take dynamic_img_size: a CNN (ResNet, ConvNeXt, ...)
             if "dynamic_img_size" not in str(err):
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 
@@ -41,17 +42,24 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     is_classifier = any("ForImageClassification" in a for a in architectures)
     loader = transformers.AutoModelForImageClassification if is_classifier else transformers.AutoModel
     try:
-        module = loader.from_pretrained(
-            files.name,
-            revision=files.revision,
-            token=files.token,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=checked_safetensors,
-            dtype=torch.float32,
-            attn_implementation="eager" if device.type == "cpu" else "sdpa",  # explicit attention is faster on CPU
-        )
+        with _quiet_load_report():
+            module, loading = loader.from_pretrained(
+                files.name,
+                revision=files.revision,
+                token=files.token,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=checked_safetensors,
+                dtype=torch.float32,
+                attn_implementation="eager" if device.type == "cpu" else "sdpa",  # explicit attention is faster on CPU
+                ignore_mismatched_sizes=True,  # judged below, in one line instead of a report and a traceback
+                output_loading_info=True,
+            )
     except (ValueError, KeyError, OSError) as err:
         raise _load_error(files, err) from None
+    mismatch = weights_mismatch(module, loading)
+    if mismatch is not None:
+        architecture = architectures[0] if architectures else auto_config.model_type
+        raise files.weights_mismatch(weights, "config.json", f"{architecture}, {mismatch}")
     tower = getattr(module, "vision_model", module)
     vision_config = getattr(auto_config, "vision_config", None) or auto_config
     image_size = as_int(getattr(vision_config, "image_size", 224))
@@ -78,6 +86,34 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     model._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
     model.can_interpolate = model._takes_interpolate or auto_config.model_type.startswith("dinov2")
     return model
+
+
+def weights_mismatch(module, loading: dict) -> str | None:
+    """What makes a loaded weight file not this architecture's, or None: any weight of another shape, or most of
+    the model's weights missing (a file of another model; transformers would fill them with random values). A few
+    missing weights, such as a pooler the checkpoint never had, are normal."""
+    shapes = sorted(loading.get("mismatched_keys") or [])
+    if shapes:
+        key, in_file, in_model = shapes[0]
+        return f"{key} is {tuple(in_file)} in the file but {tuple(in_model)} in the model"
+    missing, total = sorted(loading.get("missing_keys") or []), len(module.state_dict())
+    if total and len(missing) * 2 > total:
+        return f"{len(missing)} of the model's {total} weights are missing from the file, e.g. {missing[0]}"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    """transformers logs a table of every missing or resized key while loading; `weights_mismatch` says it in one
+    line instead."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
