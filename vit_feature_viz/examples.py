@@ -9,6 +9,7 @@ with the dataset. Row indices are always indices into the full split, which is w
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import warnings
@@ -52,6 +53,12 @@ def default_split(available) -> str:
     if not available:
         raise VizError("The dataset has no splits: pass a dataset with data files, or --split NAME.")
     return next((name for name in SPLIT_PREFERENCE if name in available), available[0])
+
+
+def streams(streaming: bool, max_images: int | None) -> bool:
+    """Stream when asked to, and whenever a cap on images is set: then only the shards (and row groups) holding
+    the first `max_images` rows are read, instead of downloading and converting the whole split first."""
+    return bool(streaming) or max_images is not None
 
 
 def open_image_dataset(name_or_path, *, split: str | None = None, image_column: str | None = None,
@@ -248,13 +255,12 @@ def _shard_batches(dataset, column, *, batch_size, max_images, num_shards, shard
 
 
 def _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc):
-    """An IterableDataset has no length: count rows as they stream by, keeping only this process's."""
+    """An IterableDataset has no length: count rows as they stream by, keeping only this process's. The stream
+    stops at row `max_images` without asking for one more row (which could open the next shard)."""
     total = None if max_images is None else len(range(shard_index, max_images, num_shards))
     indices, values = [], []
     with tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
-        for index, row in enumerate(dataset):
-            if max_images is not None and index >= max_images:
-                break
+        for index, row in enumerate(itertools.islice(dataset, max_images)):
             if index % num_shards != shard_index:
                 continue
             indices.append(index)
@@ -330,7 +336,7 @@ def scan_examples(
 
     `features`: a spec ("7", "0-63", "all") or list. `dataset`: a Hub id, a local folder, or an opened
     (Iterable)Dataset(Dict); `split=None` uses `default_split` (test, else validation, else train). `max_images` caps the rows of the split considered (the first `max_images`, shared by all
-    shards); this process scans the rows whose index % `num_shards` == `shard_index`.
+    shards, which a named dataset then streams); this process scans the rows whose index % `num_shards` == `shard_index`.
     """
     objective = make_objective(objective, layer)
     if not isinstance(objective, Channel):
@@ -342,7 +348,8 @@ def scan_examples(
     wanted = parse_features(features, objective.num_channels(model))
     _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images)
     if isinstance(dataset, (str, os.PathLike)):
-        dataset, column = open_image_dataset(dataset, split=split, image_column=image_column, streaming=streaming)
+        dataset, column = open_image_dataset(dataset, split=split, image_column=image_column,
+                                             streaming=streams(streaming, max_images))
     else:
         dataset = _select_split(dataset, split)
         column = find_image_column(dataset, image_column)

@@ -20,7 +20,8 @@ def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test",
     stages = {c.model_id: token_stages(c.vision_model) for c in classifiers}
     for s in stages.values():
         s._need_head()
-    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming)
+    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
+                     max_images=max_images)
 
     def score(clf, batch, prepare):
         model, st = clf.vision_model, stages[clf.model_id]

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VizError
+from ..examples import streams
 from ..gallery import ANALYSIS_DIR
 from ..models.base import VisionModel
 from ..models.text import ClipText, clip_image_embeddings
@@ -76,7 +77,8 @@ def clip_names(
     if "{}" not in prompt:
         raise VizError(f"The prompt '{prompt}' has no {{}} for the word: use e.g. '{DEFAULT_PROMPT}'.")
     words, source = load_vocabulary(vocabulary)
-    data = open_labeled(dataset, split=split, image_column=image_column, need_label=False, streaming=streaming)
+    data = open_labeled(dataset, split=split, image_column=image_column, need_label=False,
+                        streaming=streams(streaming, max_images))
     rows, panels, notes, seen = [], [], [], 0
     for model in loaded:
         encoder = ClipText(model)  # fails early, before the scan, for towers without text

@@ -17,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..errors import VizError
+from ..examples import streams
 from ..gallery import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
@@ -176,6 +177,7 @@ def base_settings(experiment: str, classifiers, data: LabeledData, split: str, m
     }
 
 
-def open_data(dataset, *, split, image_column, label_column, streaming, **region) -> LabeledData:
+def open_data(dataset, *, split, image_column, label_column, streaming, max_images=None, **region) -> LabeledData:
+    """The experiment's data; streamed when a cap on images is set, so only the rows used are read."""
     return open_labeled(dataset, split=split, image_column=image_column, label_column=label_column,
-                        streaming=streaming, **region)
+                        streaming=streams(streaming, max_images), **region)

@@ -8,6 +8,7 @@ classes by name. A progress bar counts images.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -218,15 +219,15 @@ def prepare(images: list[Image.Image], preprocess, pool: ThreadPoolExecutor | No
 
 
 def _row_chunks(dataset, total, batch_size) -> Iterator[list[dict]]:
+    """Rows up to `total` in chunks; a stream stops at row `total` without asking for one more row (which could
+    open the next shard)."""
     if isinstance(dataset, datasets.Dataset):
         for start in range(0, total, batch_size):
             chunk = dataset[start : min(start + batch_size, total)]
             yield [dict(zip(chunk, values)) for values in zip(*chunk.values())]
         return
     chunk = []
-    for index, row in enumerate(dataset):
-        if total is not None and index >= total:
-            break
+    for row in itertools.islice(dataset, total):
         chunk.append(row)
         if len(chunk) == batch_size:
             yield chunk

@@ -33,7 +33,7 @@ def foreground_background(
         raise VizError(f"Unknown fill '{fill}': use one of {', '.join(FILLS)}.")
     classifiers = load_classifiers(models, allow_cnn=True, **load_options)
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
-                     box_column=box_column, mask_column=mask_column, need_region=True, box_format=box_format)
+                     max_images=max_images, box_column=box_column, mask_column=mask_column, need_region=True, box_format=box_format)
 
     def score(clf, batch, prepare):
         parts = [split_by_mask(image, mask, FILLS[fill]) for image, mask in zip(batch.images, batch.masks)]

@@ -47,7 +47,8 @@ def frequency(
     """Top-1/top-5 of each model (ViTs and CNNs) on low-pass and high-pass filtered images at each cutoff."""
     fractions = check_cutoffs(cutoffs)
     classifiers = load_classifiers(models, allow_cnn=True, **load_options)
-    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming)
+    data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
+                     max_images=max_images)
 
     def score(clf, batch, prepare):
         images = prepare(batch.images)
