@@ -49,8 +49,10 @@ def add_analyze_command(commands) -> None:
 
 
 def run_analyze(args) -> int:
+    from ..gallery import GalleryFolder
     from . import EXPERIMENTS
 
+    GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it
     options = dict(
         split=args.split, max_images=args.max_images, batch_size=args.batch_size, streaming=args.streaming,
         image_column=args.image_column, progress=not args.quiet, revision=args.revision, device=args.device,
