@@ -14,7 +14,8 @@ Walk = Callable[[TokenStages, torch.Tensor], dict]
 
 
 def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test", max_images=None, batch_size=32,
-                  streaming=False, image_column=None, label_column=None, progress=True, **load_options):
+                  streaming=False, image_column=None, label_column=None, progress=True, checkpoint=None,
+                  **load_options):
     """Returns (classifiers, stages by model id, accuracy counts by (model id, key), settings)."""
     classifiers = load_classifiers(models, allow_cnn=False, **load_options)
     stages = {c.model_id: token_stages(c.vision_model) for c in classifiers}
@@ -30,6 +31,6 @@ def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test",
             return walk(st, st.embed(model.normalize(images.to(model.device))))
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
-                         desc=experiment.replace("_", " "))
+                         desc=experiment.replace("_", " "), checkpoint=checkpoint)
     return classifiers, stages, counts, base_settings(experiment, classifiers, data, split, max_images, seen)
 

@@ -26,7 +26,7 @@ def split_by_mask(image: Image.Image, mask: Image.Image, fill: float) -> tuple[I
 def foreground_background(
     models, dataset, *, fill: str = "black", box_column=None, mask_column=None, box_format="xyxy", split="test",
     max_images=None, batch_size=32, streaming=False, image_column=None, label_column=None, progress=True,
-    **load_options,
+    checkpoint=None, **load_options,
 ) -> AnalysisResult:
     """Full, foreground-only and background-only accuracy of each model (ViTs and CNNs)."""
     if fill not in FILLS:
@@ -41,7 +41,7 @@ def foreground_background(
                 "background": clf.logits(prepare([b for _, b in parts]))}
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
-                         desc="foreground/background")
+                         desc="foreground/background", checkpoint=checkpoint)
     settings = {**base_settings(EXPERIMENT, classifiers, data, split, max_images, seen), "fill": fill,
                 "region_column": data.box_column or data.mask_column}
     rows = []

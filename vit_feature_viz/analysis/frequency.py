@@ -42,7 +42,7 @@ def check_cutoffs(cutoffs) -> list[float]:
 
 def frequency(
     models, dataset, *, cutoffs=DEFAULT_CUTOFFS, split="test", max_images=None, batch_size=32, streaming=False,
-    image_column=None, label_column=None, progress=True, **load_options,
+    image_column=None, label_column=None, progress=True, checkpoint=None, **load_options,
 ) -> AnalysisResult:
     """Top-1/top-5 of each model (ViTs and CNNs) on low-pass and high-pass filtered images at each cutoff."""
     fractions = check_cutoffs(cutoffs)
@@ -55,7 +55,7 @@ def frequency(
         return {(kind, f): clf.logits(frequency_filter(images, f * NYQUIST, kind)) for kind in KINDS for f in fractions}
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
-                         desc="frequency filters")
+                         desc="frequency filters", checkpoint=checkpoint)
     settings = {**base_settings(EXPERIMENT, classifiers, data, split, max_images, seen), "cutoffs": fractions}
     rows, panels = [], []
     for kind in KINDS:
