@@ -68,6 +68,28 @@ def load_fresh(monkeypatch, tmp_path: Path, repo_id: str, name: str) -> datasets
     return datasets.load_dataset(repo_id, split="train", cache_dir=str(tmp_path / f"load-{name}" / "datasets"))
 
 
+def push_parquet_shards(hub, repo_id: str, dataset: datasets.Dataset, shards: int, folder: Path) -> list[str]:
+    """Push `dataset` as the train split of a dataset repo in `shards` parquet files of equal rows (written into
+    `folder` first); returns the shards' repo paths in row order. Clears `hub.reads`, so a test sees only its own."""
+    from huggingface_hub import HfApi
+
+    (folder / "data").mkdir(parents=True)
+    size = len(dataset) // shards
+    paths = [f"data/train-{i:05d}-of-{shards:05d}.parquet" for i in range(shards)]
+    for i, path in enumerate(paths):
+        dataset.select(range(i * size, (i + 1) * size)).to_parquet(str(folder / path))
+    api = HfApi(endpoint=hub.url, token=hub.write_token)
+    api.create_repo(repo_id, repo_type="dataset")
+    api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder))
+    hub.reads.clear()
+    return paths
+
+
+def parquet_reads(hub, repo_id: str) -> list[str]:
+    """The parquet files of `repo_id` whose bytes were asked for, in order, once each."""
+    return list(dict.fromkeys(path for repo, path, _ in hub.reads if repo == repo_id and path.endswith(".parquet")))
+
+
 def assert_error_without_token(excinfo, *needles: str, token: str) -> None:
     """One line that names the fix, and neither it nor any chained exception quotes the token."""
     message = str(excinfo.value)

@@ -9,6 +9,7 @@ HF_HUB_DISABLE_XET=1 so they use the LFS batch API.
         hub.url, hub.write_token, hub.read_token   # endpoint and alice's tokens
         hub.uploads                                # files whose bytes reached the server, with their path
         hub.commits                                # every commit received, with its operations
+        hub.reads                                  # every file download: (repo_id, path, Range header or None)
         hub.files("alice/gallery")                 # {path: bytes} at a revision
         hub.plant("alice/odd", {"data/../x": b""}) # a commit written directly, no client checks
 
@@ -197,6 +198,7 @@ class LoopbackHub:
         self.lfs_puts: list[tuple[str, str, int]] = []  # (repo_id, oid, size) of every LFS PUT
         self.commits: list[CommitRecord] = []
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status), to debug what clients called
+        self.reads: list[tuple[str, str, str | None]] = []  # (repo_id, path, Range) of every GET of a file's bytes
         self._fresh_lfs: set[tuple[str, str]] = set()  # (repo_id, oid) PUT but not yet committed
         self._lock = threading.RLock()
         self._counter = 0
@@ -521,6 +523,8 @@ class LoopbackHub:
         if blob.lfs:
             headers.update({"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(blob.size)})
         status, body = 200, blob.content
+        if req.method == "GET":
+            self.reads.append((repo.repo_id, unquote(path), req.headers.get("range")))
         byte_range = _parse_range(req.headers.get("range"), blob.size)
         if byte_range is not None:
             start, end = byte_range

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, parquet_reads, push_parquet_shards
 from vit_feature_viz.analysis import (
     cls_isolation,
     foreground_background,
@@ -208,6 +209,18 @@ def test_a_run_saves_a_table_with_its_settings_and_a_png_under_analysis(tiny, tm
     assert rows[0]["images"] == "5" and rows[0]["max_images"] == "5" and "vit-classifier" in rows[0]["models"]
     assert Image.open(files["plot"]).size[0] > 400
     assert result.save(tmp_path) == files  # same settings: same files, replaced
+
+
+@IGNORE_CLIENT_UPLOAD_WARNING
+def test_a_cap_on_images_reads_only_the_first_shard_of_a_hub_dataset(tiny, hub, tmp_path):
+    """Three labelled parquet shards on the loopback Hub: a capped run streams, asks for the first shard's bytes
+    only, and counts what a run over the fully loaded split counts in those rows."""
+    shards = push_parquet_shards(hub, "alice/labelled", _dataset(24), 3, tmp_path / "shards")
+    capped = frequency(tiny["vit"], "alice/labelled", split="train", max_images=8, cutoffs=[0.25, 1], **RUN)
+    assert parquet_reads(hub, "alice/labelled") == shards[:1]
+    whole = datasets.load_dataset(str(tmp_path / "shards"), split="train")  # every shard, in memory
+    expected = frequency(tiny["vit"], whole, split="train", max_images=8, cutoffs=[0.25, 1], **RUN)
+    assert capped.rows == expected.rows and capped.settings["images"] == 8
 
 
 # --- command line -------------------------------------------------------------------------------------------------

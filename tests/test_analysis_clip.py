@@ -92,6 +92,38 @@ def test_open_clip_names_features_with_its_own_tokenizer_and_the_shipped_vocabul
     assert [len([r for r in result.rows if r["feature"] == f]) for f in (0, 1)] == [4, 4]
 
 
+def test_a_stopped_naming_run_resumes_from_its_saved_batches(named_clip, tmp_path, monkeypatch):
+    """Stopped in its third batch, a run with a checkpoint keeps two; the rerun computes only the last one."""
+    import importlib
+
+    from vit_feature_viz.progress import Resumed
+
+    module = importlib.import_module("vit_feature_viz.analysis.clip_names")
+    model = load_model(named_clip, device="cpu", precision="fp32")
+    _images(12).save_to_disk(str(tmp_path / "images"))
+    options = dict(layer=LAYER, features=[FEATURE, FEATURE + 1], vocabulary=WORDS, top_images=TOP, top_names=3,
+                   batch_size=4, **RUN)
+    whole = clip_names(model, str(tmp_path / "images"), **options)
+    batches = []
+
+    def embed(model, images):
+        batches.append(len(images))
+        if stop_at is not None and len(batches) == stop_at:
+            raise KeyboardInterrupt
+        return clip_image_embeddings(model, images)
+
+    monkeypatch.setattr(module, "clip_image_embeddings", embed)
+    stop_at = 3
+    with pytest.raises(KeyboardInterrupt):
+        clip_names(model, str(tmp_path / "images"), checkpoint=tmp_path / "progress", **options)
+    batches.clear()
+    stop_at = None
+    with pytest.warns(Resumed, match=r"the 8 image\(s\) it had scanned are skipped"):
+        resumed = clip_names(model, str(tmp_path / "images"), checkpoint=tmp_path / "progress", **options)
+    assert batches == [4]
+    assert resumed.rows == whole.rows and resumed.settings == whole.settings
+
+
 def test_default_vocabulary_is_a_few_thousand_concepts_with_its_licence_stated():
     words, source = load_vocabulary()
     assert 2000 <= len(words) <= 10000 and len(set(words)) == len(words) and "dog" in words

@@ -22,7 +22,7 @@ from PIL import Image
 from app_fixtures import (  # noqa: F401  (fixtures)
     ROOT, app_error, client, free_port, image_folder, load_app, no_progress, render, serve, server, vit,
 )
-from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
+from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, parquet_reads, push_parquet_shards
 from test_model_safety import _declares_vit_large, _header_claims_a_huge_tensor, _push_model  # the same repos
 from vit_feature_viz.app import common
 from vit_feature_viz.app.common import ModelCache
@@ -145,6 +145,24 @@ def test_examples_from_a_local_dataset(client, vit, image_folder):
     gallery = client.predict(vit, 1, 4, str(image_folder), "train", 12, 3, api_name="/examples")
     assert len(gallery) == 6  # three images, each followed by its patch map
     assert gallery[0]["caption"].startswith("#1 · row ") and gallery[1]["caption"] == "#1 patch map"
+
+
+@pytest.fixture
+def vit_loaded(client, vit):
+    """The app has the tiny ViT in its model cache (from the offline test cache) before `hub` points it elsewhere."""
+    client.predict(vit, api_name="/layers")
+    return vit
+
+
+def test_examples_of_one_image_read_only_the_first_shard_of_a_hub_dataset(client, vit_loaded, hub, tmp_path):
+    import datasets
+
+    images = datasets.Dataset.from_dict({"image": [Image.new("RGB", (36, 36), (30 * i, 90, 160)) for i in range(6)]})
+    shards = push_parquet_shards(hub, "alice/three-shards", images.cast_column("image", datasets.Image()), 3,
+                                 tmp_path / "shards")
+    gallery = client.predict(vit_loaded, 1, 4, "alice/three-shards", "train", 1, 1, api_name="/examples")
+    assert gallery[0]["caption"].startswith("#1 · row 0 · ")
+    assert parquet_reads(hub, "alice/three-shards") == shards[:1]
 
 
 # --- /patch_map reads only images uploaded to the app -------------------------------------------------------

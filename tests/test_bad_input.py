@@ -145,6 +145,11 @@ CASES = [
     Case("cli", "--out read-only", "Cannot write to /sys/vfv-out", _render("--out", "/sys/vfv-out")),
     Case("cli", "examples --out is a file", "is a file, not a folder",
          ("examples", "{vit}", "--layer", "0", "--features", "0", "--dataset", "{images}", "--out", "{a_file}")),
+    # analyze checks --out before loading anything (its dataset here has no labels: that error would come later)
+    Case("cli", "analyze --out is a file", "is a file, not a folder",
+         ("analyze", "cls-isolation", "{vit}", "--dataset", "{images}", "--out", "{a_file}")),
+    Case("cli", "analyze --out is not ours", "is not a gallery folder and not empty (has notes.txt)",
+         ("analyze", "cls-isolation", "{vit}", "--dataset", "{images}", "--out", "{foreign}")),
     Case("cli", "corrupt gallery shard", "train-broken.parquet is not a readable parquet file", _render("--out", "{broken}")),
     Case("library", "--out is a file", "is a file, not a folder",
          call=lambda c: jobs.render_to_folder(c.model, c.a_file, 0, 0, steps=1, progress=False)),

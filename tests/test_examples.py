@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, parquet_reads, push_parquet_shards
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.examples import (
     example_rows,
@@ -177,6 +178,25 @@ def test_streaming_equals_in_memory(model, image_folder, parquet_folder, single_
     in_memory = scan_examples(model, 3, "0,7", str(parquet_folder), top_k=TOP_K, progress=False)
     streamed = scan_examples(model, 3, "0,7", str(parquet_folder), top_k=TOP_K, streaming=True, progress=False)
     assert_same(as_pairs(streamed), as_pairs(in_memory))
+
+
+@IGNORE_CLIENT_UPLOAD_WARNING
+@pytest.mark.parametrize("max_images", [4, 6])  # inside the first shard, and exactly all of it
+def test_a_cap_on_images_reads_only_the_first_shard_of_a_hub_dataset(model, hub, tmp_path, max_images):
+    """Three parquet shards of 6 rows on the loopback Hub: a capped scan streams, asks for the first shard's bytes
+    only, and finds what a scan of the fully loaded split finds in those rows."""
+    images = datasets.Dataset.from_dict({"image": make_images()[:18]}).cast_column("image", datasets.Image())
+    shards = push_parquet_shards(hub, "alice/shards", images, 3, tmp_path / "shards")
+    found = scan_examples(model, 3, "0-7", "alice/shards", split="train", max_images=max_images, top_k=TOP_K,
+                          batch_size=3, progress=False)
+    assert parquet_reads(hub, "alice/shards") == shards[:1]
+    whole = datasets.load_dataset(str(tmp_path / "shards"), split="train")  # every shard, in memory
+    assert len(whole) == 18
+    expected = scan_examples(model, 3, "0-7", whole, max_images=max_images, top_k=TOP_K, progress=False)
+    assert_same(as_pairs(found), as_pairs(expected))
+    for feature, examples in found.items():
+        for got, want in zip(examples, expected[feature]):
+            assert np.array_equal(np.asarray(got.image), np.asarray(want.image))
 
 
 def test_examples_carry_model_size_images_and_patch_maps(model, single_scan):

@@ -105,10 +105,12 @@ def _duration(seconds: float) -> str:
 def _examples(args, model=None) -> int:
     from .examples import UnreadableImages
     from .jobs import examples_to_folder
+    from .progress import Resumed
 
     model = model or _load(_checked_out(args))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnreadableImages)
+        warnings.simplefilter("always", Resumed)
         count = examples_to_folder(
             model, args.out, args.layer, args.features, args.dataset, objective=args.objective, split=args.split,
             image_column=args.image_column, max_images=args.max_images, top_k=args.top_k, streaming=args.streaming,
@@ -117,6 +119,8 @@ def _examples(args, model=None) -> int:
     for warning in caught:
         if issubclass(warning.category, UnreadableImages):
             print(f"warning: {warning.message}", file=sys.stderr)
+        elif issubclass(warning.category, Resumed):
+            print(f"note: {warning.message}", file=sys.stderr)
     print(f"top-{args.top_k} examples of {count} feature(s) from {args.dataset} written to {args.out}", file=sys.stderr)
     return 0
 

@@ -9,6 +9,7 @@ with the dataset. Row indices are always indices into the full split, which is w
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import warnings
@@ -26,6 +27,7 @@ from .errors import VizError
 from .models.base import VisionModel
 from .objectives import Channel, Objective, make_objective
 from .patchmap import heatmap_overlay, patch_values_for, uint8_to_pil
+from .progress import Resumed, SavedProgress
 from .specs import parse_features
 
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
@@ -52,6 +54,12 @@ def default_split(available) -> str:
     if not available:
         raise VizError("The dataset has no splits: pass a dataset with data files, or --split NAME.")
     return next((name for name in SPLIT_PREFERENCE if name in available), available[0])
+
+
+def streams(streaming: bool, max_images: int | None) -> bool:
+    """Stream when asked to, and whenever a cap on images is set: then only the shards (and row groups) holding
+    the first `max_images` rows are read, instead of downloading and converting the whole split first."""
+    return bool(streaming) or max_images is not None
 
 
 def open_image_dataset(name_or_path, *, split: str | None = None, image_column: str | None = None,
@@ -280,17 +288,19 @@ def _undecoded(dataset, column: str):
     return dataset
 
 
-def _shard_batches(dataset, column, *, batch_size, max_images, num_shards, shard_index, progress, desc):
+def _shard_batches(dataset, column, *, batch_size, max_images, num_shards, shard_index, progress, desc, done=0):
     """Batches of (row indices in the full split, undecoded images) for this process: the rows with
-    index % num_shards == shard_index among the first `max_images` rows."""
+    index % num_shards == shard_index among the first `max_images` rows, after the first `done` of them (scanned
+    by a stopped run; a multiple of `batch_size`, so the batches are the ones an uninterrupted run makes)."""
     dataset = _undecoded(dataset, column)
     if not isinstance(dataset, datasets.Dataset):
-        yield from _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc)
+        yield from _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc,
+                                   done)
         return
     total = len(dataset) if max_images is None else min(len(dataset), max_images)
     rows = range(shard_index, total, num_shards)
-    with tqdm(total=len(rows), unit="img", desc=desc, disable=not progress) as bar:
-        for start in range(0, len(rows), batch_size):
+    with tqdm(total=len(rows), initial=min(done, len(rows)), unit="img", desc=desc, disable=not progress) as bar:
+        for start in range(done, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             key = slice(chunk.start, chunk.stop) if chunk.step == 1 else list(chunk)
             values = dataset[key][column]
@@ -298,15 +308,17 @@ def _shard_batches(dataset, column, *, batch_size, max_images, num_shards, shard
             yield list(chunk), values
 
 
-def _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc):
-    """An IterableDataset has no length: count rows as they stream by, keeping only this process's."""
+def _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc, done=0):
+    """An IterableDataset has no length: count rows as they stream by, keeping only this process's. The stream
+    stops at row `max_images` without asking for one more row (which could open the next shard)."""
     total = None if max_images is None else len(range(shard_index, max_images, num_shards))
     indices, values = [], []
-    with tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
-        for index, row in enumerate(dataset):
-            if max_images is not None and index >= max_images:
-                break
+    with tqdm(total=total, initial=done, unit="img", desc=desc, disable=not progress) as bar:
+        for index, row in enumerate(itertools.islice(dataset, max_images)):
             if index % num_shards != shard_index:
+                continue
+            if done:  # scanned by a stopped run: read past, not decoded
+                done -= 1
                 continue
             indices.append(index)
             values.append(row[column])
@@ -376,13 +388,16 @@ def scan_examples(
     num_shards: int = 1,
     shard_index: int = 0,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
     token: str | bool | None = None,
 ) -> dict[int, list[Example]]:
     """Top-`top_k` dataset images per feature of `layer`, best first, from one pass over the data.
 
     `features`: a spec ("7", "0-63", "all") or list. `dataset`: a Hub id, a local folder, or an opened
     (Iterable)Dataset(Dict); `split=None` uses `default_split` (test, else validation, else train). `max_images` caps the rows of the split considered (the first `max_images`, shared by all
-    shards); this process scans the rows whose index % `num_shards` == `shard_index`. `token` reads a Hub
+    shards, which a named dataset then streams); this process scans the rows whose index % `num_shards` == `shard_index`.
+    `checkpoint`: a folder the scan saves its progress in after every batch and resumes from (a dataset given by
+    name only); the caller removes it once the results are saved (`examples_to_folder` does). `token` reads a Hub
     dataset as in `open_image_dataset` (None: the local user's own login).
     """
     objective = make_objective(objective, layer)
@@ -394,37 +409,53 @@ def scan_examples(
     objective.check(model)
     wanted = parse_features(features, objective.num_channels(model))
     _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images)
+    saved = None
+    if checkpoint is not None:
+        if not isinstance(dataset, (str, os.PathLike)):
+            raise VizError("A checkpoint needs the dataset given by name (a Hub id or a folder), so that a rerun "
+                           "can tell it is the same: pass its name, or no checkpoint.")
+        saved = _SavedScan(checkpoint, {
+            "model": model.model_id, "layer": int(layer), "objective": objective.name, "features": wanted,
+            "dataset": str(dataset), "split": split, "image_column": image_column, "max_images": max_images,
+            "top_k": top_k, "batch_size": batch_size, "num_shards": num_shards, "shard_index": shard_index,
+        })
     if isinstance(dataset, (str, os.PathLike)):
-        dataset, column = open_image_dataset(dataset, split=split, image_column=image_column, streaming=streaming,
-                                             token=token)
+        dataset, column = open_image_dataset(dataset, split=split, image_column=image_column,
+                                             streaming=streams(streaming, max_images), token=token)
     else:
         dataset = _select_split(dataset, split)
         column = find_image_column(dataset, image_column)
 
     best = RunningTopK(len(wanted), top_k)
+    # rows scanned, unreadable ones among them, and row -> uint8 pixels for the rows some feature currently keeps
+    done, unreadable, candidates = saved.restore(best) if saved else (0, 0, {})
+    if done:
+        warnings.warn(f"Resumed a stopped scan: the {done} image(s) it had scanned are skipped.", Resumed, stacklevel=2)
     channels = torch.tensor(wanted)
-    candidates: dict[int, torch.Tensor] = {}  # row -> uint8 pixels, only for rows some feature currently keeps
     batches = _shard_batches(
         dataset, column, batch_size=batch_size, max_images=max_images, num_shards=num_shards,
-        shard_index=shard_index, progress=progress, desc=f"Scanning layer {layer}",
+        shard_index=shard_index, progress=progress, desc=f"Scanning layer {layer}", done=done,
     )
     wanted_on_device = channels.to(model.device)
     load = functools.partial(_load_pixels, column=column, model=model)
-    unreadable = 0
     with ThreadPoolExecutor(DECODE_THREADS) as pool:  # PIL decodes and resizes outside the GIL
         for indices, encoded in batches:
+            done += len(indices)
             decoded = list(pool.map(functools.partial(_readable, load), encoded))
             unreadable += decoded.count(None)
             indices = [i for i, p in zip(indices, decoded) if p is not None]
-            if not indices:
-                continue
-            pixels = torch.stack([p for p in decoded if p is not None])
-            with torch.no_grad():
-                values = objective.values(model.activations(pixels.float() / 255, objective.needs))
-            best.add(values[:, wanted_on_device].cpu(), torch.tensor(indices))
-            keep = best.rows()
-            candidates.update((i, p.clone()) for i, p in zip(indices, pixels) if i in keep)  # not views of the batch
-            candidates = {i: p for i, p in candidates.items() if i in keep}
+            new = {}
+            if indices:
+                pixels = torch.stack([p for p in decoded if p is not None])
+                with torch.no_grad():
+                    values = objective.values(model.activations(pixels.float() / 255, objective.needs))
+                best.add(values[:, wanted_on_device].cpu(), torch.tensor(indices))
+                keep = best.rows()
+                new = {i: p.clone() for i, p in zip(indices, pixels) if i in keep}  # not views of the batch
+                candidates.update(new)
+                candidates = {i: p for i, p in candidates.items() if i in keep}
+            if saved:
+                saved.save(done, unreadable, best, new, candidates)
 
     if unreadable:
         warnings.warn(f"Skipped {unreadable} unreadable image(s) in column '{column}'.", UnreadableImages, stacklevel=2)
@@ -437,6 +468,42 @@ def scan_examples(
         ]
         for position, feature in enumerate(wanted)
     }
+
+
+class _SavedScan:
+    """A scan's progress on disk (progress.SavedProgress): rows done, unreadable rows, the running top-k, and the
+    pixels of the current candidates, the new ones of each batch in one part file."""
+
+    def __init__(self, folder, settings: dict):
+        self.store = SavedProgress(folder, settings)
+        self.part_of_row: dict[int, str] = {}
+
+    def restore(self, best: RunningTopK) -> tuple[int, int, dict[int, torch.Tensor]]:
+        """(rows done, unreadable rows, candidate pixels) of a stopped run, its top-k loaded into `best`;
+        (0, 0, {}) when there is none."""
+        state = self.store.load()
+        if state is None:
+            return 0, 0, {}
+        best.scores, best.indices = state["scores"], state["indices"]
+        keep = best.rows()
+        candidates = {}
+        for name in state["parts"]:
+            part = self.store.part(name)
+            for row, pixels in zip(part["rows"].tolist(), part["pixels"]):
+                if row in keep:
+                    candidates[row], self.part_of_row[row] = pixels, name
+        return state["done"], state["unreadable"], candidates
+
+    def save(self, done: int, unreadable: int, best: RunningTopK, new: dict[int, torch.Tensor], candidates) -> None:
+        """After a batch: its newly kept pixels as one part, then the state; parts of dropped rows go."""
+        parts = {}
+        if new:
+            name = f"rows-{done}"
+            parts[name] = {"rows": torch.tensor(list(new)), "pixels": torch.stack(list(new.values()))}
+            self.part_of_row.update((row, name) for row in new)
+        self.part_of_row = {row: name for row, name in self.part_of_row.items() if row in candidates}
+        state = {"done": done, "unreadable": unreadable, "scores": best.scores, "indices": best.indices}
+        self.store.save(state, parts, self.part_of_row.values())
 
 
 def _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images) -> None:

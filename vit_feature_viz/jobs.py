@@ -103,18 +103,27 @@ def examples_to_folder(
     **scan_options,
 ) -> int:
     """Scan a dataset once for the top-K images of every requested feature (scan_options: split, image_column,
-    max_images, streaming, batch_size, progress); each process scans its shard and the main process writes."""
+    max_images, streaming, batch_size, progress); each process scans its shard and the main process writes.
+
+    Each process saves its scan's progress under `out/.progress/` after every batch: a stopped run (even killed)
+    resumes there when the same command runs again, and the progress goes once the rows are in the gallery."""
     from .examples import example_rows, merge_examples, scan_examples
     from .objectives import make_objective
+    from .progress import clear_progress, progress_folder
 
     workers = workers or current_workers()
     GalleryFolder(out).check_destination()  # before the scan, not after it
+    command = {key: value for key, value in scan_options.items() if key != "progress"}
+    checkpoint = progress_folder(out, f"examples-r{workers.rank}", {
+        "model": model.model_id, "layer": int(layer), "features": features, "dataset": str(dataset),
+        "objective": make_objective(objective, int(layer)).name, "top_k": top_k, "world": workers.world, **command})
     found = scan_examples(model, int(layer), features, dataset, objective=objective, top_k=top_k,
-                          num_shards=workers.world, shard_index=workers.rank, **scan_options)
+                          num_shards=workers.world, shard_index=workers.rank, checkpoint=checkpoint, **scan_options)
     parts = workers.gather(found)
     if workers.is_main:
         rows = example_rows(model, int(layer), make_objective(objective, int(layer)).name, str(dataset),
                             merge_examples(parts, top_k))
         GalleryFolder(out).add(rows, card_info={"backend": model.backend})
     workers.barrier()
+    clear_progress(checkpoint)  # every process's rows are in the gallery now
     return len(found)

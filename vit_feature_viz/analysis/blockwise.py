@@ -14,7 +14,8 @@ Walk = Callable[[TokenStages, torch.Tensor], dict]
 
 
 def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test", max_images=None, batch_size=32,
-                  streaming=False, image_column=None, label_column=None, progress=True, token=None, **load_options):
+                  streaming=False, image_column=None, label_column=None, progress=True, checkpoint=None, token=None,
+                  **load_options):
     """Returns (classifiers, stages by model id, accuracy counts by (model id, key), settings); `token` reads the
     models and the data (None: the local user's own login)."""
     classifiers = load_classifiers(models, allow_cnn=False, token=token, **load_options)
@@ -22,7 +23,7 @@ def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test",
     for s in stages.values():
         s._need_head()
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
-                     token=token)
+                     max_images=max_images, token=token)
 
     def score(clf, batch, prepare):
         model, st = clf.vision_model, stages[clf.model_id]
@@ -31,6 +32,6 @@ def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test",
             return walk(st, st.embed(model.normalize(images.to(model.device))))
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
-                         desc=experiment.replace("_", " "))
+                         desc=experiment.replace("_", " "), checkpoint=checkpoint)
     return classifiers, stages, counts, base_settings(experiment, classifiers, data, split, max_images, seen)
 

@@ -7,6 +7,7 @@ Heavy imports (torch models, matplotlib) happen when the command runs, not when 
 from __future__ import annotations
 
 import sys
+import warnings
 
 EXPERIMENT_NAMES = ("cls-isolation", "token-pooling", "per-block-cls", "foreground-background", "frequency", "clip-names")
 
@@ -49,8 +50,11 @@ def add_analyze_command(commands) -> None:
 
 
 def run_analyze(args) -> int:
+    from ..gallery import GalleryFolder
+    from ..progress import Resumed, clear_progress, progress_folder
     from . import EXPERIMENTS
 
+    GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it
     options = dict(
         split=args.split, max_images=args.max_images, batch_size=args.batch_size, streaming=args.streaming,
         image_column=args.image_column, progress=not args.quiet, revision=args.revision, device=args.device,
@@ -66,8 +70,19 @@ def run_analyze(args) -> int:
                        fill=args.fill)
     if args.experiment == "frequency" and args.cutoffs:
         options["cutoffs"] = _floats(args.cutoffs)
-    result = EXPERIMENTS[args.experiment](args.models, args.dataset, **options)
+    command = {"experiment": args.experiment, "models": args.models, "dataset": args.dataset,
+               **{key: value for key, value in options.items() if key != "progress"}}
+    checkpoint = progress_folder(args.out, "analyze", command)  # saved after every batch: the same command resumes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Resumed)
+        result = EXPERIMENTS[args.experiment](args.models, args.dataset, checkpoint=checkpoint, **options)
+    for warning in caught:
+        if issubclass(warning.category, Resumed):
+            print(f"note: {warning.message}", file=sys.stderr)
+        else:  # shown as they would have been
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     files = result.save(args.out)
+    clear_progress(checkpoint)
     print(result.summary(), file=sys.stderr)
     print(files["table"])
     print(files["plot"])

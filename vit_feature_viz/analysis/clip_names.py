@@ -15,6 +15,7 @@ soft-WPMI does with its second term. The default vocabulary is `vit_feature_viz/
 from __future__ import annotations
 
 import csv
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -22,10 +23,12 @@ from pathlib import Path
 import torch
 
 from ..errors import VizError
+from ..examples import streams
 from ..gallery import ANALYSIS_DIR
 from ..models.base import VisionModel
 from ..models.text import ClipText, clip_image_embeddings
 from ..objectives import make_objective
+from ..progress import Resumed, SavedProgress, job_folder
 from ..specs import parse_features
 from .common import AnalysisResult, short_name
 from .data import DECODE_THREADS, batches, open_labeled, prepare
@@ -62,10 +65,11 @@ def rank_names(top_embeddings: torch.Tensor, all_mean: torch.Tensor, text: torch
 def clip_names(
     models, dataset, *, layer: int | None = None, features="0-7", vocabulary=None, prompt: str = DEFAULT_PROMPT,
     top_images: int = 16, top_names: int = 5, split: str = "test", max_images: int | None = None, batch_size: int = 32,
-    streaming: bool = False, image_column: str | None = None, progress: bool = True,
+    streaming: bool = False, image_column: str | None = None, progress: bool = True, checkpoint=None,
     token: str | bool | None = None, **load_options,
 ) -> AnalysisResult:
-    """The `top_names` best words for each feature of `layer` of each CLIP model."""
+    """The `top_names` best words for each feature of `layer` of each CLIP model. `checkpoint`: a folder each
+    model's scan is saved in after every batch and resumed from (its caller removes it once results are saved)."""
     from ..models import load_model
 
     models = [models] if isinstance(models, (str, VisionModel)) else list(models)
@@ -77,15 +81,20 @@ def clip_names(
     if "{}" not in prompt:
         raise VizError(f"The prompt '{prompt}' has no {{}} for the word: use e.g. '{DEFAULT_PROMPT}'.")
     words, source = load_vocabulary(vocabulary)
-    data = open_labeled(dataset, split=split, image_column=image_column, need_label=False, streaming=streaming,
-                        token=token)
+    data = open_labeled(dataset, split=split, image_column=image_column, need_label=False,
+                        streaming=streams(streaming, max_images), token=token)
     rows, panels, notes, seen = [], [], [], 0
     for model in loaded:
         encoder = ClipText(model, token=token)  # fails early, before the scan, for towers without text
         objective = make_objective("feature", layer)
         objective.check(model)
         wanted = parse_features(features, objective.num_channels(model))
-        activations, embeddings = _scan(model, objective, wanted, data, max_images, batch_size, progress)
+        saved = None
+        if checkpoint is not None:
+            scan = {"model": model.model_id, "layer": layer, "features": wanted, "dataset": data.name,
+                    "max_images": max_images, "batch_size": batch_size}
+            saved = SavedProgress(job_folder(checkpoint, "scan", scan), scan)
+        activations, embeddings = _scan(model, objective, wanted, data, max_images, batch_size, progress, saved)
         seen = len(embeddings)
         text = encoder.encode([prompt.format(w) for w in words])
         all_mean = embeddings.mean(dim=0)
@@ -107,20 +116,35 @@ def clip_names(
     return AnalysisResult(EXPERIMENT, rows, settings, figure, notes)
 
 
-def _scan(model, objective, wanted, data, max_images, batch_size, progress):
-    """Feature values [N, F] and unit image embeddings [N, D] of the first `max_images` images."""
+def _scan(model, objective, wanted, data, max_images, batch_size, progress, saved: SavedProgress | None = None):
+    """Feature values [N, F] and unit image embeddings [N, D] of the first `max_images` images; with `saved`,
+    each batch's are saved as one part, and a stopped run's are picked up instead of computed again."""
     channels = torch.tensor(wanted, device=model.device)
-    values, embeddings = [], []
+    values, embeddings, parts = _restored_scan(saved)
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         for batch in batches(data, max_images=max_images, batch_size=batch_size, progress=progress,
-                             desc="naming features"):
+                             desc="naming features", done=sum(len(v) for v in values)):
             images = prepare(batch.images, model.preprocess, pool)
             with torch.no_grad():
                 values.append(objective.values(model.activations(images, objective.needs))[:, channels].float().cpu())
             embeddings.append(clip_image_embeddings(model, images))
+            if saved:
+                parts.append(f"batch-{len(parts):06d}")
+                saved.save({}, {parts[-1]: {"values": values[-1], "embeddings": embeddings[-1]}}, parts)
     if not values:
         raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
     return torch.cat(values), torch.cat(embeddings)
+
+
+def _restored_scan(saved: SavedProgress | None) -> tuple[list, list, list[str]]:
+    """(values, embeddings, part names) of the batches a stopped run saved, in order; empty lists without."""
+    state = saved.load() if saved else None
+    if not state:
+        return [], [], []
+    loaded = [saved.part(name) for name in state["parts"]]
+    images = sum(len(part["values"]) for part in loaded)
+    warnings.warn(f"Resumed a stopped run: the {images} image(s) it had scanned are skipped.", Resumed, stacklevel=3)
+    return [p["values"] for p in loaded], [p["embeddings"] for p in loaded], list(state["parts"])
 
 
 def feature_names(folder, model_id: str, layer: int, feature: int, limit: int = 5) -> list[str]:

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ import torch
 from matplotlib.figure import Figure
 
 from ..errors import VizError
+from ..examples import streams
 from ..gallery import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
+from ..progress import Resumed, SavedProgress
 from .data import DECODE_THREADS, Batch, LabeledData, LabelMap, batches, open_labeled, prepare
 
 
@@ -144,15 +147,21 @@ def sweep(
     batch_size: int,
     progress: bool,
     desc: str,
+    checkpoint=None,
 ) -> tuple[dict[tuple[str, object], Accuracy], int]:
     """Top-1/top-5 per (model_id, key) over the data, where `score(classifier, batch, prepare)` returns
     {key: logits} for one batch, `prepare` turning PIL images into that classifier's own input. Returns the counts
-    and the number of images."""
+    and the number of images. `checkpoint`: a folder the counts are saved in after every batch and resumed from
+    (its caller removes it once the results are saved)."""
     maps = {c.model_id: LabelMap(data, c.class_names, c.model_id) for c in classifiers}
-    counts: dict[tuple[str, object], Accuracy] = {}
-    seen = 0
+    saved = None
+    if checkpoint is not None:
+        saved = SavedProgress(checkpoint, {"models": [c.model_id for c in classifiers], "dataset": data.name,
+                                           "max_images": max_images, "batch_size": batch_size, "desc": desc})
+    counts, seen = _restored_counts(saved)
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        for batch in batches(data, max_images=max_images, batch_size=batch_size, progress=progress, desc=desc):
+        for batch in batches(data, max_images=max_images, batch_size=batch_size, progress=progress, desc=desc,
+                             done=seen):
             seen += len(batch.labels)
             for clf in classifiers:
                 labels = maps[clf.model_id](batch.labels)
@@ -160,9 +169,21 @@ def sweep(
                     scored = score(clf, batch, functools.partial(prepare, preprocess=clf.preprocess, pool=pool))
                 for key, logits in scored.items():
                     counts.setdefault((clf.model_id, key), Accuracy()).add(logits, labels)
+            if saved:
+                saved.save({"seen": seen, "counts": [(key, vars(acc)) for key, acc in counts.items()]})
     if not seen:
         raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
     return counts, seen
+
+
+def _restored_counts(saved: SavedProgress | None) -> tuple[dict[tuple[str, object], Accuracy], int]:
+    """The counts and image count a stopped run saved, or none."""
+    state = saved.load() if saved else None
+    if not state:
+        return {}, 0
+    warnings.warn(f"Resumed a stopped run: the {state['seen']} image(s) it had evaluated are skipped.", Resumed,
+                  stacklevel=3)
+    return {tuple(key): Accuracy(**acc) for key, acc in state["counts"]}, state["seen"]
 
 
 def base_settings(experiment: str, classifiers, data: LabeledData, split: str, max_images, images: int) -> dict:
@@ -176,6 +197,7 @@ def base_settings(experiment: str, classifiers, data: LabeledData, split: str, m
     }
 
 
-def open_data(dataset, *, split, image_column, label_column, streaming, **region) -> LabeledData:
+def open_data(dataset, *, split, image_column, label_column, streaming, max_images=None, **region) -> LabeledData:
+    """The experiment's data; streamed when a cap on images is set, so only the rows used are read."""
     return open_labeled(dataset, split=split, image_column=image_column, label_column=label_column,
-                        streaming=streaming, **region)
+                        streaming=streams(streaming, max_images), **region)

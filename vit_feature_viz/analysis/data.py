@@ -8,6 +8,7 @@ classes by name. A progress bar counts images.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -189,8 +190,10 @@ def batches(
     batch_size: int = 32,
     progress: bool = True,
     desc: str = "Evaluating",
+    done: int = 0,
 ) -> Iterator[Batch]:
-    """Batches of decoded images with their labels and foreground masks, decoded in threads."""
+    """Batches of decoded images with their labels and foreground masks, decoded in threads, after the first
+    `done` rows (used by a stopped run: a multiple of `batch_size`, so the batches are an uninterrupted run's)."""
     if batch_size < 1:
         raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --batch-size 32.")
     if max_images is not None and max_images < 1:
@@ -205,8 +208,9 @@ def batches(
     if max_images is not None:
         total = max_images if total is None else min(total, max_images)
     load = functools.partial(_load_row, data=data)
-    with ThreadPoolExecutor(DECODE_THREADS) as pool, tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
-        for rows in _row_chunks(dataset, total, batch_size):
+    with ThreadPoolExecutor(DECODE_THREADS) as pool, \
+            tqdm(total=total, initial=done, unit="img", desc=desc, disable=not progress) as bar:
+        for rows in _row_chunks(dataset, total, batch_size, done):
             loaded = list(pool.map(load, rows))
             bar.update(len(rows))
             masks = [mask for _, mask in loaded] if data.box_column or data.mask_column else None
@@ -219,16 +223,16 @@ def prepare(images: list[Image.Image], preprocess, pool: ThreadPoolExecutor | No
     return torch.stack(list(pool.map(preprocess, images) if pool is not None else map(preprocess, images)))
 
 
-def _row_chunks(dataset, total, batch_size) -> Iterator[list[dict]]:
+def _row_chunks(dataset, total, batch_size, done=0) -> Iterator[list[dict]]:
+    """Rows `done` to `total` in chunks; a stream stops at row `total` without asking for one more row (which
+    could open the next shard), and reads past the rows done before without decoding them."""
     if isinstance(dataset, datasets.Dataset):
-        for start in range(0, total, batch_size):
+        for start in range(done, total, batch_size):
             chunk = dataset[start : min(start + batch_size, total)]
             yield [dict(zip(chunk, values)) for values in zip(*chunk.values())]
         return
     chunk = []
-    for index, row in enumerate(dataset):
-        if total is not None and index >= total:
-            break
+    for row in itertools.islice(dataset, done, total):
         chunk.append(row)
         if len(chunk) == batch_size:
             yield chunk

@@ -26,15 +26,15 @@ def split_by_mask(image: Image.Image, mask: Image.Image, fill: float) -> tuple[I
 def foreground_background(
     models, dataset, *, fill: str = "black", box_column=None, mask_column=None, box_format="xyxy", split="test",
     max_images=None, batch_size=32, streaming=False, image_column=None, label_column=None, progress=True,
-    token=None, **load_options,
+    checkpoint=None, token=None, **load_options,
 ) -> AnalysisResult:
     """Full, foreground-only and background-only accuracy of each model (ViTs and CNNs)."""
     if fill not in FILLS:
         raise VizError(f"Unknown fill '{fill}': use one of {', '.join(FILLS)}.")
     classifiers = load_classifiers(models, allow_cnn=True, token=token, **load_options)
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
-                     box_column=box_column, mask_column=mask_column, need_region=True, box_format=box_format,
-                     token=token)
+                     max_images=max_images, box_column=box_column, mask_column=mask_column, need_region=True,
+                     box_format=box_format, token=token)
 
     def score(clf, batch, prepare):
         parts = [split_by_mask(image, mask, FILLS[fill]) for image, mask in zip(batch.images, batch.masks)]
@@ -42,7 +42,7 @@ def foreground_background(
                 "background": clf.logits(prepare([b for _, b in parts]))}
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
-                         desc="foreground/background")
+                         desc="foreground/background", checkpoint=checkpoint)
     settings = {**base_settings(EXPERIMENT, classifiers, data, split, max_images, seen), "fill": fill,
                 "region_column": data.box_column or data.mask_column}
     rows = []

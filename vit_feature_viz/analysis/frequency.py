@@ -42,20 +42,20 @@ def check_cutoffs(cutoffs) -> list[float]:
 
 def frequency(
     models, dataset, *, cutoffs=DEFAULT_CUTOFFS, split="test", max_images=None, batch_size=32, streaming=False,
-    image_column=None, label_column=None, progress=True, token=None, **load_options,
+    image_column=None, label_column=None, progress=True, checkpoint=None, token=None, **load_options,
 ) -> AnalysisResult:
     """Top-1/top-5 of each model (ViTs and CNNs) on low-pass and high-pass filtered images at each cutoff."""
     fractions = check_cutoffs(cutoffs)
     classifiers = load_classifiers(models, allow_cnn=True, token=token, **load_options)
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
-                     token=token)
+                     max_images=max_images, token=token)
 
     def score(clf, batch, prepare):
         images = prepare(batch.images)
         return {(kind, f): clf.logits(frequency_filter(images, f * NYQUIST, kind)) for kind in KINDS for f in fractions}
 
     counts, seen = sweep(classifiers, data, score, max_images=max_images, batch_size=batch_size, progress=progress,
-                         desc="frequency filters")
+                         desc="frequency filters", checkpoint=checkpoint)
     settings = {**base_settings(EXPERIMENT, classifiers, data, split, max_images, seen), "cutoffs": fractions}
     rows, panels = [], []
     for kind in KINDS:
