@@ -247,6 +247,21 @@ def test_cli_analyze_writes_table_and_plot_and_fails_in_one_line(tiny_repos, tmp
     assert code == 2 and len(error) == 1 and "(disc, square, triangle, ...) are not classes of" in error[0]
 
 
+def test_cli_analyze_without_out_writes_a_gallery_of_its_own_beside_other_files(tiny_repos, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """The default --out is a new gallery folder, so a run in a folder holding other files is not refused."""
+    from vit_feature_viz.analysis.cli import DEFAULT_OUT
+    from vit_feature_viz.cli import main
+
+    _dataset(4).save_to_disk(str(tmp_path / "data"))
+    (tmp_path / "notes.txt").write_text("not a gallery")
+    monkeypatch.chdir(tmp_path)
+    code = main(["analyze", "cls-isolation", tiny_repos["vit"], "--dataset", "data", "--device", "cpu", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert any((tmp_path / DEFAULT_OUT / "analysis" / "cls_isolation").glob("*.csv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", "notes.txt", DEFAULT_OUT])
+
+
 def test_results_in_a_gallery_folder_are_pushed_with_it_and_strays_are_not(tiny, tmp_path, hub):
     from vit_feature_viz.gallery import GalleryFolder
     from vit_feature_viz.hub import push_gallery

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+DEFAULT_OUT = "analyses"  # a gallery folder of its own: writing into the current folder would mix with whatever is there
 EXPERIMENT_NAMES = ("cls-isolation", "token-pooling", "per-block-cls", "foreground-background", "frequency", "clip-names")
 
 
@@ -24,7 +25,7 @@ def add_analyze_command(commands) -> None:
     sub.add_argument("--dataset", required=True, help="Hub dataset id or local folder with images and labels")
     sub.add_argument("--split", default="test")
     sub.add_argument("--max-images", type=int, default=None, help="use only the first N images of the split")
-    sub.add_argument("--out", default=".", help="gallery folder to write analysis/ into (default: here)")
+    sub.add_argument("--out", default=DEFAULT_OUT, help="gallery folder to write analysis/ into, made if missing")
     sub.add_argument("--batch-size", type=int, default=32)
     sub.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
     sub.add_argument("--image-column", default=None)
