@@ -32,6 +32,7 @@ from hub_fixtures import point_clients_at
 from hub_server import LoopbackHub
 from vit_feature_viz import VizError, jobs, load_model, render
 from vit_feature_viz.browse import open_gallery
+from vit_feature_viz.analysis import clip_names, foreground_background
 from vit_feature_viz.examples import UnreadableImages, scan_examples
 from vit_feature_viz.gallery import GalleryFolder
 from vit_feature_viz.hub import pull_gallery, push_gallery
@@ -57,6 +58,12 @@ def _render(*args):
 
 
 OUT = ("--out", "{out}")
+
+
+def _analyze(experiment, dataset, *args):
+    return ("analyze", experiment, "{vit}", "--dataset", dataset, "--device", "cpu", "--quiet", *args, *OUT)
+
+
 def _app_render(layer=0, features="0", steps=1, image_size=0, seed=0, model="{vit}"):
     return ("/render", model, layer, features, "feature", "paper", steps, image_size, seed)
 
@@ -211,6 +218,27 @@ CASES = [
     Case("library", "open a Hub gallery with a corrupt shard",
          "alice/broken-shard holds data/train-broken.parquet, which is not a readable parquet file",
          call=lambda c: open_gallery("alice/broken-shard", token=c.hub.read_token), hub=True),
+    # analyses: datasets and vocabularies that are not what the experiment reads
+    Case("cli", "NaN box", "Row 2 of column 'bbox' holds [6.0, nan, 30.0, 28.0], not boxes of 4 finite numbers",
+         _analyze("foreground-background", "{nan_boxes}")),
+    Case("cli", "infinite box", "Row 2 of column 'bbox' holds [6.0, 4.0, inf, 28.0], not boxes of 4 finite numbers",
+         _analyze("foreground-background", "{inf_boxes}")),
+    Case("cli", "3-number box", "Row 2 of column 'bbox' holds [6.0, 4.0, 30.0], not boxes of 4 finite numbers",
+         _analyze("foreground-background", "{short_boxes}")),
+    Case("cli", "streamed NaN box", "A row of column 'bbox' holds [6.0, nan, 30.0, 28.0], not boxes",
+         _analyze("foreground-background", "{nan_boxes}", "--streaming")),
+    Case("cli", "Latin-1 vocabulary", "is not UTF-8 text (byte 0xe9 at position 3): save it with UTF-8 encoding",
+         ("analyze", "clip-names", "{open_clip}", "--dataset", "{images}", "--split", "train", "--layer", "0",
+          "--features", "0", "--vocabulary", "{latin1_vocabulary}", "--device", "cpu", "--quiet", *OUT)),
+    Case("library", "NaN box", "Row 2 of column 'bbox' holds [6.0, nan, 30.0, 28.0], not boxes of 4 finite numbers",
+         call=lambda c: foreground_background(c.model, c.nan_boxes, progress=False)),
+    Case("library", "infinite box", "Row 2 of column 'bbox' holds [6.0, 4.0, inf, 28.0]",
+         call=lambda c: foreground_background(c.model, c.inf_boxes, progress=False)),
+    Case("library", "3-number box", "Row 2 of column 'bbox' holds [6.0, 4.0, 30.0]",
+         call=lambda c: foreground_background(c.model, c.short_boxes, progress=False)),
+    Case("library", "UTF-16 vocabulary", "is not UTF-8 text (byte 0xff at position 0): save it with UTF-8 encoding",
+         call=lambda c: clip_names(c.open_clip, c.images, split="train", layer=0, features="0",
+                                   vocabulary=c.utf16_vocabulary, device="cpu", progress=False)),
 ]
 
 
@@ -299,6 +327,33 @@ def hub_env(ctx) -> dict[str, str]:
     """The environment of a CLI process that talks to the loopback Hub with alice's read token."""
     return dict(os.environ, HF_ENDPOINT=ctx.hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
                 HF_TOKEN=ctx.hub.read_token, HF_HOME=str(ctx.hf_home), HF_HUB_CACHE=str(ctx.hf_home / "hub"))
+    bad_boxes = {"nan_boxes": [6, float("nan"), 30, 28], "inf_boxes": [6, 4, float("inf"), 28], "short_boxes": [6, 4, 30]}
+    boxes = {name: _dataset_with_box(root / name, rng, bad) for name, bad in bad_boxes.items()}
+    latin1_vocabulary, utf16_vocabulary = root / "latin1.txt", root / "utf16.txt"
+    latin1_vocabulary.write_bytes("caf\u00e9\nna\u00efve\n".encode("latin-1"))
+    utf16_vocabulary.write_bytes("dog\ncat\n".encode("utf-16"))
+    model = load_model(tiny_repos["vit"], device="cpu")
+    return SimpleNamespace(root=root, vit=tiny_repos["vit"], model=model, images=str(images.parent),
+                           broken_images=str(broken_images.parent), png_bytes=str(png_bytes), a_file=str(a_file),
+                           foreign=str(foreign), broken=str(broken), open_clip=tiny_repos["open_clip"],
+                           latin1_vocabulary=str(latin1_vocabulary), utf16_vocabulary=str(utf16_vocabulary),
+                           **boxes, **repos)
+
+
+CLASSES = [f"class_{i}" for i in range(tiny.NUM_LABELS)]  # the tiny ViT classifier's
+
+
+def _dataset_with_box(folder: Path, rng, bad_box: list) -> str:
+    """A labelled `save_to_disk` dataset (the tiny ViT's classes) whose row 2 holds `bad_box` (float boxes)."""
+    boxes = [[6, 4, 30, 28]] * 4
+    boxes[2] = bad_box
+    images = [Image.open(io.BytesIO(_png(rng, (40, 48)))) for _ in boxes]
+    datasets.Dataset.from_dict(
+        {"image": images, "label": list(range(len(boxes))), "bbox": boxes},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES),
+                                    "bbox": datasets.List(datasets.Value("float64"))}),
+    ).save_to_disk(str(folder))
+    return str(folder)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -397,3 +452,18 @@ def test_a_column_of_png_bytes_decodes_as_images(ctx):
     assert pq.read_schema(Path(ctx.png_bytes) / "data" / "train-00000-of-00001.parquet").field("image").type == "binary"
     found = scan_examples(ctx.model, 0, [0], ctx.png_bytes, top_k=3, progress=False)
     assert [e.image.size for e in found[0]] == [(32, 32)] * 3
+
+
+def test_a_concept_longer_than_the_clip_text_context_is_cut_to_it(ctx, short_context_clips, tmp_path):
+    """A CLIP whose text tower reads 8 tokens, with a tokenizer that states no limit: the 12-word concept is cut to
+    the tower's context, as CLIP tokenizers do, instead of failing in the position embeddings."""
+    vocabulary = tmp_path / "concepts.txt"
+    vocabulary.write_text(" ".join(tiny.SHORT_CONTEXT_WORDS) + "\ndog\n")
+    out = tmp_path / "out"
+    result = subprocess.run([*CLI, "analyze", "clip-names", short_context_clips["clip_short"], "--dataset", ctx.images,
+                             "--split", "train", "--layer", "0", "--features", "0", "--vocabulary", str(vocabulary),
+                             "--top-images", "2", "--top-names", "2", "--device", "cpu", "--quiet", "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    table = Path(result.stdout.split()[0]).read_text()
+    assert " ".join(tiny.SHORT_CONTEXT_WORDS) in table and ",dog," in table

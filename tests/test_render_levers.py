@@ -110,11 +110,12 @@ OOM_SCRIPT = textwrap.dedent("""
     model = load_model(sys.argv[1], device="cpu", precision="fp32")
     options = dict(recipe="paper", steps=2, image_size=2 * model.image_size, progress=False)
     # warm up (one-time allocations happen now) with one feature at `warm` x the model's size, and see how much
-    # address space it needed at its peak; then cap the data segment at what is in use plus the headroom
+    # address space it needed at its peak; then cap the data segment at what is in use plus the headroom: three
+    # times that need (one feature fits with room to spare; 16 features need five times more than the cap)
     warm, peak = int(sys.argv[3]), status("VmPeak:")
     render(model, 3, [0], batch_size=1, recipe="paper", steps=2, image_size=warm * model.image_size, progress=False)
     needed = max(0, status("VmPeak:") - peak)
-    headroom = 2 * needed + 20 * 2**20 if sys.argv[2] == "measured" else int(sys.argv[2]) * 2**20
+    headroom = 3 * needed + 20 * 2**20 if sys.argv[2] == "measured" else int(sys.argv[2]) * 2**20
     resource.setrlimit(resource.RLIMIT_DATA, (status("VmData:") + headroom, resource.RLIM_INFINITY))
     print("needed", needed, "headroom", headroom, file=sys.stderr)
     try:
@@ -125,20 +126,28 @@ OOM_SCRIPT = textwrap.dedent("""
 """)
 
 
+# glibc's malloc, left to itself, makes the memory a batch needs depend on what else runs: threads that meet a
+# busy lock get arenas of their own (more of them on a loaded machine), and the heap keeps what a failed batch
+# freed in the arena that freed it, where the next, smaller batch may not find it; a moving mmap threshold puts
+# big tensors in those heaps too. One arena and a fixed threshold (big blocks are mapped, and returned when
+# freed) make the accounting the same on every run, so the cap below holds or fails the same way under any load.
+DETERMINISTIC_MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
+
+
 def run_capped(tmp_path, model_path, headroom: str, warm: str) -> tuple[dict, str]:
-    """Run OOM_SCRIPT in its own process: (its JSON result, its stderr)."""
+    """Run OOM_SCRIPT in its own process, with DETERMINISTIC_MALLOC: (its JSON result, its stderr)."""
     script = tmp_path / "oom.py"
     script.write_text(OOM_SCRIPT)
-    run = subprocess.run([sys.executable, str(script), str(model_path), headroom, warm],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, str(script), str(model_path), headroom, warm], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, **DETERMINISTIC_MALLOC})
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr
 
 
 def test_a_batch_too_big_for_memory_is_halved_instead_of_crashing(trained_paths, tmp_path):
-    """A real allocation failure: the process's data segment is capped just above what a one-feature batch needs,
-    so 16 features x 8 copies at twice the model's size cannot be allocated, and the renderer halves the batch.
-    (The halving continues until a batch fits, so every feature is rendered.)"""
+    """A real allocation failure: the process's data segment is capped at three times what a one-feature batch
+    needs, so 16 features x 8 copies at twice the model's size cannot be allocated, and the renderer halves the
+    batch. (The halving continues until a batch fits, so every feature is rendered.)"""
     out, stderr = run_capped(tmp_path, trained_paths["shapes-shape-vit-a"], "measured", "2")
     assert out == {"features": list(range(16)), "error": None}
     assert "Out of memory with 16 features per batch: continuing with 8." in stderr
