@@ -21,13 +21,22 @@ from PIL import Image
 from gallery_fixtures import MODEL, TOP_K, browse_gallery, one_colour_png, write_synthetic_gallery  # noqa: F401
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
-from vit_feature_viz import browse
-from vit_feature_viz.browse import (CONCEPT_BYTES, CONCEPTS_DIR, IMAGE_COLUMNS, MAX_EXAMPLES, DeepLink, GalleryCache,
-                                    deep_link, open_gallery, parse_deep_link)
+from vit_feature_viz.store import index as browse
+from vit_feature_viz.store.index import (
+    CONCEPT_BYTES,
+    CONCEPTS_DIR,
+    IMAGE_COLUMNS,
+    MAX_EXAMPLES,
+    DeepLink,
+    GalleryCache,
+    deep_link,
+    open_gallery,
+    parse_deep_link,
+)
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.names import DEFAULT_RECIPE
-from vit_feature_viz.gallery import GalleryFolder
-from vit_feature_viz.hub import push_gallery
+from vit_feature_viz.store.folder import GalleryFolder
+from vit_feature_viz.store.hub import push_gallery
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
 

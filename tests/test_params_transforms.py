@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vit_feature_viz import transforms as T
-from vit_feature_viz.params import (
+from vit_feature_viz.core import transforms as T
+from vit_feature_viz.core.params import (
     PARAMETRIZATIONS,
     SPECTRUM_FILE,
     MacoImage,

@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from .errors import VizError
 from .models.base import VisionModel
-from .objectives import Channel, Objective, make_objective
-from .patchmap import heatmap_overlay, patch_values_for, uint8_to_pil
-from .progress import Resumed, SavedProgress
+from .core.objectives import Channel, Objective, make_objective
+from .core.patchmap import heatmap_overlay, patch_values_for, uint8_to_pil
+from .store.progress import Resumed, SavedProgress
 from .specs import parse_features
 
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gallery import GalleryFolder
+from .store.folder import GalleryFolder
 from .models import LOGITS, VisionModel
-from .objectives import Channel
-from .patchmap import patch_map
-from .recipes import DEFAULT_RECIPE
-from .render import plan_render, render_batches
-from .scale import Workers, current_workers
+from .core.objectives import Channel
+from .core.patchmap import patch_map
+from .core.recipes import DEFAULT_RECIPE
+from .core.render import plan_render, render_batches
+from .core.scale import Workers, current_workers
 
 
 def render_to_folder(
@@ -108,8 +108,8 @@ def examples_to_folder(
     Each process saves its scan's progress under `out/.progress/` after every batch: a stopped run (even killed)
     resumes there when the same command runs again, and the progress goes once the rows are in the gallery."""
     from .examples import example_rows, merge_examples, scan_examples
-    from .objectives import make_objective
-    from .progress import clear_progress, progress_folder
+    from .core.objectives import make_objective
+    from .store.progress import clear_progress, progress_folder
 
     workers = workers or current_workers()
     GalleryFolder(out).check_destination()  # before the scan, not after it

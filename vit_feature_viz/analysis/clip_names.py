@@ -24,11 +24,11 @@ import torch
 
 from ..errors import VizError
 from ..examples import streams
-from ..gallery import ANALYSIS_DIR
+from ..store.folder import ANALYSIS_DIR
 from ..models.base import VisionModel
 from ..models.text import ClipText, clip_image_embeddings
-from ..objectives import make_objective
-from ..progress import Resumed, SavedProgress, job_folder
+from ..core.objectives import make_objective
+from ..store.progress import Resumed, SavedProgress, job_folder
 from ..specs import parse_features
 from .common import AnalysisResult, short_name
 from .data import DECODE_THREADS, batches, open_labeled, prepare

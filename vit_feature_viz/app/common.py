@@ -291,7 +291,7 @@ class ModelCache:
     def _keys(name: str, revision: str | None, token: str | bool | None) -> list[tuple]:
         """The cache key a model loads under for this reader, then the keys it may also be served from: a model
         loaded anonymously (or a built-in) is public, which any token may read too."""
-        from ..hub import reader_key
+        from ..store.hub import reader_key
         from ..models.builtin import builtin_path
 
         public = (name, revision, reader_key(False))
@@ -357,7 +357,7 @@ def session_path(session: str | None) -> str:
 
 def add_rows(session: str | None, rows: list[dict], backend: str) -> str:
     """Save finished rows into the session gallery at once (a later Stop or error never loses them)."""
-    from ..gallery import GalleryFolder
+    from ..store.folder import GalleryFolder
 
     session = session_path(session)
     GalleryFolder(session).add(rows, card_info={"backend": backend})
@@ -372,7 +372,7 @@ def forget_session(session: str | None) -> None:
 
 def session_folder(session: str | None):
     """The session's gallery, or a VizError when nothing was rendered or found yet."""
-    from ..gallery import GalleryFolder
+    from ..store.folder import GalleryFolder
 
     folder = GalleryFolder(session) if session else None
     if folder is None or not folder.exists():

@@ -18,7 +18,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..browse import MAX_EXAMPLES, GalleryCache, compact_ranges, parse_deep_link
+from ..store.index import MAX_EXAMPLES, GalleryCache, compact_ranges, parse_deep_link
 from ..errors import VizError
 from .common import AppContext, error_text, inert, on_space, user_errors, visitor_token
 

@@ -173,7 +173,7 @@ class VisionModel:
         config, open_clip's preprocess): [3, S, S] floats in [0, 1], S = `image_size`. Normalization stays in
         `activations`, so the result is also the picture to show. A pipeline that does not give an S x S image
         (a processor that resizes without cropping) falls back to the bicubic shorter-side resize + centre crop."""
-        from ..patchmap import fit_square, pil_to_uint8, to_rgb
+        from ..core.patchmap import fit_square, pil_to_uint8, to_rgb
 
         image = to_rgb(image)
         if self.pixel_pipeline is not None:

@@ -41,7 +41,7 @@ class ImageClassifier:
             pixels = torch.as_tensor(self.pixel_pipeline(image)).float()
             if tuple(pixels.shape) == (3, self.image_size, self.image_size):
                 return pixels.clamp(0, 1)
-        from ..patchmap import preprocess
+        from ..core.patchmap import preprocess
 
         return preprocess([image], self.image_size)[0]
 

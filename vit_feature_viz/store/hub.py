@@ -28,8 +28,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import VizError
-from .gallery import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder, is_gallery_card, linked_file, shard_problem
+from ..errors import VizError
+from .folder import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder, is_gallery_card, linked_file, shard_problem
 
 REPO_TYPE = "dataset"
 # A gallery's own files, the ones push uploads; nothing else is pulled.

@@ -12,10 +12,10 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .errors import VizError
-from .models.base import VisionModel
+from ..errors import VizError
+from ..models.base import VisionModel
 from .objectives import Channel, Objective, make_objective
-from .specs import parse_features
+from ..specs import parse_features
 
 # Inferno: dark-to-bright with monotonic lightness, readable in greyscale and by most colour-blind viewers.
 COLORMAP_NAME = "inferno"

@@ -38,9 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from .errors import VizError
-from .gallery import ANALYSIS_DIR, KEY_COLUMNS, first_error_line
-from .specs import whole_number
+from ..errors import VizError
+from .folder import ANALYSIS_DIR, KEY_COLUMNS, first_error_line
+from ..specs import whole_number
 
 # Columns read for every row when a gallery opens (the sorted index); the others of a row only when it is shown.
 INDEX_COLUMNS = (*KEY_COLUMNS, "activation")
@@ -183,7 +183,7 @@ class _Source:
 
 class _FolderSource(_Source):
     def __init__(self, path: Path):
-        from .gallery import GalleryFolder
+        from .folder import GalleryFolder
 
         self.label = str(path)
         self.path = path

@@ -32,8 +32,8 @@ from filelock import FileLock, Timeout
 from datasets.info import DatasetInfo, DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .errors import VizError
-from .markup import inert
+from ..errors import VizError
+from ..markup import inert
 
 KEY_COLUMNS = ("model_id", "layer", "feature", "objective")
 
