@@ -91,7 +91,7 @@ def write_synthetic_gallery(folder: Path, layers: int, features: int | list[int]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vit_feature_viz.store.folder import FEATURES
+    from vit_feature_viz.store.schema import FEATURES
 
     schema = FEATURES.arrow_schema
     indices = np.arange(features, dtype=np.int32) if isinstance(features, int) else np.array(features, np.int32)

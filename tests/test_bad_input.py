@@ -31,7 +31,7 @@ import tiny_checkpoints as tiny
 from hub_fixtures import point_clients_at
 from hub_server import LoopbackHub
 from vit_feature_viz import VizError, jobs, load_model, render
-from vit_feature_viz.store.index import open_gallery
+from vit_feature_viz.store.pages import open_gallery
 from vit_feature_viz.examples import UnreadableImages, scan_examples
 from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.hub import pull_gallery, push_gallery

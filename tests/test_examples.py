@@ -18,7 +18,8 @@ from vit_feature_viz.examples import (
 )
 from vit_feature_viz.models import load_model
 from vit_feature_viz.core.objectives import make_objective
-from vit_feature_viz.core.patchmap import COLORMAP, heatmap_overlay, patch_map, preprocess
+from vit_feature_viz.core.patchmap import COLORMAP, heatmap_overlay, patch_map
+from vit_feature_viz.images import preprocess
 
 NUM_IMAGES = 20
 TOP_K = 4

@@ -14,10 +14,10 @@ from gradio_client.exceptions import AppError
 
 from app_fixtures import app_error, client, server  # noqa: F401 (fixtures: app.py served on loopback, its client)
 from gallery_fixtures import MODEL, TOP_K, browse_gallery, write_synthetic_gallery  # noqa: F401 (a fixture)
-from vit_feature_viz.store import index as browse
+from vit_feature_viz.store.index import GalleryIndex
 from vit_feature_viz.app import galleries_tab
 from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries
-from vit_feature_viz.store.index import MAX_EXAMPLES
+from vit_feature_viz.store.pages import MAX_EXAMPLES
 from vit_feature_viz.store.folder import GalleryFolder
 
 pytestmark = pytest.mark.slow
@@ -154,14 +154,14 @@ def test_a_row_with_thousands_of_top_images_shows_at_most_the_cap(client, tmp_pa
 def test_two_visitors_opening_one_gallery_at_once_build_one_index(client, tmp_path, monkeypatch):
     folder = write_synthetic_gallery(tmp_path / "busy", 2, 300)
     builds = []
-    real_init = browse.GalleryIndex.__init__
+    real_init = GalleryIndex.__init__
 
     def slow_init(self, *args, **kwargs):  # the app runs in this process
         builds.append(args[0].label)
         time.sleep(1)  # the second visitor arrives while the first build runs
         real_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(browse.GalleryIndex, "__init__", slow_init)
+    monkeypatch.setattr(GalleryIndex, "__init__", slow_init)
     visitors = [Client(client.src, verbose=False) for _ in range(2)]
     jobs = [visitor.submit(str(folder), api_name="/open_gallery") for visitor in visitors]
     summaries = [value(job.result(timeout=120)[4]) for job in jobs]

@@ -156,7 +156,7 @@ def assert_reads_nothing_private(client, space) -> None:
 
 
 def test_an_anonymous_visitor_gets_nothing_private_and_everything_public(space):
-    from vit_feature_viz.store.index import open_gallery
+    from vit_feature_viz.store.pages import open_gallery
 
     assert open_gallery(PRIVATE_GALLERY).models() == [MODEL]  # None reads with the owner's token: the threat is real
     anonymous = visitor(space)

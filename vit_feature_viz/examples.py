@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 from .errors import VizError
 from .models.base import VisionModel
 from .core.objectives import Channel, Objective, make_objective
-from .core.patchmap import heatmap_overlay, patch_values_for, uint8_to_pil
+from .core.patchmap import heatmap_overlay, patch_values_for
+from .images import uint8_to_pil
 from .store.progress import Resumed, SavedProgress
-from .specs import parse_features
+from .specs import looks_like_path, parse_features
 
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
 # The split scanned when none is given (CLI and app alike): held-out images first, as the model saw them least.
@@ -89,7 +90,7 @@ def _load_split(name: str, split: str | None, streaming: bool, token: str | bool
         raise VizError(
             f"'{name}' is a file, not a dataset: give its folder or a Hub dataset id such as {EXAMPLE_HUB_DATASET}."
         )
-    elif _looks_like_path(name):
+    elif looks_like_path(name):
         raise VizError(
             f"No dataset folder at '{name}': check the path, or give a Hub dataset id such as {EXAMPLE_HUB_DATASET}."
         )
@@ -174,11 +175,6 @@ def _load_saved(path: Path, name: str, split: str | None, streaming: bool):
             raise VizError(_split_message(name, split, list(loaded)))
         loaded = loaded[split]
     return loaded.to_iterable_dataset() if streaming else loaded
-
-
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are `name` or `namespace/name`; anything else was meant as a local path."""
-    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _unreachable_message(name: str) -> str:

@@ -46,14 +46,14 @@ def render_to_folder(
         model, plan.layer, todo, objective=plan.objective, recipe=plan.recipe, steps=plan.steps,
         image_size=plan.image_size, seed=seed, batch_size=plan.batch_size, progress=progress,
     ) if todo else ():
-        shards.write([_with_patch_map(model, r.to_row(), plan.objective) for r in batch])
+        shards.write([with_patch_map(model, r.to_row(), plan.objective) for r in batch])
     workers.barrier()
     if workers.is_main and folder.exists():
         folder.write_card()
     return todo
 
 
-def _with_patch_map(model: VisionModel, row: dict, objective) -> dict:
+def with_patch_map(model: VisionModel, row: dict, objective) -> dict:
     """The paper's third view for the optimized image too: where in it the feature fires."""
     if isinstance(objective, Channel) and objective.kind != LOGITS:
         row["image_patch_map"] = patch_map(model, row["image"], row["layer"], row["feature"], objective, rendered=True)

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import VizError
 from ..examples import streams
-from ..store.folder import ANALYSIS_DIR
+from ..store.schema import ANALYSIS_DIR
 from ..models.base import VisionModel
 from ..models.text import ClipText, clip_image_embeddings
 from ..core.objectives import make_objective

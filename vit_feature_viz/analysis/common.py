@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ..errors import VizError
 from ..examples import streams
-from ..store.folder import ANALYSIS_DIR  # inside a gallery folder; pushed with it
+from ..store.schema import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
 from ..store.progress import Resumed, SavedProgress

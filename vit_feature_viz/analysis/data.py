@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import VizError
 from ..examples import as_pil, find_image_column, open_image_dataset
-from ..core.patchmap import to_rgb
+from ..images import to_rgb
 
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")
 BOX_COLUMN_NAMES = ("bbox", "box", "boxes", "bboxes")

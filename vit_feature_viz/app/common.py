@@ -28,7 +28,7 @@ import gradio as gr
 
 from ..errors import VizError
 from ..markup import inert
-from ..specs import whole_number
+from ..specs import looks_like_path, whole_number
 
 try:  # ZeroGPU Spaces ship the `spaces` package; elsewhere the app runs unchanged
     import spaces
@@ -142,10 +142,6 @@ def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     """An integer from a UI or API value (numbers may arrive as floats or strings), or a VizError: the library's
     one check, so the app refuses exactly what the CLI and library refuse."""
     return whole_number(value, name, minimum=minimum)
-
-
-def looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~", "\\")) or ".." in name or name.count("/") > 1 or Path(name).exists()
 
 
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?$")  # name or namespace/name

@@ -18,7 +18,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..store.index import MAX_EXAMPLES, GalleryCache, compact_ranges, parse_deep_link
+from ..store.pages import MAX_EXAMPLES, GalleryCache, compact_ranges
+from .links import feature_link, parse_deep_link
 from ..errors import VizError
 from .common import AppContext, error_text, inert, on_space, user_errors, visitor_token
 
@@ -186,7 +187,7 @@ class Galleries:
 
     @staticmethod
     def _page_outputs(page, base: str):
-        link = page.link(base)
+        link = feature_link(page, base)
         concepts = f"  \nCLIP concepts: {', '.join(map(inert, page.concept_names))}" if page.concept_names else ""
         header = (f"### Layer {page.layer} · feature {page.feature}\n{inert(page.model_id)} in "
                   f"<code>{inert(page.source)}</code>"

@@ -121,7 +121,7 @@ class Renderer:
     def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
         """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished,
         rows); `rows` are the finished features' gallery rows with their patch maps, as the CLI writes them."""
-        from ..jobs import _with_patch_map as with_patch_map
+        from ..jobs import with_patch_map
         from ..core.objectives import make_objective
         from ..core.render import render_batches
 

@@ -33,7 +33,7 @@ class Sharing:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from ..store.folder import linked_file
+        from ..store.shards import linked_file
 
         with user_errors("preparing the download"):
             folder = session_folder(session)

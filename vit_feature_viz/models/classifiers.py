@@ -16,6 +16,7 @@ from torch import nn
 
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import VizError
+from ..images import preprocess
 from .base import LOGITS, NotTransformerError, Target, VisionModel, as_int, without_normalize
 from .hub_files import CheckpointFiles
 from .loader import detect_backend, load_model
@@ -41,8 +42,6 @@ class ImageClassifier:
             pixels = torch.as_tensor(self.pixel_pipeline(image)).float()
             if tuple(pixels.shape) == (3, self.image_size, self.image_size):
                 return pixels.clamp(0, 1)
-        from ..core.patchmap import preprocess
-
         return preprocess([image], self.image_size)[0]
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
