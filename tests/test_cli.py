@@ -234,7 +234,7 @@ def test_lazy_package_keeps_render_the_function():
 
 
 def test_examples_without_split_uses_test_then_validation_then_train(tiny_repos, tmp_path):
-    from vit_feature_viz.examples import default_split, open_image_dataset
+    from vit_feature_viz.image_datasets import default_split, open_image_dataset
 
     assert default_split(["train", "validation", "test"]) == "test"
     assert default_split(["train", "validation"]) == "validation"

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VizError
-from ..examples import streams
+from ..image_datasets import streams
 from ..store.schema import ANALYSIS_DIR
 from ..models.base import VisionModel
 from ..models.text import ClipText, clip_image_embeddings

@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..errors import VizError
-from ..examples import streams
+from ..image_datasets import streams
 from ..store.schema import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier

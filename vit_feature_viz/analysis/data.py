@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import VizError
-from ..examples import as_pil, find_image_column, open_image_dataset
+from ..image_datasets import as_pil, find_image_column, open_image_dataset
 from ..images import to_rgb
 
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")

@@ -157,7 +157,7 @@ def check_name(name: Any, kind: str, example: str) -> str:
     if on_space() and looks_like_path(name):
         raise VizError(f"'{name}' is a local path: on this Space enter a Hub {kind} id such as {example}.")
     if on_space() and kind == "dataset":
-        from ..examples import packaged_builders
+        from ..image_datasets import packaged_builders
 
         if name.lower() in packaged_builders():
             raise VizError(f"'{name}' is a builder of the datasets library, which reads this server's files: on "
