@@ -3,8 +3,12 @@ gradio_client against app.py served on loopback, on a gallery folder made by the
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -93,6 +97,28 @@ def test_featured_galleries_from_the_file_or_the_environment(tmp_path):
     assert [g["id"] for g in featured_galleries({ENV_FEATURED: "x/y, z/w"}, config)] == ["x/y", "z/w"]
     assert featured_galleries({}, tmp_path / "missing.yaml") == []
     assert featured_galleries({}) == []  # the shipped file parses (and lists none until galleries are pushed)
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_ships_the_featured_galleries_file(tmp_path):
+    """The file is package data: a wheel holds it and the app installed from it reads it (it once lived outside
+    the package, so an installed app silently listed none)."""
+    root = Path(__file__).resolve().parents[1]
+    build = tmp_path / "src"
+    shutil.copytree(root, build, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".venv",
+                                                               "tests", "benchmarks"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(build)], check=True, capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("vit_feature_viz-*.whl")
+    assert "vit_feature_viz/data/featured_galleries.yaml" in zipfile.ZipFile(wheel).namelist()
+    zipfile.ZipFile(wheel).extractall(tmp_path / "installed")
+    probe = ("import vit_feature_viz.app.galleries_tab as tab; print(tab.__file__); "
+             "print(tab.FEATURED_FILE.is_file()); print(tab.FEATURED_FILE.read_text() == "
+             f"{(root / 'vit_feature_viz/data/featured_galleries.yaml').read_text()!r})")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "installed")}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0].startswith(str(tmp_path / "installed")) and out[1:] == ["True", "True"]
 
 
 # --- bounded cost for any gallery a visitor can name -----------------------------------------------------------
