@@ -17,8 +17,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
-from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import gradio as gr
 
 from ..errors import VizError
 from ..markup import inert
+from ..lru import LRUCache
 from ..specs import looks_like_path, whole_number
 
 try:  # ZeroGPU Spaces ship the `spaces` package; elsewhere the app runs unchanged
@@ -251,9 +250,7 @@ class ModelCache:
     def __init__(self, max_parameters: int | None = None, size: int = 2):
         self.max_parameters = max_parameters
         self.size = size
-        self._models: OrderedDict[tuple[str, str | None, str], Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[tuple[str, str | None, str], threading.Lock] = {}
+        self._models = LRUCache(size)  # (id, revision, reader) -> VisionModel
 
     def get(self, model_id: Any, revision: str | None = None, token: str | bool | None = None):
         """The loaded model for a UI/API model id (checked first), loading it with `token` (visitor_token) if
@@ -262,26 +259,8 @@ class ModelCache:
 
         name = check_name(model_id, "model", WELL_KNOWN_MODELS[0])
         key, *shared = self._keys(name, revision, token)
-        with self._lock:
-            for found in (key, *shared):
-                if found in self._models:
-                    self._models.move_to_end(found)
-                    return self._models[found]
-            loading = self._loading.setdefault(key, threading.Lock())
-        with loading:
-            with self._lock:
-                if key in self._models:
-                    return self._models[key]
-            try:
-                model = load_model(name, revision=revision, max_parameters=self.max_parameters, token=token)
-            finally:
-                with self._lock:
-                    self._loading.pop(key, None)
-            with self._lock:
-                self._models[key] = model
-                while len(self._models) > self.size:
-                    self._models.popitem(last=False)
-            return model
+        return self._models.get_or_build(
+            key, lambda: load_model(name, revision=revision, max_parameters=self.max_parameters, token=token), shared)
 
     @staticmethod
     def _keys(name: str, revision: str | None, token: str | bool | None) -> list[tuple]:

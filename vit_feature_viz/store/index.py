@@ -15,7 +15,6 @@ import csv
 import io
 import math
 import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import VizError
+from ..lru import LRUCache
 from .schema import KEY_COLUMNS
 from .sources import Source, readable_shard
 
@@ -73,8 +73,7 @@ class GalleryIndex:
             self._check_index_bytes()
             tables = list(pool.map(lambda number: self._key_columns(source, number), range(count)))
         self._sort(tables)
-        self._chunks: OrderedDict[tuple, pa.Table] = OrderedDict()
-        self._chunk_bytes = 0
+        self._chunks = LRUCache(CACHE_BYTES, weight=lambda table: table.nbytes)  # (shard, group, columns) -> table
         self._lock = threading.Lock()
         self._concepts: dict | None = None
 
@@ -164,10 +163,9 @@ class GalleryIndex:
         """Some columns of one row group (those the shard has), from a small LRU cache bounded by bytes; a row
         group bigger than MAX_CHUNK_BYTES is refused from its metadata before it is read."""
         key = (shard, group, columns)
-        with self._lock:
-            if key in self._chunks:
-                self._chunks.move_to_end(key)
-                return self._chunks[key]
+        cached = self._chunks.get(key)
+        if cached is not None:
+            return cached
         metadata = self.metadata[shard]
         present = [c for c in columns if c in self.columns[shard]]
         size = _chunk_bytes(metadata.row_group(group), present)
@@ -178,14 +176,7 @@ class GalleryIndex:
         name = source.shards[shard]
         with readable_shard(source, name), source.reading(), source.open(name) as handle:
             table = pq.ParquetFile(handle, metadata=metadata).read_row_group(group, columns=present)
-        with self._lock:
-            if key not in self._chunks:
-                self._chunks[key] = table
-                self._chunk_bytes += table.nbytes
-            while self._chunk_bytes > CACHE_BYTES and len(self._chunks) > 1:
-                _, dropped = self._chunks.popitem(last=False)
-                self._chunk_bytes -= dropped.nbytes
-        return table
+        return self._chunks.put(key, table)
 
     def concepts(self, source: Source) -> dict[tuple[str, int, int], list[str]]:
         """CLIP concept names from the clip-names tables, the preferred first, reading at most CONCEPT_BYTES of

@@ -12,8 +12,6 @@ that hold its rows, and decodes images within a pixel budget (encoding.decode_im
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import VizError
+from ..lru import LRUCache
 from ..specs import HUB_ID, looks_like_path, whole_number
 from .encoding import decode_image
 from .index import MAX_ROWS, GalleryIndex
@@ -457,9 +456,7 @@ class GalleryCache:
 
     def __init__(self, max_size: int = 4, max_rows: int = MAX_ROWS):
         self.max_size, self.max_rows = max_size, max_rows
-        self._indexes: OrderedDict[tuple, GalleryIndex] = OrderedDict()
-        self._building: dict[tuple, threading.Lock] = {}
-        self._lock = threading.Lock()
+        self._indexes = LRUCache(max_size)  # source.key -> GalleryIndex
 
     def get(self, source: Any, *, allow_local: bool = True, token: str | bool | None = None,
             revision: str | None = None) -> Gallery:
@@ -468,23 +465,4 @@ class GalleryCache:
 
     def index(self, source: Source) -> GalleryIndex:
         """The index of `source`'s revision: the shared one, or built now (once, whoever else waits for it)."""
-        key = source.key
-        with self._lock:
-            if key in self._indexes:
-                self._indexes.move_to_end(key)
-                return self._indexes[key]
-            building = self._building.setdefault(key, threading.Lock())
-        with building:
-            with self._lock:
-                if key in self._indexes:
-                    return self._indexes[key]
-            try:
-                index = GalleryIndex(source, self.max_rows)
-                with self._lock:
-                    self._indexes[key] = index
-                    while len(self._indexes) > self.max_size:
-                        self._indexes.popitem(last=False)
-            finally:
-                with self._lock:
-                    self._building.pop(key, None)
-        return index
+        return self._indexes.get_or_build(source.key, lambda: GalleryIndex(source, self.max_rows))
