@@ -21,7 +21,7 @@ from .core.objectives import Channel, Objective, make_objective
 from .core.patchmap import heatmap_overlay, patch_values_for
 from .errors import VizError
 from .image_datasets import as_pil, find_image_column, open_image_dataset, select_split, shard_batches, streams
-from .images import uint8_to_pil
+from .images import to_pil
 from .models.base import VisionModel
 from .specs import parse_features
 from .store.progress import Resumed, SavedProgress
@@ -174,7 +174,7 @@ def scan_examples(
     if unreadable:
         warnings.warn(f"Skipped {unreadable} unreadable image(s) in column '{column}'.", UnreadableImages, stacklevel=2)
     maps = _patch_maps(model, objective, best, candidates, channels, batch_size)
-    images = {i: uint8_to_pil(p) for i, p in candidates.items()}
+    images = {i: to_pil(p) for i, p in candidates.items()}
     return {
         feature: [
             Example(score, index, images[index], maps.get((position, index)))
@@ -256,7 +256,7 @@ def _patch_maps(model, objective, best: RunningTopK, candidates, channels, batch
         for b, row in enumerate(chunk):
             for position in kept_by_row[row]:
                 grid = values[b, :, :, channels[position]].numpy()
-                maps[(position, row)] = heatmap_overlay(uint8_to_pil(candidates[row]), grid)
+                maps[(position, row)] = heatmap_overlay(to_pil(candidates[row]), grid)
     return maps
 
 

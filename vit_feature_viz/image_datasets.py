@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .errors import VizError
+from .images import to_pil
 from .specs import looks_like_path
 
 IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
@@ -228,22 +229,10 @@ def as_pil(value, column: str) -> Image.Image:
         encoded = value if isinstance(value, dict) else {"path": value, "bytes": None}
         return datasets.Image().decode_example(encoded)
     if isinstance(value, (list, np.ndarray, torch.Tensor)):
-        return _array_to_pil(np.asarray(value))
+        return to_pil(np.asarray(value))
     raise VizError(
         f"Column '{column}' holds {type(value).__name__} values, not images: pass --image-column with an image column."
     )
-
-
-def _array_to_pil(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
-        array = array.transpose(1, 2, 0)  # CHW -> HWC
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.dtype != np.uint8:
-        array = array.astype(np.float64)
-        array = array * 255 if array.max(initial=0) <= 1 else array
-        array = array.clip(0, 255).round().astype(np.uint8)
-    return Image.fromarray(array)
 
 
 def select_split(dataset, split: str | None):

@@ -38,8 +38,28 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def uint8_to_pil(pixels: torch.Tensor) -> Image.Image:
-    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
+def to_pil(pixels) -> Image.Image:
+    """The one conversion of pixels to a PIL image.
+
+    A tensor is the package's own: [3, H, W], uint8, or floats in [0, 1] (clamped). Anything else is an array
+    from a dataset (numpy, nested lists): [H, W, C], [C, H, W] or [H, W]; uint8 as is, other numbers read as
+    [0, 1] when none exceeds 1 and as [0, 255] otherwise."""
+    if isinstance(pixels, torch.Tensor):
+        pixels = pixels.detach().cpu()
+        if pixels.dtype != torch.uint8:
+            pixels = (pixels.float().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            return Image.fromarray(pixels)
+        return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+    array = np.asarray(pixels)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # CHW -> HWC
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype != np.uint8:
+        array = array.astype(np.float64)
+        array = array * 255 if array.max(initial=0) <= 1 else array
+        array = array.clip(0, 255).round().astype(np.uint8)
+    return Image.fromarray(array)
 
 
 def preprocess_uint8(images: list[Image.Image], size: int) -> torch.Tensor:

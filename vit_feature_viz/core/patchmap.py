@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..errors import VizError
-from ..images import preprocess_uint8, to_rgb, uint8_to_pil
+from ..images import preprocess_uint8, to_pil, to_rgb
 from ..models.base import VisionModel
 from .objectives import Channel, Objective, make_objective
 from ..specs import parse_features
@@ -127,5 +127,5 @@ def patch_map(
             f"Objective '{objective.name}' has no per-patch values to map: use --objective feature "
             "(or neuron, cls, residual) for patch maps."
         )
-    return heatmap_overlay(uint8_to_pil(pixels[0]), values[0, :, :, feature].numpy())
+    return heatmap_overlay(to_pil(pixels[0]), values[0, :, :, feature].numpy())
 

@@ -6,10 +6,12 @@ import io
 import os
 from typing import Any
 
+import numpy as np
 from datasets import Image, List
 from PIL import Image as PILImage, UnidentifiedImageError
 
 from ..errors import VizError
+from ..images import to_pil
 
 from .schema import FEATURES, merge_key
 
@@ -47,18 +49,15 @@ def _encode_value(feat: Any, value: Any, name: str) -> Any:
 def _png_bytes(value: Any) -> bytes:
     """Always PNG bytes: datasets would store a file-backed PIL image as a *path* (broken once pushed) and
     keep JPEGs as JPEG; we want self-contained, lossless shards."""
-    import numpy as np
-    import PIL.Image
-
     if isinstance(value, dict):
         value = value.get("bytes") or value.get("path")
     if isinstance(value, (bytes, bytearray)):
-        value = PIL.Image.open(io.BytesIO(value))
+        value = PILImage.open(io.BytesIO(value))
     elif isinstance(value, (str, os.PathLike)):
-        value = PIL.Image.open(value)
+        value = PILImage.open(value)
     elif isinstance(value, np.ndarray):
-        value = PIL.Image.fromarray(value)
-    if not isinstance(value, PIL.Image.Image):
+        value = to_pil(value)
+    if not isinstance(value, PILImage.Image):
         raise TypeError(f"Expected a PIL image, got {type(value).__name__}.")
     if value.mode not in _PNG_MODES:
         value = value.convert("RGBA" if "A" in value.getbands() else "RGB")
