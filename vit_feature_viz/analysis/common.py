@@ -129,10 +129,6 @@ def load_classifiers(models: ModelLike | Sequence[ModelLike], *, allow_cnn: bool
     return out
 
 
-def vision_models(classifiers: list[ImageClassifier]) -> list[VisionModel]:
-    return [c.vision_model for c in classifiers]
-
-
 # --- the evaluation loop --------------------------------------------------------------------------------------
 Prepare = Callable[[list], torch.Tensor]  # PIL images -> [B, 3, S, S] input of one classifier
 Scorer = Callable[[ImageClassifier, Batch, Prepare], dict]
