@@ -10,10 +10,10 @@ from PIL import Image
 from tiny_checkpoints import HEADS, IMG, MLP, PATCH, VIT, WIDTH, place_in_cache
 from vit_feature_viz.analysis import clip_names, feature_names
 from vit_feature_viz.analysis.clip_names import load_vocabulary
+from vit_feature_viz.core.objectives import make_objective
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.models import load_model
 from vit_feature_viz.models.text import ClipText, clip_image_embeddings
-from vit_feature_viz.core.objectives import make_objective
 
 WORDS = ["zebra", "teapot", "volcano", "violin", "cactus", "lighthouse", "pretzel", "glacier", "saxophone", "anchor",
          "tulip", "helmet"]

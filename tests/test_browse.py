@@ -21,16 +21,15 @@ from PIL import Image
 from gallery_fixtures import MODEL, TOP_K, browse_gallery, one_colour_png, write_synthetic_gallery  # noqa: F401
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
-from vit_feature_viz.store import pages
-from vit_feature_viz.store.index import GalleryIndex
-from vit_feature_viz.store.index import CONCEPT_BYTES
-from vit_feature_viz.store.schema import CONCEPTS_DIR, IMAGE_COLUMNS
-from vit_feature_viz.store.pages import MAX_EXAMPLES, GalleryCache, open_gallery
 from vit_feature_viz.app.links import DeepLink, deep_link, feature_link, parse_deep_link
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.names import DEFAULT_RECIPE
+from vit_feature_viz.store import pages
 from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.hub import push_gallery
+from vit_feature_viz.store.index import GalleryIndex, CONCEPT_BYTES
+from vit_feature_viz.store.pages import MAX_EXAMPLES, GalleryCache, open_gallery
+from vit_feature_viz.store.schema import CONCEPTS_DIR, IMAGE_COLUMNS
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
 

@@ -18,11 +18,11 @@ from gradio_client.exceptions import AppError
 
 from app_fixtures import app_error, client, server  # noqa: F401 (fixtures: app.py served on loopback, its client)
 from gallery_fixtures import MODEL, TOP_K, browse_gallery, write_synthetic_gallery  # noqa: F401 (a fixture)
-from vit_feature_viz.store.index import GalleryIndex
 from vit_feature_viz.app import galleries_tab
 from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries
-from vit_feature_viz.store.pages import MAX_EXAMPLES
 from vit_feature_viz.store.folder import GalleryFolder
+from vit_feature_viz.store.index import GalleryIndex
+from vit_feature_viz.store.pages import MAX_EXAMPLES
 
 pytestmark = pytest.mark.slow
 

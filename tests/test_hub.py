@@ -23,9 +23,9 @@ from PIL import Image
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh, point_clients_at
 from hub_server import LoopbackHub, closed_port_url
 from vit_feature_viz.errors import VizError
-from vit_feature_viz.store.schema import FEATURES
 from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.hub import pull_gallery, push_gallery
+from vit_feature_viz.store.schema import FEATURES
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .store.folder import GalleryFolder
-from .models import LOGITS, VisionModel
 from .core.objectives import Channel
 from .core.patchmap import patch_map
 from .core.recipes import DEFAULT_RECIPE
 from .core.render import plan_render, render_batches
 from .core.scale import Workers, current_workers
+from .models import LOGITS, VisionModel
+from .store.folder import GalleryFolder
 
 
 def render_to_folder(
@@ -107,8 +107,8 @@ def examples_to_folder(
 
     Each process saves its scan's progress under `out/.progress/` after every batch: a stopped run (even killed)
     resumes there when the same command runs again, and the progress goes once the rows are in the gallery."""
-    from .examples import example_rows, merge_examples, scan_examples
     from .core.objectives import make_objective
+    from .examples import example_rows, merge_examples, scan_examples
     from .store.progress import clear_progress, progress_folder
 
     workers = workers or current_workers()

@@ -19,10 +19,10 @@ from matplotlib.figure import Figure
 
 from ..errors import VizError
 from ..image_datasets import streams
-from ..store.schema import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
 from ..store.progress import Resumed, SavedProgress
+from ..store.schema import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from .data import DECODE_THREADS, Batch, LabeledData, LabelMap, batches, open_labeled, prepare
 
 

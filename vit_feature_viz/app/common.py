@@ -25,8 +25,8 @@ from typing import Any
 import gradio as gr
 
 from ..errors import VizError
-from ..markup import inert
 from ..lru import LRUCache
+from ..markup import inert
 from ..specs import looks_like_path, whole_number
 
 try:  # ZeroGPU Spaces ship the `spaces` package; elsewhere the app runs unchanged
@@ -266,8 +266,8 @@ class ModelCache:
     def _keys(name: str, revision: str | None, token: str | bool | None) -> list[tuple]:
         """The cache key a model loads under for this reader, then the keys it may also be served from: a model
         loaded anonymously (or a built-in) is public, which any token may read too."""
-        from ..store.hub import reader_key
         from ..models.builtin import builtin_path
+        from ..store.hub import reader_key
 
         public = (name, revision, reader_key(False))
         if builtin_path(name) is not None:

@@ -18,10 +18,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..store.pages import MAX_EXAMPLES, GalleryCache, compact_ranges
-from .links import feature_link, parse_deep_link
 from ..errors import VizError
+from ..store.pages import MAX_EXAMPLES, GalleryCache, compact_ranges
 from .common import AppContext, error_text, inert, on_space, user_errors, visitor_token
+from .links import feature_link, parse_deep_link
 
 GRID_PAGE = 48  # features per page of a layer's grid
 COMPARE_MAX = 24  # features per comparison

@@ -121,9 +121,9 @@ class Renderer:
     def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
         """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished,
         rows); `rows` are the finished features' gallery rows with their patch maps, as the CLI writes them."""
-        from ..jobs import with_patch_map
         from ..core.objectives import make_objective
         from ..core.render import render_batches
+        from ..jobs import with_patch_map
 
         with user_errors("rendering"):
             model = self.models.get(model_id, token=token)

@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from ..errors import VizError
 from ..images import preprocess_uint8, to_pil, to_rgb
 from ..models.base import VisionModel
-from .objectives import Channel, Objective, make_objective
 from ..specs import parse_features
+from .objectives import Channel, Objective, make_objective
 
 # Inferno: dark-to-bright with monotonic lightness, readable in greyscale and by most colour-blind viewers.
 COLORMAP_NAME = "inferno"

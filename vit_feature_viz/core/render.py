@@ -20,10 +20,10 @@ from PIL import Image
 from ..errors import VizError
 from ..images import to_pil
 from ..models import VisionModel, load_model
+from ..specs import parse_features, whole_number
 from .objectives import Objective, make_objective
 from .params import PARAMETRIZATIONS
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
-from ..specs import parse_features, whole_number
 from .transforms import CleanFirstCopy, total_variation
 
 MAX_SEED, MAX_INT32 = 2**63 - 1, 2**31 - 1  # what the gallery's seed (int64) and steps (int32) columns hold

@@ -29,9 +29,9 @@ from huggingface_hub.errors import (
 )
 
 from ..errors import VizError
-from .schema import ANALYSIS_DIR, ANALYSIS_SUFFIXES
-from .folder import GalleryFolder
 from .card import is_gallery_card
+from .folder import GalleryFolder
+from .schema import ANALYSIS_DIR, ANALYSIS_SUFFIXES
 from .shards import linked_file, shard_problem
 
 REPO_TYPE = "dataset"
