@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from ..store.pages import MAX_INDEX, FeaturePage, whole
+from ..store.pages import MAX_INDEX, whole
+from ..store.records import FeaturePage
 from ..store.sources import normalize_source
 
 LINK_KEYS = ("gallery", "model", "layer", "feature", "objective")
