@@ -132,6 +132,33 @@ def test_no_import_circles():
     assert circles(imports(modules())) == []
 
 
+def private_uses(mods: dict[str, Path]) -> list[str]:
+    """Private names (`_x`) one module takes from another: imported by name, or read off an imported module."""
+    found = []
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(), str(path))
+        module_names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(PACKAGE)):
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+                full = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                for alias in node.names:
+                    if f"{full}.{alias.name}" in mods:
+                        module_names.add(alias.asname or alias.name)
+                    elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{name} imports {full}.{alias.name}")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in module_names
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append(f"{name} reads {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    assert private_uses(modules()) == []
+
+
 def test_the_checker_sees_lazy_relative_and_package_imports(tmp_path):
     """The checks above would pass on a graph they cannot read; these edges are known to exist."""
     graph = imports(modules())

@@ -140,7 +140,7 @@ def _transformers_cnn(files: CheckpointFiles, trust_remote_code: bool, allow_pic
         size = size.get("height") or size.get("shortest_edge") or 224
     mean = tuple(processor.get("image_mean", (0.485, 0.456, 0.406)))
     std = tuple(processor.get("image_std", (0.229, 0.224, 0.225)))
-    return module, as_int(size), mean, std, transformers_backend._processor_pipeline(files, trust_remote_code)
+    return module, as_int(size), mean, std, transformers_backend.processor_pipeline(files, trust_remote_code)
 
 
 def _num_classes(module: nn.Module) -> int:
