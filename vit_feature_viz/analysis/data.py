@@ -73,7 +73,7 @@ def open_labeled(
     token: str | bool | None = None,
 ) -> LabeledData:
     """Open `dataset` (Hub id, local folder, a built-in shapes set name (BUILTIN_DATASETS) or (Iterable)Dataset)
-    and find its columns, failing in one line. `token` is the reader's, as in `examples.open_image_dataset`."""
+    and find its columns, failing in one line. `token` is the reader's, as in `image_datasets.open_image_dataset`."""
     builtin = BUILTIN_DATASETS.get(dataset.strip()) if isinstance(dataset, str) else None
     if builtin:
         from ..data.shapes import shapes_dataset
