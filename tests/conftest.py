@@ -80,6 +80,15 @@ def hub_cache_dir() -> Path:
     return HUB_CACHE
 
 
+@pytest.fixture(scope="session")
+def short_context_clips(hub_cache_dir) -> dict[str, str]:
+    """Role -> repo id of the CLIPs whose text tower reads few tokens (tiny_checkpoints.SHORT_CONTEXT_REPOS), built
+    once a session, on first use."""
+    from tiny_checkpoints import SHORT_CONTEXT_REPOS
+
+    return build_hub_cache(hub_cache_dir, SHORT_CONTEXT_REPOS)
+
+
 # The loopback Hub and the real clients pointed at it (test_hub.py, test_app.py). Imported only now: importing
 # huggingface_hub/datasets must come after the environment above is set.
 from hub_fixtures import hub  # noqa: E402,F401

@@ -2,6 +2,7 @@
 each backend, label mapping, and the files a run writes."""
 
 import csv
+import re
 
 import datasets
 import numpy as np
@@ -102,9 +103,12 @@ COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 BOX = [8, 8, 24, 24]  # x0, y0, x1, y1 (exclusive)
 
 
-def _box_reader() -> ImageClassifier:
-    """A 'model' that looks only inside BOX: its logits are the mean colour there, so it ignores the background."""
+def _box_reader(scored: list | None = None) -> ImageClassifier:
+    """A 'model' that looks only inside BOX: its logits are the mean colour there, so it ignores the background.
+    The size of every batch it scores is appended to `scored`, if given."""
     def logits(images):
+        if scored is not None:
+            scored.append(len(images))
         return images[:, :, BOX[1] : BOX[3], BOX[0] : BOX[2]].mean(dim=(2, 3))
 
     return ImageClassifier("constructed/box-reader", "cnn", 32, list(COLOURS), logits)
@@ -137,6 +141,35 @@ def test_foreground_background_needs_boxes_or_masks(tiny):
     plain = _dataset(4).remove_columns("bbox")
     with pytest.raises(VizError, match="--box-column"):
         foreground_background(tiny["vit"], plain, **RUN)
+
+
+def _with_boxes(dataset, boxes):
+    """`dataset` with its box column replaced by `boxes` (floats, so NaN and infinity can be stored)."""
+    return dataset.remove_columns("bbox").add_column("bbox", boxes, feature=datasets.List(datasets.Value("float64")))
+
+
+@pytest.mark.parametrize("bad, shown", [
+    ([8, float("nan"), 24, 24], "[8.0, nan, 24.0, 24.0]"),
+    ([8, 8, float("inf"), 24], "[8.0, 8.0, inf, 24.0]"),
+    ([8, 8, 24], "[8.0, 8.0, 24.0]"),
+])
+def test_a_box_that_is_not_4_finite_numbers_is_refused_before_any_image_is_scored(bad, shown):
+    """Refused, not skipped: such a box means a wrong column or format (every row is then wrong), and skipping rows
+    would change which images the saved accuracies are over."""
+    seen = []
+    reader = _box_reader(seen)
+    boxes = [BOX] * 12
+    boxes[7] = bad
+    with pytest.raises(VizError) as error:
+        foreground_background(reader, _with_boxes(_coloured_boxes(12), boxes), **RUN)
+    assert str(error.value).startswith(f"Row 7 of column 'bbox' holds {shown}, not boxes of 4 finite numbers")
+    assert "--box-column" in str(error.value) and seen == []  # no image was scored
+    streamed = _with_boxes(_coloured_boxes(12), boxes).to_iterable_dataset()
+    with pytest.raises(VizError, match=rf"A row of column 'bbox' holds {re.escape(shown)}, not boxes"):
+        foreground_background(reader, streamed, **RUN)
+    # a bad box after the rows a run uses stops nothing
+    result = foreground_background(reader, _with_boxes(_coloured_boxes(12), boxes), max_images=6, **RUN)
+    assert result.settings["images"] == 6
 
 
 # --- frequency ----------------------------------------------------------------------------------------------------

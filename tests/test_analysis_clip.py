@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tiny_checkpoints import HEADS, IMG, MLP, PATCH, VIT, WIDTH, place_in_cache
+from tiny_checkpoints import HEADS, IMG, MLP, PATCH, SHORT_CONTEXT_WORDS, VIT, WIDTH, place_in_cache
 from vit_feature_viz.analysis import clip_names, feature_names
 from vit_feature_viz.analysis.clip_names import load_vocabulary
 from vit_feature_viz.core.objectives import make_objective
@@ -138,3 +138,19 @@ def test_naming_needs_a_text_tower_and_a_layer(tiny_repos):
         clip_names(tiny_repos["clip_vision"], _images(4), layer=0, features="0", **RUN)
     with pytest.raises(VizError, match="--layer"):
         clip_names(tiny_repos["clip"], _images(4), features="0", **RUN)
+
+
+def test_concepts_longer_than_the_text_context_are_cut_to_it_on_every_backend(short_context_clips, tiny_repos):
+    """Both CLIPs read 8 tokens; their tokenizers know 12-word concepts. A concept is cut to the tower's context,
+    start and end tokens kept, as CLIP tokenizers do: it embeds like its first 6 words. timm has no text tower."""
+    long, first_six = " ".join(SHORT_CONTEXT_WORDS), " ".join(SHORT_CONTEXT_WORDS[:6])
+    for role in ("clip_short", "open_clip_short"):
+        model = load_model(short_context_clips[role], device="cpu", precision="fp32")
+        embedded = ClipText(model).encode([long, first_six, "dog"])
+        torch.testing.assert_close(embedded[0], embedded[1])
+        assert not torch.allclose(embedded[0], embedded[2], atol=1e-3)
+        result = clip_names(model, _images(6), layer=1, features="0", vocabulary=[long, "dog", "cat"], top_images=2,
+                            top_names=3, **RUN)
+        assert sorted(r["name"] for r in result.rows) == sorted([long, "dog", "cat"])
+    with pytest.raises(VizError, match="no text tower"):
+        ClipText(load_model(tiny_repos["timm_vit"], device="cpu"))

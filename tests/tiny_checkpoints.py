@@ -133,7 +133,7 @@ def build_timm_pickle(out: Path) -> None:
     save_for_hf(_timm_vit(), out, safe_serialization=False)
 
 
-def build_open_clip(out: Path) -> None:
+def build_open_clip(out: Path, context_length: int = 77) -> None:
     """open_clip ViT CLIP: open_clip_config.json (model_cfg + preprocess_cfg) + open_clip_model.safetensors.
 
     open_clip's save_for_hf also saves a tokenizer fetched from the Hub, so the config and
@@ -147,7 +147,7 @@ def build_open_clip(out: Path) -> None:
     model_cfg = dict(
         embed_dim=16,
         vision_cfg=dict(image_size=IMG, patch_size=PATCH, width=WIDTH, layers=DEPTH, head_width=WIDTH // HEADS),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=WIDTH, heads=HEADS, layers=2),
+        text_cfg=dict(context_length=context_length, vocab_size=49408, width=WIDTH, heads=HEADS, layers=2),
     )
     model = CLIP(**model_cfg)
     set_model_preprocess_cfg(model, dict(size=IMG, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD,
@@ -296,4 +296,40 @@ REFUSED_REPOS = {  # role -> (repo id, builder)
     "timm_wrong_weights": ("timm/vit_tiny_wrong_weights.random", build_timm_wrong_weights),
     "vit_wrong_weights": ("tiny-org/vit-wrong-weights", build_transformers_wrong_weights),
     "vit_wrong_shapes": ("tiny-org/vit-wrong-shapes", build_transformers_wrong_shapes),
+}
+
+
+# --- CLIPs whose text tower reads few tokens (built only by the tests of naming features with long concepts) -----
+SHORT_CONTEXT = 8  # tokens, start and end tokens included
+SHORT_CONTEXT_WORDS = ("red", "green", "blue", "small", "large", "round", "square", "striped", "dog", "cat", "car",
+                       "tree")
+
+
+def build_clip_short_context(out: Path) -> None:
+    """transformers CLIP with SHORT_CONTEXT text positions and a word-level tokenizer that does not state that
+    limit (no model_max_length), as repos that ship their own tokenizer may."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(SHORT_CONTEXT_WORDS)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>",
+                                                             special_tokens=[("<bos>", 1), ("<eos>", 2)])
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(out)
+    text = dict(hidden_size=WIDTH, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=MLP,
+                max_position_embeddings=SHORT_CONTEXT, vocab_size=len(vocab), bos_token_id=1, eos_token_id=2,
+                pad_token_id=0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=VIT, projection_dim=16)).save_pretrained(out)
+
+
+def build_open_clip_short_context(out: Path) -> None:
+    """open_clip CLIP whose text tower reads SHORT_CONTEXT tokens (its config's context_length)."""
+    build_open_clip(out, context_length=SHORT_CONTEXT)
+
+
+SHORT_CONTEXT_REPOS = {  # role -> (repo id, builder)
+    "clip_short": ("tiny-org/clip-short-context", build_clip_short_context),
+    "open_clip_short": ("tiny-org/open-clip-short-context", build_open_clip_short_context),
 }

@@ -47,13 +47,25 @@ def load_vocabulary(vocabulary=None) -> tuple[list[str], str]:
         path = Path(vocabulary).expanduser()
         if not path.is_file():
             raise VizError(f"Vocabulary file '{vocabulary}' does not exist: pass a text file with one word or phrase a line.")
-        text, source = path.read_text(encoding="utf-8"), path.name
+        text, source = _read_utf8(path, vocabulary), path.name
     else:
         text, source = "\n".join(str(w) for w in vocabulary), "user list"
     words = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")))
     if not words:
         raise VizError(f"The vocabulary ({source}) is empty: give at least one word or phrase.")
     return words, source
+
+
+def _read_utf8(path: Path, given) -> str:
+    """A vocabulary file's text; files saved in another encoding (Latin-1, UTF-16, ...) are refused in one line
+    rather than guessed at, since a wrong guess would silently rename concepts."""
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a BOM (Notepad's UTF-8) is not part of the first word
+    except UnicodeDecodeError as error:
+        raise VizError(
+            f"Vocabulary file '{given}' is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position "
+            f"{error.start}): save it with UTF-8 encoding, one word or phrase a line."
+        ) from None
 
 
 def rank_names(top_embeddings: torch.Tensor, all_mean: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

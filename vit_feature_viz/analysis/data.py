@@ -11,6 +11,7 @@ import functools
 import itertools
 import os
 import re
+import reprlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -245,15 +246,15 @@ def _load_row(row: dict, *, data: LabeledData) -> tuple[Image.Image, Image.Image
     image = to_rgb(as_pil(row[data.image_column], data.image_column))
     mask = None
     if data.box_column:
-        mask = _box_mask(row[data.box_column], image.size, data.box_format)
+        mask = _box_mask(row[data.box_column], image.size, data.box_format, data.box_column)
     elif data.mask_column:
         mask = _mask_image(row[data.mask_column], data.mask_column, image.size)
     return image, mask
 
 
-def _box_mask(boxes, image_size: tuple[int, int], box_format: str) -> Image.Image:
+def _box_mask(boxes, image_size: tuple[int, int], box_format: str, column: str) -> Image.Image:
     """One box [x0, y0, x1, y1] (x1, y1 exclusive) or a list of boxes -> foreground mask (their union)."""
-    array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if boxes is not None else np.zeros((0, 4))
+    array = box_array(boxes, column)
     width, height = image_size
     mask = np.zeros((height, width), dtype=np.uint8)
     for x0, y0, a, b in array:
@@ -267,3 +268,33 @@ def _mask_image(value, column: str, image_size: tuple[int, int]) -> Image.Image:
     if mask.shape[::-1] != tuple(image_size):
         raise VizError(f"Masks in column '{column}' are {mask.shape[::-1]} but images are {image_size}: masks must match their images.")
     return Image.fromarray(mask.astype(np.uint8) * 255)
+
+
+# --- boxes ----------------------------------------------------------------------------------------------------
+def box_array(boxes, column: str, row: int | None = None) -> np.ndarray:
+    """[K, 4] finite numbers from one box cell (a box, a list of boxes, or None for none). Anything else is refused:
+    NaN, infinite or 3-number "boxes" mean a wrong column or format, which no skipped row would fix."""
+    if boxes is None:
+        return np.zeros((0, 4))
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):  # strings, ragged lists
+        array = None
+    if array is None or array.size % 4 or not np.isfinite(array).all():
+        where = f"Row {row} of column '{column}'" if row is not None else f"A row of column '{column}'"
+        raise VizError(
+            f"{where} holds {reprlib.repr(boxes)}, not boxes of 4 finite numbers (x0, y0, x1, y1 pixels; x, y, width, "
+            "height with --box-format xywh): pass --box-column with a column of boxes, --mask-column, or fix the row."
+        )
+    return array.reshape(-1, 4)
+
+
+def check_boxes(data: LabeledData, max_images: int | None = None) -> None:
+    """Refuse unreadable boxes among the rows a run will use before any image is decoded (datasets read whole;
+    streamed rows are checked as they arrive), so a bad row costs no work."""
+    if not data.box_column or not isinstance(data.dataset, datasets.Dataset):
+        return
+    rows = len(data.dataset) if max_images is None else max(0, min(max_images, len(data.dataset)))
+    values = data.dataset.select_columns([data.box_column])[:rows][data.box_column]
+    for row, boxes in enumerate(values):
+        box_array(boxes, data.box_column, row)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from ..errors import VizError
 from .common import AnalysisResult, base_settings, load_classifiers, open_data, short_name, sweep
+from .data import check_boxes
 from .plots import bar_figure
 
 EXPERIMENT = "foreground_background"
@@ -35,6 +36,7 @@ def foreground_background(
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
                      max_images=max_images, box_column=box_column, mask_column=mask_column, need_region=True,
                      box_format=box_format, token=token)
+    check_boxes(data, max_images)
 
     def score(clf, batch, prepare):
         parts = [split_by_mask(image, mask, FILLS[fill]) for image, mask in zip(batch.images, batch.masks)]

@@ -26,7 +26,9 @@ class ClipText:
         elif model.backend == "open_clip" and hasattr(module, "encode_text"):
             import open_clip
 
-            self._tokenizer = open_clip.get_tokenizer(_open_clip_source(model.model_id, token))
+            # the loaded tower's context, not only the config's: longer texts are cut to it (start and end kept)
+            self._tokenizer = open_clip.get_tokenizer(_open_clip_source(model.model_id, token),
+                                                      context_length=getattr(module, "context_length", None))
             self._encode = lambda texts: module.encode_text(self._tokenizer(list(texts)).to(model.device))
         else:
             raise VizError(
@@ -43,9 +45,18 @@ class ClipText:
         return torch.cat(out) if out else torch.empty(0, 0)
 
     def _encode_transformers(self, texts):
-        tokens = self._tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.model.device)
+        tokens = self._tokenizer(list(texts), padding=True, truncation=True, max_length=self._context_length(),
+                                 return_tensors="pt").to(self.model.device)
         output = self.model.module.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return getattr(output, "pooler_output", output)
+
+    def _context_length(self) -> int | None:
+        """Tokens the text tower reads: its position embeddings, or the tokenizer's limit if that is shorter. A
+        tokenizer may state no limit, or a longer one than the tower; texts are cut to this, as CLIP's are."""
+        text_config = getattr(self.model.module.config, "text_config", None)
+        limits = (getattr(text_config, "max_position_embeddings", None), getattr(self._tokenizer, "model_max_length", None))
+        limits = [limit for limit in limits if isinstance(limit, int) and limit > 0]
+        return min(limits) if limits else None
 
 
 def _open_clip_source(model_id: str, token: str | bool | None = None) -> str:
