@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from vit_feature_viz import load_model
+from vit_feature_viz.core.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from vit_feature_viz.data.shapes import generate_shapes
 from vit_feature_viz.quality import activation_ratio, localization, transfer
-from vit_feature_viz.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from vit_feature_viz.specs import parse_features
 
 MODELS = Path(__file__).resolve().parents[1] / "vit_feature_viz" / "data" / "models"

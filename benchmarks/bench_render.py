@@ -20,11 +20,11 @@ import timm
 import torch
 
 from vit_feature_viz import load_model, render
+from vit_feature_viz.core.params import PixelImage
+from vit_feature_viz.core.recipes import RECIPES
+from vit_feature_viz.core.render import feature_seed
+from vit_feature_viz.core.transforms import total_variation
 from vit_feature_viz.device import cpu_has_bf16_units
-from vit_feature_viz.params import PixelImage
-from vit_feature_viz.recipes import RECIPES
-from vit_feature_viz.render import feature_seed
-from vit_feature_viz.transforms import total_variation
 
 PAPER_STEPS = 400
 

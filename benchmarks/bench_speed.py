@@ -34,10 +34,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench_quality import MODELS, model_path
 from bench_render import build_checkpoint, naive_feature
 from vit_feature_viz import load_model, render
+from vit_feature_viz.core.recipes import RECIPES, Phase, Plateau, Recipe
 from vit_feature_viz.data.shapes import generate_shapes
 from vit_feature_viz.device import cpu_has_bf16_units, resolve_device, resolve_precision
 from vit_feature_viz.quality import activation_ratio, transfer
-from vit_feature_viz.recipes import RECIPES, Phase, Plateau, Recipe
 from vit_feature_viz.specs import parse_features
 
 NAIVE_STEPS = 400

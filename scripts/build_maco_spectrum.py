@@ -20,7 +20,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_feature_viz.params import color_correlation_normalized  # noqa: E402
+from vit_feature_viz.core.params import color_correlation_normalized  # noqa: E402
 
 SIZE = 128
 CROPS_PER_PHOTO = 64

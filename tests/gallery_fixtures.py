@@ -52,7 +52,7 @@ def make_hostile_gallery(folder: Path, url: str) -> Path:
     a patch map and one top example, for two objectives."""
     import csv
 
-    from vit_feature_viz.gallery import GalleryFolder
+    from vit_feature_viz.store.folder import GalleryFolder
 
     image = Image.new("RGB", (16, 16), (30, 160, 90))
     model = hostile("model", url)
@@ -91,7 +91,7 @@ def write_synthetic_gallery(folder: Path, layers: int, features: int | list[int]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vit_feature_viz.gallery import FEATURES
+    from vit_feature_viz.store.schema import FEATURES
 
     schema = FEATURES.arrow_schema
     indices = np.arange(features, dtype=np.int32) if isinstance(features, int) else np.array(features, np.int32)

@@ -296,8 +296,8 @@ def test_cli_analyze_without_out_writes_a_gallery_of_its_own_beside_other_files(
 
 
 def test_results_in_a_gallery_folder_are_pushed_with_it_and_strays_are_not(tiny, tmp_path, hub):
-    from vit_feature_viz.gallery import GalleryFolder
-    from vit_feature_viz.hub import push_gallery
+    from vit_feature_viz.store.folder import GalleryFolder
+    from vit_feature_viz.store.hub import push_gallery
 
     folder = tmp_path / "gallery"
     files = per_block_cls(tiny["vit"], _dataset(4), **RUN).save(folder)  # results first: the folder stays usable

@@ -10,10 +10,10 @@ from PIL import Image
 from tiny_checkpoints import HEADS, IMG, MLP, PATCH, SHORT_CONTEXT_WORDS, VIT, WIDTH, place_in_cache
 from vit_feature_viz.analysis import clip_names, feature_names
 from vit_feature_viz.analysis.clip_names import load_vocabulary
+from vit_feature_viz.core.objectives import make_objective
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.models import load_model
 from vit_feature_viz.models.text import ClipText, clip_image_embeddings
-from vit_feature_viz.objectives import make_objective
 
 WORDS = ["zebra", "teapot", "volcano", "violin", "cactus", "lighthouse", "pretzel", "glacier", "saxophone", "anchor",
          "tulip", "helmet"]
@@ -96,7 +96,7 @@ def test_a_stopped_naming_run_resumes_from_its_saved_batches(named_clip, tmp_pat
     """Stopped in its third batch, a run with a checkpoint keeps two; the rerun computes only the last one."""
     import importlib
 
-    from vit_feature_viz.progress import Resumed
+    from vit_feature_viz.store.progress import Resumed
 
     module = importlib.import_module("vit_feature_viz.analysis.clip_names")
     model = load_model(named_clip, device="cpu", precision="fp32")

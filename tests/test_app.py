@@ -426,9 +426,9 @@ def test_cancel_keeps_the_features_that_finished_before_it(tiny_repos, tmp_path,
     import importlib
 
     from spaces_config.presets import current_preset
-    from vit_feature_viz.gallery import GalleryFolder
+    from vit_feature_viz.store.folder import GalleryFolder
 
-    render_module = importlib.import_module("vit_feature_viz.render")  # the package exports a function `render`
+    render_module = importlib.import_module("vit_feature_viz.core.render")  # the package exports a function `render`
 
     monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")
     for device in ("cpu", "cuda"):  # one feature per batch

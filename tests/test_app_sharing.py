@@ -88,7 +88,7 @@ def test_download_of_an_empty_gallery_is_a_clear_error(session):
 
 
 def session_rows(folder) -> list[dict]:
-    from vit_feature_viz.gallery import GalleryFolder
+    from vit_feature_viz.store.folder import GalleryFolder
 
     return sorted(GalleryFolder(folder).rows(), key=lambda r: r["feature"])
 

@@ -31,11 +31,11 @@ import tiny_checkpoints as tiny
 from hub_fixtures import point_clients_at
 from hub_server import LoopbackHub
 from vit_feature_viz import VizError, jobs, load_model, render
-from vit_feature_viz.browse import open_gallery
 from vit_feature_viz.analysis import clip_names, foreground_background
 from vit_feature_viz.examples import UnreadableImages, scan_examples
-from vit_feature_viz.gallery import GalleryFolder
-from vit_feature_viz.hub import pull_gallery, push_gallery
+from vit_feature_viz.store.folder import GalleryFolder
+from vit_feature_viz.store.hub import pull_gallery, push_gallery
+from vit_feature_viz.store.pages import open_gallery
 
 from app_fixtures import client, server  # noqa: E402,F401 (the served app, for the "app" rows)
 from gallery_fixtures import MODEL, one_colour_png, write_synthetic_gallery

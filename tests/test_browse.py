@@ -21,13 +21,15 @@ from PIL import Image
 from gallery_fixtures import MODEL, TOP_K, browse_gallery, one_colour_png, write_synthetic_gallery  # noqa: F401
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
-from vit_feature_viz import browse
-from vit_feature_viz.browse import (CONCEPT_BYTES, CONCEPTS_DIR, IMAGE_COLUMNS, MAX_EXAMPLES, DeepLink, GalleryCache,
-                                    deep_link, open_gallery, parse_deep_link)
+from vit_feature_viz.app.links import DeepLink, deep_link, feature_link, parse_deep_link
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.names import DEFAULT_RECIPE
-from vit_feature_viz.gallery import GalleryFolder
-from vit_feature_viz.hub import push_gallery
+from vit_feature_viz.store import pages
+from vit_feature_viz.store.folder import GalleryFolder
+from vit_feature_viz.store.hub import push_gallery
+from vit_feature_viz.store.index import GalleryIndex, CONCEPT_BYTES
+from vit_feature_viz.store.pages import MAX_EXAMPLES, GalleryCache, open_gallery
+from vit_feature_viz.store.schema import CONCEPTS_DIR, IMAGE_COLUMNS
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
 
@@ -79,7 +81,7 @@ def test_browse_a_gallery_folder(browse_gallery):
     page = gallery.feature_page(None, 1, 3)
     assert page.next is None
     gallery_param = quote(str(browse_gallery), safe="/")
-    assert page.link("http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={gallery_param}&layer=1&feature=3"
+    assert feature_link(page, "http://127.0.0.1:7860/") == f"http://127.0.0.1:7860/?gallery={gallery_param}&layer=1&feature=3"
 
 
 def columns_read(gallery) -> set[str]:
@@ -205,7 +207,7 @@ def test_concept_names_from_the_galleries_clip_names_tables(hub, browse_gallery,
 def decoded(monkeypatch) -> list[tuple[int, int]]:
     """The (width, height) of every stored image decoded from now on (the library's one decoder, instrumented)."""
     sizes: list[tuple[int, int]] = []
-    real = browse.decode_image
+    real = pages.decode_image
 
     def counting(value, label, size=None):
         image = real(value, label, size)
@@ -213,7 +215,7 @@ def decoded(monkeypatch) -> list[tuple[int, int]]:
             sizes.append(image.size)
         return image
 
-    monkeypatch.setattr(browse, "decode_image", counting)
+    monkeypatch.setattr(pages, "decode_image", counting)
     return sizes
 
 
@@ -263,14 +265,14 @@ def test_concurrent_opens_of_one_gallery_build_one_index(browse_gallery, tmp_pat
     folder = tmp_path / "shared"
     shutil.copytree(browse_gallery, folder)
     builds = []
-    real_init = browse.GalleryIndex.__init__
+    real_init = GalleryIndex.__init__
 
     def slow_init(self, *args, **kwargs):
         builds.append(threading.get_ident())
         time.sleep(0.5)  # every other opener arrives while this build runs
         real_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(browse.GalleryIndex, "__init__", slow_init)
+    monkeypatch.setattr(GalleryIndex, "__init__", slow_init)
     cache = GalleryCache()
     with ThreadPoolExecutor(4) as pool:
         galleries = list(pool.map(lambda _: cache.get(str(folder)), range(4)))

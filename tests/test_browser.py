@@ -178,7 +178,7 @@ def images_loaded(page, selector: str, count: int) -> None:
 
 
 def test_browse_a_pushed_gallery_and_follow_a_deep_link(app_url, page, hub, browse_gallery, monkeypatch):
-    from vit_feature_viz.hub import push_gallery
+    from vit_feature_viz.store.hub import push_gallery
 
     monkeypatch.setenv("HF_TOKEN", hub.write_token)
     push_gallery(browse_gallery, "alice/browse-me")

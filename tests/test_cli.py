@@ -226,15 +226,15 @@ def test_lazy_package_keeps_render_the_function():
 
     import vit_feature_viz
 
-    importlib.import_module("vit_feature_viz.render")
+    importlib.import_module("vit_feature_viz.core.render")
     assert callable(vit_feature_viz.render) and vit_feature_viz.render.__name__ == "render"
-    assert vit_feature_viz.render is importlib.import_module("vit_feature_viz.render").render
+    assert vit_feature_viz.render is importlib.import_module("vit_feature_viz.core.render").render
     with pytest.raises(AttributeError):
         vit_feature_viz.no_such_name
 
 
 def test_examples_without_split_uses_test_then_validation_then_train(tiny_repos, tmp_path):
-    from vit_feature_viz.examples import default_split, open_image_dataset
+    from vit_feature_viz.image_datasets import default_split, open_image_dataset
 
     assert default_split(["train", "validation", "test"]) == "test"
     assert default_split(["train", "validation"]) == "validation"
@@ -267,7 +267,7 @@ def test_features_all_prints_an_estimate_first(tiny_repos, tmp_path, capsys):
 
 
 def test_estimate_is_measured_and_zero_without_steps(tiny_repos):
-    from vit_feature_viz.render import estimate_seconds
+    from vit_feature_viz.core.render import estimate_seconds
 
     model = load_model(tiny_repos["vit"], device="cpu")
     assert estimate_seconds(model, 0, "0-15", objective="residual", steps=50, batch_size=4) > 0

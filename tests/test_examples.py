@@ -9,16 +9,13 @@ import torch
 from PIL import Image
 
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, parquet_reads, push_parquet_shards
+from vit_feature_viz.core.objectives import make_objective
+from vit_feature_viz.core.patchmap import COLORMAP, heatmap_overlay, patch_map
 from vit_feature_viz.errors import VizError
-from vit_feature_viz.examples import (
-    example_rows,
-    merge_examples,
-    open_image_dataset,
-    scan_examples,
-)
+from vit_feature_viz.examples import example_rows, merge_examples, scan_examples
+from vit_feature_viz.image_datasets import open_image_dataset
+from vit_feature_viz.images import preprocess
 from vit_feature_viz.models import load_model
-from vit_feature_viz.objectives import make_objective
-from vit_feature_viz.patchmap import COLORMAP, heatmap_overlay, patch_map, preprocess
 
 NUM_IMAGES = 20
 TOP_K = 4

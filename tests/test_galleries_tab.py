@@ -3,8 +3,12 @@ gradio_client against app.py served on loopback, on a gallery folder made by the
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -14,11 +18,11 @@ from gradio_client.exceptions import AppError
 
 from app_fixtures import app_error, client, server  # noqa: F401 (fixtures: app.py served on loopback, its client)
 from gallery_fixtures import MODEL, TOP_K, browse_gallery, write_synthetic_gallery  # noqa: F401 (a fixture)
-from vit_feature_viz import browse
 from vit_feature_viz.app import galleries_tab
 from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries
-from vit_feature_viz.browse import MAX_EXAMPLES
-from vit_feature_viz.gallery import GalleryFolder
+from vit_feature_viz.store.folder import GalleryFolder
+from vit_feature_viz.store.index import GalleryIndex
+from vit_feature_viz.store.pages import MAX_EXAMPLES
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +99,28 @@ def test_featured_galleries_from_the_file_or_the_environment(tmp_path):
     assert featured_galleries({}) == []  # the shipped file parses (and lists none until galleries are pushed)
 
 
+@pytest.mark.slow
+def test_an_installed_wheel_ships_the_featured_galleries_file(tmp_path):
+    """The file is package data: a wheel holds it and the app installed from it reads it (it once lived outside
+    the package, so an installed app silently listed none)."""
+    root = Path(__file__).resolve().parents[1]
+    build = tmp_path / "src"
+    shutil.copytree(root, build, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".venv",
+                                                               "tests", "benchmarks"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(build)], check=True, capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("vit_feature_viz-*.whl")
+    assert "vit_feature_viz/data/featured_galleries.yaml" in zipfile.ZipFile(wheel).namelist()
+    zipfile.ZipFile(wheel).extractall(tmp_path / "installed")
+    probe = ("import vit_feature_viz.app.galleries_tab as tab; print(tab.__file__); "
+             "print(tab.FEATURED_FILE.is_file()); print(tab.FEATURED_FILE.read_text() == "
+             f"{(root / 'vit_feature_viz/data/featured_galleries.yaml').read_text()!r})")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "installed")}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0].startswith(str(tmp_path / "installed")) and out[1:] == ["True", "True"]
+
+
 # --- bounded cost for any gallery a visitor can name -----------------------------------------------------------
 def on_page_load(server, function: str, query: str) -> httpx.Response:
     """Call the page-load handler `function` over HTTP as the page does: the query string of the page's URL on the
@@ -154,14 +180,14 @@ def test_a_row_with_thousands_of_top_images_shows_at_most_the_cap(client, tmp_pa
 def test_two_visitors_opening_one_gallery_at_once_build_one_index(client, tmp_path, monkeypatch):
     folder = write_synthetic_gallery(tmp_path / "busy", 2, 300)
     builds = []
-    real_init = browse.GalleryIndex.__init__
+    real_init = GalleryIndex.__init__
 
     def slow_init(self, *args, **kwargs):  # the app runs in this process
         builds.append(args[0].label)
         time.sleep(1)  # the second visitor arrives while the first build runs
         real_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(browse.GalleryIndex, "__init__", slow_init)
+    monkeypatch.setattr(GalleryIndex, "__init__", slow_init)
     visitors = [Client(client.src, verbose=False) for _ in range(2)]
     jobs = [visitor.submit(str(folder), api_name="/open_gallery") for visitor in visitors]
     summaries = [value(job.result(timeout=120)[4]) for job in jobs]

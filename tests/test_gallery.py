@@ -15,7 +15,8 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from vit_feature_viz.errors import VizError
-from vit_feature_viz.gallery import FEATURES, GalleryFolder, merge_key
+from vit_feature_viz.store.folder import GalleryFolder
+from vit_feature_viz.store.schema import FEATURES, merge_key
 
 MODEL = "google/vit-base-patch16-224"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -23,8 +23,9 @@ from PIL import Image
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh, point_clients_at
 from hub_server import LoopbackHub, closed_port_url
 from vit_feature_viz.errors import VizError
-from vit_feature_viz.gallery import FEATURES, GalleryFolder
-from vit_feature_viz.hub import pull_gallery, push_gallery
+from vit_feature_viz.store.folder import GalleryFolder
+from vit_feature_viz.store.hub import pull_gallery, push_gallery
+from vit_feature_viz.store.schema import FEATURES
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
 
@@ -384,7 +385,7 @@ def run_cli(*args, token: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_push_then_anyone_loads_it_and_pull_brings_it_back(hub, rendered_gallery, monkeypatch, tmp_path):
-    from vit_feature_viz.gallery import GalleryFolder
+    from vit_feature_viz.store.folder import GalleryFolder
 
     before = snapshot(rendered_gallery)
     pushed = run_cli("push", rendered_gallery, "alice/vit-gallery", "--commit-message", "first layer", token=hub.write_token)
@@ -517,7 +518,7 @@ def test_pull_refuses_an_unsafe_file_name_and_downloads_nothing(hub, gallery, tm
 
 
 def test_pull_of_a_corrupt_shard_writes_nothing_and_browsing_it_is_one_line(hub, gallery, tmp_path):
-    from vit_feature_viz.browse import open_gallery
+    from vit_feature_viz.store.pages import open_gallery
 
     push_gallery(gallery, "alice/vit-gallery", private=True, token=hub.write_token)
     good = pull_gallery("alice/vit-gallery", tmp_path / "good", token=hub.read_token)

@@ -13,7 +13,16 @@ from huggingface_hub import HfApi
 
 import tiny_checkpoints as tiny
 from vit_feature_viz import VizError, load_model
-from vit_feature_viz.models.size import check_model_size
+from vit_feature_viz.models.hub_files import CheckpointFiles
+from vit_feature_viz.models.loader import detect_backend
+from vit_feature_viz.models.size import check_files_size
+
+
+def check_model_size(name_or_path: str, *, max_parameters: int) -> int:
+    """The size check `load_model` runs before any weight is fetched, on its own (the largest estimate found)."""
+    files = CheckpointFiles(str(name_or_path).strip(), None, None)
+    backend, config = detect_backend(files)
+    return check_files_size(files, backend, config, max_parameters)
 
 
 def _shifted(state: dict) -> dict:

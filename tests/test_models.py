@@ -124,7 +124,7 @@ def test_preprocess_is_the_checkpoints_own_pipeline(models, tiny_repos, role):
     open_clip's preprocess); our pixels, normalized by the model, equal the library's output."""
     from PIL import Image
 
-    from vit_feature_viz.patchmap import preprocess as generic
+    from vit_feature_viz.images import preprocess as generic
 
     model = models[role]
     rng = np.random.default_rng(3)
@@ -142,7 +142,7 @@ def test_preprocess_is_the_checkpoints_own_pipeline(models, tiny_repos, role):
 def test_checkpoint_without_a_processor_falls_back_to_resize_and_centre_crop(tiny_repos):
     from PIL import Image
 
-    from vit_feature_viz.patchmap import preprocess as generic
+    from vit_feature_viz.images import preprocess as generic
 
     model = load_model(tiny_repos["vit_model"], device="cpu")  # a ViTModel saved without preprocessor_config.json
     photo = Image.fromarray(np.random.default_rng(4).integers(0, 256, (50, 40, 3), dtype=np.uint8))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vit_feature_viz import transforms as T
-from vit_feature_viz.params import (
+from vit_feature_viz.core import transforms as T
+from vit_feature_viz.core.params import (
     PARAMETRIZATIONS,
     SPECTRUM_FILE,
     MacoImage,
@@ -163,7 +163,7 @@ def test_spectrum_file_loads_without_skimage(monkeypatch):
     spectrum = load_natural_spectrum()
     assert spectrum.magnitude.shape == (3, spectrum.size, spectrum.size // 2 + 1)
     assert maco_magnitude(64).shape == (3, 64, 33)
-    assert "skimage" not in (ROOT / "vit_feature_viz" / "params.py").read_text()
+    assert "skimage" not in (ROOT / "vit_feature_viz" / "core" / "params.py").read_text()
     with np.load(SPECTRUM_FILE) as data:
         assert data["magnitude"].dtype == np.float16
 

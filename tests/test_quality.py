@@ -22,7 +22,7 @@ from vit_feature_viz.quality import (
     transfer,
     transfer_hits,
 )
-from vit_feature_viz.recipes import RECIPES
+from vit_feature_viz.core.recipes import RECIPES
 
 
 @pytest.fixture(scope="module")

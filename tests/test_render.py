@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from vit_feature_viz import VizError, load_model, render
-from vit_feature_viz.objectives import Feature, Residual
-from vit_feature_viz.recipes import RECIPES
-from vit_feature_viz.transforms import Compose, RandomCrops
+from vit_feature_viz.core.objectives import Feature, Residual
+from vit_feature_viz.core.recipes import RECIPES
+from vit_feature_viz.core.transforms import Compose, RandomCrops
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_image_parameters_stay_fp32_under_mixed_precision(tiny_repos):
     model = load_model(tiny_repos["vit"], device="cpu", precision="bf16")
     seen = []
     render(model, 0, [1], steps=1, progress=False, callback=lambda s, images: seen.append(images), callback_every=1)
-    from vit_feature_viz.params import PixelImage
+    from vit_feature_viz.core.params import PixelImage
 
     image = PixelImage(1, 8, [torch.Generator().manual_seed(0)])
     assert image.pixels.dtype == torch.float32 and seen

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from vit_feature_viz import VizError, load_model, render
+from vit_feature_viz.core.recipes import RECIPES, Phase, Plateau
+from vit_feature_viz.core.render import is_out_of_memory
 from vit_feature_viz.device import cpu_has_bf16_units, resolve_precision
-from vit_feature_viz.recipes import RECIPES, Phase, Plateau
-from vit_feature_viz.render import is_out_of_memory
 
 
 def test_compute_counts_coarse_phases_by_their_tokens():

@@ -56,7 +56,7 @@ def image_dataset_folder(root, images: int = 6):
 
 def fill_the_hub(hub, models: dict, gallery, root) -> None:
     """alice's private and public gallery, image dataset and models, pushed with her write token."""
-    from vit_feature_viz.hub import push_gallery
+    from vit_feature_viz.store.hub import push_gallery
 
     api = HfApi(endpoint=hub.url, token=hub.write_token)
     for repo, private in ((PRIVATE_GALLERY, True), (PUBLIC_GALLERY, False)):
@@ -156,7 +156,7 @@ def assert_reads_nothing_private(client, space) -> None:
 
 
 def test_an_anonymous_visitor_gets_nothing_private_and_everything_public(space):
-    from vit_feature_viz.browse import open_gallery
+    from vit_feature_viz.store.pages import open_gallery
 
     assert open_gallery(PRIVATE_GALLERY).models() == [MODEL]  # None reads with the owner's token: the threat is real
     anonymous = visitor(space)

@@ -220,7 +220,7 @@ def test_caps_grow_with_the_hardware_and_gpu_duration_is_bounded():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_each_preset_starts_the_render_tab_on_a_recipe_within_its_caps(name):
     from vit_feature_viz.app.render_tab import preset_defaults
-    from vit_feature_viz.recipes import DEFAULT_RECIPE, RECIPES
+    from vit_feature_viz.core.recipes import DEFAULT_RECIPE, RECIPES
 
     preset = PRESETS[name]
     recipe, steps = preset_defaults(preset)

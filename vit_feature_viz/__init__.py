@@ -11,17 +11,15 @@ do not pay for importing torch.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 from .errors import VizError
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "OBJECTIVES": ".objectives", "Objective": ".objectives", "make_objective": ".objectives",
-    "RECIPES": ".recipes", "get_recipe": ".recipes",
-    "RenderResult": ".render", "render": ".render", "render_batches": ".render",
+    "OBJECTIVES": ".core.objectives", "Objective": ".core.objectives", "make_objective": ".core.objectives",
+    "RECIPES": ".core.recipes", "get_recipe": ".core.recipes",
+    "RenderResult": ".core.render", "render": ".core.render", "render_batches": ".core.render",
     "VisionModel": ".models", "load_model": ".models",
 }
 __all__ = sorted([*_EXPORTS, "VizError"])
@@ -38,15 +36,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
-
-class _Package(types.ModuleType):
-    """The function `render` keeps its name when the submodule `render` is imported (the import system would
-    otherwise set the package attribute to the module)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

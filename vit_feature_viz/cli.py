@@ -84,8 +84,8 @@ def _render(args, model=None) -> int:
 
 def _print_estimate(model, args) -> None:
     """One line on stderr before a whole layer starts: how long it should take, timed on its first steps."""
-    from .render import estimate_seconds
-    from .scale import current_workers
+    from .core.render import estimate_seconds
+    from .core.scale import current_workers
 
     workers = current_workers()
     seconds = estimate_seconds(
@@ -105,7 +105,7 @@ def _duration(seconds: float) -> str:
 def _examples(args, model=None) -> int:
     from .examples import UnreadableImages
     from .jobs import examples_to_folder
-    from .progress import Resumed
+    from .store.progress import Resumed
 
     model = model or _load(_checked_out(args))
     with warnings.catch_warnings(record=True) as caught:
@@ -132,7 +132,7 @@ def _gallery(args) -> int:
 
 
 def _push(args) -> int:
-    from .hub import push_gallery
+    from .store.hub import push_gallery
 
     url = push_gallery(args.folder, args.repo_id, private=args.private, token=args.token, commit_message=args.commit_message)
     print(url)
@@ -140,7 +140,7 @@ def _push(args) -> int:
 
 
 def _pull(args) -> int:
-    from .hub import pull_gallery
+    from .store.hub import pull_gallery
 
     print(pull_gallery(args.repo_id, args.folder, revision=args.revision))
     return 0
@@ -148,7 +148,7 @@ def _pull(args) -> int:
 
 def _checked_out(args):
     """A bad --out is found before the model loads, not after the work is done."""
-    from .gallery import GalleryFolder
+    from .store.folder import GalleryFolder
 
     GalleryFolder(args.out).check_destination()
     return args

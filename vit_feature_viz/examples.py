@@ -9,31 +9,23 @@ with the dataset. Row indices are always indices into the full split, which is w
 from __future__ import annotations
 
 import functools
-import itertools
 import os
-import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-import datasets
-import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
+from .core.objectives import Channel, Objective, make_objective
+from .core.patchmap import heatmap_overlay, patch_values_for
 from .errors import VizError
+from .image_datasets import as_pil, find_image_column, open_image_dataset, select_split, shard_batches, streams
+from .images import to_pil
 from .models.base import VisionModel
-from .objectives import Channel, Objective, make_objective
-from .patchmap import heatmap_overlay, patch_values_for, uint8_to_pil
-from .progress import Resumed, SavedProgress
 from .specs import parse_features
+from .store.progress import Resumed, SavedProgress
 
-IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
-# The split scanned when none is given (CLI and app alike): held-out images first, as the model saw them least.
-SPLIT_PREFERENCE = ("test", "validation", "train")
-EXAMPLE_HUB_DATASET = "uoft-cs/cifar10"
 DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
@@ -48,287 +40,9 @@ class Example:
 
 
 # --- opening a dataset ---------------------------------------------------------------------------------------
-def default_split(available) -> str:
-    """The split to use when none is given: the first of test, validation, train the dataset has, else its first."""
-    available = list(available)
-    if not available:
-        raise VizError("The dataset has no splits: pass a dataset with data files, or --split NAME.")
-    return next((name for name in SPLIT_PREFERENCE if name in available), available[0])
-
-
-def streams(streaming: bool, max_images: int | None) -> bool:
-    """Stream when asked to, and whenever a cap on images is set: then only the shards (and row groups) holding
-    the first `max_images` rows are read, instead of downloading and converting the whole split first."""
-    return bool(streaming) or max_images is not None
-
-
-def open_image_dataset(name_or_path, *, split: str | None = None, image_column: str | None = None,
-                       streaming: bool = False, token: str | bool | None = None):
-    """Open one split of a Hub dataset or a local folder and find its image column.
-
-    `split=None` picks `default_split` of the dataset's splits. `token`: None reads with the local user's own
-    login; False (anonymous) or a token reads for someone else, who must be granted the Hub repo even when
-    `datasets` has it cached (see `require_dataset_access`).
-
-    Local folders may be an imagefolder (image files), parquet files or a Hub-style dataset folder (README
-    configs), or a `save_to_disk` folder. Returns `(dataset, image_column)`.
-    """
-    name = str(name_or_path).strip()
-    if not name:
-        raise VizError(f"No dataset given: pass a Hub dataset id such as {EXAMPLE_HUB_DATASET} or a local folder.")
-    dataset = _load_split(name, split, streaming, token)
-    return dataset, find_image_column(dataset, image_column, name)
-
-
-def _load_split(name: str, split: str | None, streaming: bool, token: str | bool | None = None):
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            return _load_saved(path, name, split, streaming)
-    elif path.exists():
-        raise VizError(
-            f"'{name}' is a file, not a dataset: give its folder or a Hub dataset id such as {EXAMPLE_HUB_DATASET}."
-        )
-    elif _looks_like_path(name):
-        raise VizError(
-            f"No dataset folder at '{name}': check the path, or give a Hub dataset id such as {EXAMPLE_HUB_DATASET}."
-        )
-    source = str(path) if path.is_dir() else name
-    reader = {} if token is None else {"token": token}
-    try:
-        if not path.is_dir():
-            require_dataset_access(name, token)
-        if split is None:
-            split = default_split(datasets.get_dataset_split_names(source, **reader))
-        return datasets.load_dataset(source, split=split, streaming=streaming, **reader)
-    except datasets.exceptions.DatasetNotFoundError:
-        raise VizError(_not_found_message(name)) from None
-    except ConnectionError:
-        raise VizError(_unreachable_message(name)) from None
-    except FileNotFoundError:
-        raise VizError(
-            f"'{name}' holds no data files that datasets can read: use a folder of images, of parquet files, "
-            "or a Hub dataset id."
-        ) from None
-    except ValueError as error:
-        if "split" not in str(error).lower():
-            raise
-        raise VizError(_split_message(name, split, _available_splits(source, error, reader))) from None
-
-
-def require_dataset_access(name: str, token: str | bool | None) -> None:
-    """With an explicit token, the Hub must grant it the dataset repo now: when the Hub refuses, `datasets` falls
-    back to a copy in its cache, so a private dataset that another reader loaded would open for anyone.
-    None (the local user's own login) asks nothing; packaged builders (imagefolder, csv, ...) are no Hub repos."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
-        GatedRepoError, HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError,
-    )
-
-    from .models.hub_files import TransportError
-
-    if token is None or name in packaged_builders():
-        return
-    try:
-        HfApi(token=token).repo_info(name, repo_type="dataset")
-    except (RepositoryNotFoundError, GatedRepoError):
-        raise VizError(_not_found_message(name)) from None
-    except HFValidationError:
-        raise VizError(f"'{name}' is not a Hub dataset id: use namespace/name, e.g. {EXAMPLE_HUB_DATASET}.") from None
-    except OfflineModeIsEnabled:
-        raise VizError(f"Cannot check who may read dataset '{name}' while HF_HUB_OFFLINE is set: unset it, or give "
-                       "a local folder.") from None
-    except (ConnectionError, TimeoutError, TransportError):
-        raise VizError(_unreachable_message(name)) from None
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else None
-        if status in (401, 403):
-            raise VizError(_not_found_message(name)) from None
-        raise VizError(f"The Hub answered HTTP {status} for dataset '{name}': try again later.") from None
-
-
-@functools.cache
-def packaged_builders() -> frozenset[str]:
-    """The names `datasets` reads as its own builders (imagefolder, csv, parquet, json, webdataset, ...), which load
-    files from the working directory, not from the Hub. `datasets` keeps the list in a private module constant
-    (there is no public one), read here only; the builder modules it ships (sql, spark, generator, ...) count too."""
-    import pkgutil
-
-    from datasets import packaged_modules
-
-    shipped = {module.name for module in pkgutil.iter_modules(packaged_modules.__path__)}
-    return frozenset(shipped | set(packaged_modules._PACKAGED_DATASETS_MODULES))
-
-
-def _not_found_message(name: str) -> str:
-    return (f"Dataset '{name}' was not found on the Hub or as a local folder: check the name (e.g. "
-            f"{EXAMPLE_HUB_DATASET}), and run `hf auth login` if it is private or gated.")
-
-
-def _load_saved(path: Path, name: str, split: str | None, streaming: bool):
-    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
-    loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        split = default_split(loaded) if split is None else split
-        if split not in loaded:
-            raise VizError(_split_message(name, split, list(loaded)))
-        loaded = loaded[split]
-    return loaded.to_iterable_dataset() if streaming else loaded
-
-
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are `name` or `namespace/name`; anything else was meant as a local path."""
-    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def _unreachable_message(name: str) -> str:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return (
-            f"Dataset '{name}' is not in the local cache and HF_HUB_OFFLINE is set: check the name, unset "
-            "HF_HUB_OFFLINE to download it, or give a local folder."
-        )
-    return (
-        f"Could not reach the Hub for dataset '{name}': check the name and your network, or set HF_HUB_OFFLINE=1 "
-        "to use a cached copy."
-    )
-
-
-def _split_message(name: str, split: str, available: list[str]) -> str:
-    choices = ", ".join(available) if available else "the dataset's splits"
-    return f"Dataset '{name}' has no split '{split}': use --split with one of {choices}."
-
-
-def _available_splits(source: str, error: Exception, reader: dict | None = None) -> list[str]:
-    """The splits datasets' own message lists, else asked for again (by the same reader)."""
-    quoted = re.search(r"\[(.*?)\]", str(error))
-    if quoted:
-        return re.findall(r"'([^']+)'", quoted.group(1))
-    try:
-        return list(datasets.get_dataset_split_names(source, **(reader or {})))
-    except (OSError, ValueError):
-        return []
-
-
-def find_image_column(dataset, image_column: str | None = None, name: str | None = None) -> str:
-    """The given column (checked), else the first `Image` column, else one named image/img/pixel_values."""
-    name = name or _dataset_name(dataset)
-    features = dataset.features
-    if features is None:  # a stream that does not declare its features: look at its first row
-        first = next(iter(dataset), {})
-        columns = list(first)
-        images = [c for c, v in first.items() if isinstance(v, Image.Image)]
-    else:
-        columns = list(features)
-        images = [c for c, f in features.items() if isinstance(f, datasets.Image)]
-    if image_column:
-        if image_column not in columns:
-            raise VizError(
-                f"Dataset '{name}' has no column '{image_column}': use --image-column with one of {', '.join(columns)}."
-            )
-        return image_column
-    if images:
-        return images[0]
-    named = [c for c in columns if c.lower() in IMAGE_COLUMN_NAMES]
-    if named:
-        return named[0]
-    raise VizError(
-        f"Dataset '{name}' has no image column (columns: {', '.join(columns) or 'none'}): pass --image-column NAME."
-    )
-
-
-def _dataset_name(dataset) -> str:
-    info = getattr(dataset, "info", None)
-    return getattr(info, "dataset_name", None) or "dataset"
 
 
 # --- reading rows ---------------------------------------------------------------------------------------------
-def as_pil(value, column: str) -> Image.Image:
-    """A decoded image from whatever an image column holds: PIL, {bytes, path}, a path, or a pixel array."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, (bytes, bytearray)):  # a binary column of encoded PNG/JPEG files
-        value = {"bytes": bytes(value), "path": None}
-    if isinstance(value, (dict, str)):
-        encoded = value if isinstance(value, dict) else {"path": value, "bytes": None}
-        return datasets.Image().decode_example(encoded)
-    if isinstance(value, (list, np.ndarray, torch.Tensor)):
-        return _array_to_pil(np.asarray(value))
-    raise VizError(
-        f"Column '{column}' holds {type(value).__name__} values, not images: pass --image-column with an image column."
-    )
-
-
-def _array_to_pil(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
-        array = array.transpose(1, 2, 0)  # CHW -> HWC
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.dtype != np.uint8:
-        array = array.astype(np.float64)
-        array = array * 255 if array.max(initial=0) <= 1 else array
-        array = array.clip(0, 255).round().astype(np.uint8)
-    return Image.fromarray(array)
-
-
-def _select_split(dataset, split: str | None):
-    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        split = default_split(dataset) if split is None else split
-        if split not in dataset:
-            raise VizError(_split_message("dataset", split, list(dataset)))
-        return dataset[split]
-    return dataset
-
-
-def _undecoded(dataset, column: str):
-    """Only the image column, left encoded: only this process's rows get decoded, in parallel threads."""
-    dataset = dataset.select_columns([column])
-    feature = dataset.features.get(column) if dataset.features is not None else None
-    if isinstance(feature, datasets.Image) and feature.decode:
-        dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    return dataset
-
-
-def _shard_batches(dataset, column, *, batch_size, max_images, num_shards, shard_index, progress, desc, done=0):
-    """Batches of (row indices in the full split, undecoded images) for this process: the rows with
-    index % num_shards == shard_index among the first `max_images` rows, after the first `done` of them (scanned
-    by a stopped run; a multiple of `batch_size`, so the batches are the ones an uninterrupted run makes)."""
-    dataset = _undecoded(dataset, column)
-    if not isinstance(dataset, datasets.Dataset):
-        yield from _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc,
-                                   done)
-        return
-    total = len(dataset) if max_images is None else min(len(dataset), max_images)
-    rows = range(shard_index, total, num_shards)
-    with tqdm(total=len(rows), initial=min(done, len(rows)), unit="img", desc=desc, disable=not progress) as bar:
-        for start in range(done, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            key = slice(chunk.start, chunk.stop) if chunk.step == 1 else list(chunk)
-            values = dataset[key][column]
-            bar.update(len(chunk))
-            yield list(chunk), values
-
-
-def _stream_batches(dataset, column, batch_size, max_images, num_shards, shard_index, progress, desc, done=0):
-    """An IterableDataset has no length: count rows as they stream by, keeping only this process's. The stream
-    stops at row `max_images` without asking for one more row (which could open the next shard)."""
-    total = None if max_images is None else len(range(shard_index, max_images, num_shards))
-    indices, values = [], []
-    with tqdm(total=total, initial=done, unit="img", desc=desc, disable=not progress) as bar:
-        for index, row in enumerate(itertools.islice(dataset, max_images)):
-            if index % num_shards != shard_index:
-                continue
-            if done:  # scanned by a stopped run: read past, not decoded
-                done -= 1
-                continue
-            indices.append(index)
-            values.append(row[column])
-            if len(indices) == batch_size:
-                bar.update(len(indices))
-                yield indices, values
-                indices, values = [], []
-        if indices:
-            bar.update(len(indices))
-            yield indices, values
 
 
 class UnreadableImages(UserWarning):
@@ -423,7 +137,7 @@ def scan_examples(
         dataset, column = open_image_dataset(dataset, split=split, image_column=image_column,
                                              streaming=streams(streaming, max_images), token=token)
     else:
-        dataset = _select_split(dataset, split)
+        dataset = select_split(dataset, split)
         column = find_image_column(dataset, image_column)
 
     best = RunningTopK(len(wanted), top_k)
@@ -432,7 +146,7 @@ def scan_examples(
     if done:
         warnings.warn(f"Resumed a stopped scan: the {done} image(s) it had scanned are skipped.", Resumed, stacklevel=2)
     channels = torch.tensor(wanted)
-    batches = _shard_batches(
+    batches = shard_batches(
         dataset, column, batch_size=batch_size, max_images=max_images, num_shards=num_shards,
         shard_index=shard_index, progress=progress, desc=f"Scanning layer {layer}", done=done,
     )
@@ -460,7 +174,7 @@ def scan_examples(
     if unreadable:
         warnings.warn(f"Skipped {unreadable} unreadable image(s) in column '{column}'.", UnreadableImages, stacklevel=2)
     maps = _patch_maps(model, objective, best, candidates, channels, batch_size)
-    images = {i: uint8_to_pil(p) for i, p in candidates.items()}
+    images = {i: to_pil(p) for i, p in candidates.items()}
     return {
         feature: [
             Example(score, index, images[index], maps.get((position, index)))
@@ -542,7 +256,7 @@ def _patch_maps(model, objective, best: RunningTopK, candidates, channels, batch
         for b, row in enumerate(chunk):
             for position in kept_by_row[row]:
                 grid = values[b, :, :, channels[position]].numpy()
-                maps[(position, row)] = heatmap_overlay(uint8_to_pil(candidates[row]), grid)
+                maps[(position, row)] = heatmap_overlay(to_pil(candidates[row]), grid)
     return maps
 
 

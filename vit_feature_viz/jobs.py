@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gallery import GalleryFolder
+from .core.objectives import Channel
+from .core.patchmap import patch_map
+from .core.recipes import DEFAULT_RECIPE
+from .core.render import plan_render, render_batches
+from .core.scale import Workers, current_workers
 from .models import LOGITS, VisionModel
-from .objectives import Channel
-from .patchmap import patch_map
-from .recipes import DEFAULT_RECIPE
-from .render import plan_render, render_batches
-from .scale import Workers, current_workers
+from .store.folder import GalleryFolder
 
 
 def render_to_folder(
@@ -46,14 +46,14 @@ def render_to_folder(
         model, plan.layer, todo, objective=plan.objective, recipe=plan.recipe, steps=plan.steps,
         image_size=plan.image_size, seed=seed, batch_size=plan.batch_size, progress=progress,
     ) if todo else ():
-        shards.write([_with_patch_map(model, r.to_row(), plan.objective) for r in batch])
+        shards.write([with_patch_map(model, r.to_row(), plan.objective) for r in batch])
     workers.barrier()
     if workers.is_main and folder.exists():
         folder.write_card()
     return todo
 
 
-def _with_patch_map(model: VisionModel, row: dict, objective) -> dict:
+def with_patch_map(model: VisionModel, row: dict, objective) -> dict:
     """The paper's third view for the optimized image too: where in it the feature fires."""
     if isinstance(objective, Channel) and objective.kind != LOGITS:
         row["image_patch_map"] = patch_map(model, row["image"], row["layer"], row["feature"], objective, rendered=True)
@@ -107,9 +107,9 @@ def examples_to_folder(
 
     Each process saves its scan's progress under `out/.progress/` after every batch: a stopped run (even killed)
     resumes there when the same command runs again, and the progress goes once the rows are in the gallery."""
+    from .core.objectives import make_objective
     from .examples import example_rows, merge_examples, scan_examples
-    from .objectives import make_objective
-    from .progress import clear_progress, progress_folder
+    from .store.progress import clear_progress, progress_folder
 
     workers = workers or current_workers()
     GalleryFolder(out).check_destination()  # before the scan, not after it

@@ -1,6 +1,6 @@
 """Names the CLI offers as choices, free of torch so `vit-feature-viz --help` answers at once.
 
-objectives.py and recipes.py build their tables under exactly these names (tests/test_cli.py checks).
+core/objectives.py and core/recipes.py build their tables under exactly these names (tests/test_cli.py checks).
 """
 
 OBJECTIVE_NAMES = ("feature", "neuron", "cls", "residual", "logit")

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .core.objectives import Feature
+from .core.patchmap import patch_values_for
+from .core.recipes import Recipe
+from .core.render import render
 from .models.base import LOGITS, Target, VisionModel
-from .objectives import Feature
-from .patchmap import patch_values_for
-from .recipes import Recipe
-from .render import render
 
 SCAN_BATCH = 256  # images per forward pass when scanning natural images (64 px models: small)
 

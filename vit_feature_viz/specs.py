@@ -1,5 +1,5 @@
-"""Parse feature specs such as ``7``, ``0,5,9``, ``0-63``, ``all`` or ``random 8``: one syntax for CLI, app and
-library.
+"""Parse what users type, one syntax for CLI, app and library: feature specs such as ``7``, ``0,5,9``, ``0-63``,
+``all`` or ``random 8``, whole numbers, and whether a model, dataset or gallery name is a Hub id or a local path.
 
 Ranges are checked against the layer width and the caller's cap arithmetically, before any list is built:
 ``0-99999999999`` is one line of error, not a MemoryError."""
@@ -9,12 +9,14 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from .errors import VizError
 
 RANDOM_SPEC = re.compile(r"^\s*(?:random|rand)\s*[:= ]?\s*(\d+)\s*$", re.IGNORECASE)
 INTEGER = re.compile(r"^-?\d{1,18}$")  # 18 digits: any real index, and no huge-int parsing
 UNKNOWN_WIDTH_LIMIT = 1 << 20  # without a layer width, no spec may name more features than any layer has
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # namespace/name, as the Hub spells a repo id
 SYNTAX_HINT = "write e.g. 7, 0,5,9, 0-63, all or random 8"
 
 
@@ -132,3 +134,10 @@ def _parse_text(spec: str, num_features: int | None, seed: int, max_count: int |
             raise VizError(f"Cannot read feature spec '{spec}': {SYNTAX_HINT}.")
         spans.append((int(start), int(stop)))
     return spans
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether `name` was meant as a local path rather than a Hub id (`name` or `namespace/name`): absolute,
+    relative, ~, a backslash, more than one slash, or something that exists here."""
+    return (name.startswith(("/", ".", "~")) or "\\" in name or ".." in name or name.count("/") > 1
+            or Path(name).exists())

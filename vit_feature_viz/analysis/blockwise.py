@@ -21,7 +21,7 @@ def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test",
     classifiers = load_classifiers(models, allow_cnn=False, token=token, **load_options)
     stages = {c.model_id: token_stages(c.vision_model) for c in classifiers}
     for s in stages.values():
-        s._need_head()
+        s.need_head()
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,
                      max_images=max_images, token=token)
 

@@ -51,8 +51,8 @@ def add_analyze_command(commands) -> None:
 
 
 def run_analyze(args) -> int:
-    from ..gallery import GalleryFolder
-    from ..progress import Resumed, clear_progress, progress_folder
+    from ..store.folder import GalleryFolder
+    from ..store.progress import Resumed, clear_progress, progress_folder
     from . import EXPERIMENTS
 
     GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
+from ..core.objectives import make_objective
 from ..errors import VizError
-from ..examples import streams
-from ..gallery import ANALYSIS_DIR
+from ..image_datasets import streams
 from ..models.base import VisionModel
 from ..models.text import ClipText, clip_image_embeddings
-from ..objectives import make_objective
-from ..progress import Resumed, SavedProgress, job_folder
 from ..specs import parse_features
+from ..store.progress import Resumed, SavedProgress, job_folder
+from ..store.schema import ANALYSIS_DIR
 from .common import AnalysisResult, short_name
 from .data import DECODE_THREADS, batches, open_labeled, prepare
 from .plots import names_figure

@@ -18,11 +18,11 @@ import torch
 from matplotlib.figure import Figure
 
 from ..errors import VizError
-from ..examples import streams
-from ..gallery import ANALYSIS_DIR  # inside a gallery folder; pushed with it
+from ..image_datasets import streams
 from ..models.base import VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
-from ..progress import Resumed, SavedProgress
+from ..store.progress import Resumed, SavedProgress
+from ..store.schema import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from .data import DECODE_THREADS, Batch, LabeledData, LabelMap, batches, open_labeled, prepare
 
 
@@ -127,10 +127,6 @@ def load_classifiers(models: ModelLike | Sequence[ModelLike], *, allow_cnn: bool
             )
         out.append(clf)
     return out
-
-
-def vision_models(classifiers: list[ImageClassifier]) -> list[VisionModel]:
-    return [c.vision_model for c in classifiers]
 
 
 # --- the evaluation loop --------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import VizError
-from ..examples import as_pil, find_image_column, open_image_dataset
-from ..patchmap import to_rgb
+from ..image_datasets import as_pil, find_image_column, open_image_dataset
+from ..images import to_rgb
 
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")
 BOX_COLUMN_NAMES = ("bbox", "box", "boxes", "bboxes")
@@ -74,7 +74,7 @@ def open_labeled(
     token: str | bool | None = None,
 ) -> LabeledData:
     """Open `dataset` (Hub id, local folder, a built-in shapes set name (BUILTIN_DATASETS) or (Iterable)Dataset)
-    and find its columns, failing in one line. `token` is the reader's, as in `examples.open_image_dataset`."""
+    and find its columns, failing in one line. `token` is the reader's, as in `image_datasets.open_image_dataset`."""
     builtin = BUILTIN_DATASETS.get(dataset.strip()) if isinstance(dataset, str) else None
     if builtin:
         from ..data.shapes import shapes_dataset

@@ -17,8 +17,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
-from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +25,9 @@ from typing import Any
 import gradio as gr
 
 from ..errors import VizError
+from ..lru import LRUCache
 from ..markup import inert
-from ..specs import whole_number
+from ..specs import looks_like_path, whole_number
 
 try:  # ZeroGPU Spaces ship the `spaces` package; elsewhere the app runs unchanged
     import spaces
@@ -144,10 +143,6 @@ def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     return whole_number(value, name, minimum=minimum)
 
 
-def looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~", "\\")) or ".." in name or name.count("/") > 1 or Path(name).exists()
-
-
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?$")  # name or namespace/name
 
 
@@ -161,7 +156,7 @@ def check_name(name: Any, kind: str, example: str) -> str:
     if on_space() and looks_like_path(name):
         raise VizError(f"'{name}' is a local path: on this Space enter a Hub {kind} id such as {example}.")
     if on_space() and kind == "dataset":
-        from ..examples import packaged_builders
+        from ..image_datasets import packaged_builders
 
         if name.lower() in packaged_builders():
             raise VizError(f"'{name}' is a builder of the datasets library, which reads this server's files: on "
@@ -255,9 +250,7 @@ class ModelCache:
     def __init__(self, max_parameters: int | None = None, size: int = 2):
         self.max_parameters = max_parameters
         self.size = size
-        self._models: OrderedDict[tuple[str, str | None, str], Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[tuple[str, str | None, str], threading.Lock] = {}
+        self._models = LRUCache(size)  # (id, revision, reader) -> VisionModel
 
     def get(self, model_id: Any, revision: str | None = None, token: str | bool | None = None):
         """The loaded model for a UI/API model id (checked first), loading it with `token` (visitor_token) if
@@ -266,33 +259,15 @@ class ModelCache:
 
         name = check_name(model_id, "model", WELL_KNOWN_MODELS[0])
         key, *shared = self._keys(name, revision, token)
-        with self._lock:
-            for found in (key, *shared):
-                if found in self._models:
-                    self._models.move_to_end(found)
-                    return self._models[found]
-            loading = self._loading.setdefault(key, threading.Lock())
-        with loading:
-            with self._lock:
-                if key in self._models:
-                    return self._models[key]
-            try:
-                model = load_model(name, revision=revision, max_parameters=self.max_parameters, token=token)
-            finally:
-                with self._lock:
-                    self._loading.pop(key, None)
-            with self._lock:
-                self._models[key] = model
-                while len(self._models) > self.size:
-                    self._models.popitem(last=False)
-            return model
+        return self._models.get_or_build(
+            key, lambda: load_model(name, revision=revision, max_parameters=self.max_parameters, token=token), shared)
 
     @staticmethod
     def _keys(name: str, revision: str | None, token: str | bool | None) -> list[tuple]:
         """The cache key a model loads under for this reader, then the keys it may also be served from: a model
         loaded anonymously (or a built-in) is public, which any token may read too."""
-        from ..hub import reader_key
         from ..models.builtin import builtin_path
+        from ..store.hub import reader_key
 
         public = (name, revision, reader_key(False))
         if builtin_path(name) is not None:
@@ -357,7 +332,7 @@ def session_path(session: str | None) -> str:
 
 def add_rows(session: str | None, rows: list[dict], backend: str) -> str:
     """Save finished rows into the session gallery at once (a later Stop or error never loses them)."""
-    from ..gallery import GalleryFolder
+    from ..store.folder import GalleryFolder
 
     session = session_path(session)
     GalleryFolder(session).add(rows, card_info={"backend": backend})
@@ -372,7 +347,7 @@ def forget_session(session: str | None) -> None:
 
 def session_folder(session: str | None):
     """The session's gallery, or a VizError when nothing was rendered or found yet."""
-    from ..gallery import GalleryFolder
+    from ..store.folder import GalleryFolder
 
     folder = GalleryFolder(session) if session else None
     if folder is None or not folder.exists():

@@ -25,7 +25,7 @@ class Explorer:
         self._scan_on_device = on_gpu(self._scan, duration=self._scan_duration)
 
     def check_feature(self, model, layer, feature) -> tuple[int, int]:
-        from ..objectives import make_objective
+        from ..core.objectives import make_objective
 
         layer = as_int(layer, "layer")
         model.check_layer(layer)
@@ -34,7 +34,7 @@ class Explorer:
 
     def patch_map(self, model_id, layer, feature, image, oauth_token: gr.OAuthToken | None = None):
         """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay)."""
-        from ..patchmap import patch_map
+        from ..core.patchmap import patch_map
 
         with user_errors("drawing the patch map"):
             image = open_image(image, self.uploads())

@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..browse import MAX_EXAMPLES, GalleryCache, compact_ranges, parse_deep_link
 from ..errors import VizError
+from ..store.pages import MAX_EXAMPLES, GalleryCache, compact_ranges
 from .common import AppContext, error_text, inert, on_space, user_errors, visitor_token
+from .links import feature_link, parse_deep_link
 
 GRID_PAGE = 48  # features per page of a layer's grid
 COMPARE_MAX = 24  # features per comparison
 THUMB_PX = 192  # grid thumbnails are shrunk to this (the feature page shows full size)
 EXAMPLES_SHOWN = MAX_EXAMPLES  # top dataset examples on a feature page, however many a gallery row holds
-FEATURED_FILE = Path(__file__).resolve().parents[2] / "spaces_config" / "featured_galleries.yaml"
+# Shipped in the package (a wheel, or the Space's copy of the repo), so an installed app finds it too
+FEATURED_FILE = resources.files("vit_feature_viz.data") / "featured_galleries.yaml"
 ENV_FEATURED = "VFV_FEATURED_GALLERIES"  # comma-separated Hub ids; replaces the file's list when set
 NO_GALLERY = ("Open a gallery: a Hub dataset id made with `vit-feature-viz push` (or the Sharing tab)"
               " such as org/name{local}.")
@@ -41,8 +43,9 @@ UPDATE_URL_JS = """(link) => {
 }"""
 
 
-def featured_galleries(env=os.environ, path: Path = FEATURED_FILE) -> list[dict]:
-    """Featured galleries offered on the first screen: [{id, title, description}] from the env or the YAML file."""
+def featured_galleries(env=os.environ, path=FEATURED_FILE) -> list[dict]:
+    """Featured galleries offered on the first screen: [{id, title, description}] from the env or the YAML file
+    (`path`: a Path or an importlib.resources file)."""
     if env.get(ENV_FEATURED, "").strip():
         return [{"id": i.strip(), "title": i.strip(), "description": ""}
                 for i in env[ENV_FEATURED].split(",") if i.strip()]
@@ -186,7 +189,7 @@ class Galleries:
 
     @staticmethod
     def _page_outputs(page, base: str):
-        link = page.link(base)
+        link = feature_link(page, base)
         concepts = f"  \nCLIP concepts: {', '.join(map(inert, page.concept_names))}" if page.concept_names else ""
         header = (f"### Layer {page.layer} · feature {page.feature}\n{inert(page.model_id)} in "
                   f"<code>{inert(page.source)}</code>"

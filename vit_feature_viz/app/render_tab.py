@@ -35,8 +35,8 @@ class Renderer:
     def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
         """Validate a render request against the model and the caps; returns (model, plan, seed). `token` reads
         the model (visitor_token)."""
-        from ..objectives import make_objective
-        from ..render import plan_render
+        from ..core.objectives import make_objective
+        from ..core.render import plan_render
 
         preset = self.preset
         steps = as_int(steps, "steps", minimum=1)
@@ -121,9 +121,9 @@ class Renderer:
     def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
         """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished,
         rows); `rows` are the finished features' gallery rows with their patch maps, as the CLI writes them."""
-        from ..jobs import _with_patch_map as with_patch_map
-        from ..objectives import make_objective
-        from ..render import render_batches
+        from ..core.objectives import make_objective
+        from ..core.render import render_batches
+        from ..jobs import with_patch_map
 
         with user_errors("rendering"):
             model = self.models.get(model_id, token=token)
@@ -206,7 +206,7 @@ RECIPE_HELP = ("How the image is made. fast: Fourier image, 2 copies, the saved 
 def preset_defaults(preset) -> tuple[str, int]:
     """(recipe, steps) the Render tab starts with: the preset's, chosen by benchmarks/bench_speed.py for its hardware,
     else the library's default recipe at its own steps; never above the preset's step cap."""
-    from ..recipes import DEFAULT_RECIPE, get_recipe
+    from ..core.recipes import DEFAULT_RECIPE, get_recipe
 
     recipe = get_recipe(getattr(preset, "default_recipe", None) or DEFAULT_RECIPE)
     steps = getattr(preset, "default_steps", None) or recipe.steps
@@ -216,8 +216,8 @@ def preset_defaults(preset) -> tuple[str, int]:
 def build(ctx: AppContext) -> Renderer:
     """The Render tab inside the open gr.Tabs: settings with examples, Render/Stop, progress, the gallery and the
     activations table. Render is disabled while its job runs (a Stop gives it back at once)."""
-    from ..objectives import OBJECTIVES
-    from ..recipes import RECIPES
+    from ..core.objectives import OBJECTIVES
+    from ..core.recipes import RECIPES
 
     preset = ctx.preset
     renderer = Renderer(preset, ctx.models)

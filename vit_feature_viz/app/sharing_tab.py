@@ -19,7 +19,7 @@ class Sharing:
 
     @staticmethod
     def gallery_status(session: str | None) -> str:
-        from ..gallery import GalleryFolder
+        from ..store.folder import GalleryFolder
 
         if not session or not GalleryFolder(session).exists():
             return "Your gallery is empty: render some features first."
@@ -33,7 +33,7 @@ class Sharing:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from ..gallery import linked_file
+        from ..store.shards import linked_file
 
         with user_errors("preparing the download"):
             folder = session_folder(session)
@@ -69,7 +69,7 @@ class Sharing:
         server's own token, so it is ignored there, and the server's HF_TOKEN is used only if its owner opts in
         with VFV_PUSH_WITH_SERVER_TOKEN=1. The token is used for this push only: never stored, logged or shown.
         """
-        from ..hub import push_gallery
+        from ..store.hub import push_gallery
 
         with user_errors("pushing to the Hub"):
             folder = session_folder(session)

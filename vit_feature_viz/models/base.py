@@ -15,6 +15,7 @@ from torch import nn
 
 from ..device import autocast
 from ..errors import VizError
+from ..images import fit_square, pil_to_uint8, to_rgb
 
 MLP, RESIDUAL, LOGITS = "mlp", "residual", "logits"
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -173,8 +174,6 @@ class VisionModel:
         config, open_clip's preprocess): [3, S, S] floats in [0, 1], S = `image_size`. Normalization stays in
         `activations`, so the result is also the picture to show. A pipeline that does not give an S x S image
         (a processor that resizes without cropping) falls back to the bicubic shorter-side resize + centre crop."""
-        from ..patchmap import fit_square, pil_to_uint8, to_rgb
-
         image = to_rgb(image)
         if self.pixel_pipeline is not None:
             pixels = torch.as_tensor(self.pixel_pipeline(image)).float()

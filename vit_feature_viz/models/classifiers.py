@@ -16,6 +16,7 @@ from torch import nn
 
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import VizError
+from ..images import preprocess
 from .base import LOGITS, NotTransformerError, Target, VisionModel, as_int, without_normalize
 from .hub_files import CheckpointFiles
 from .loader import detect_backend, load_model
@@ -41,8 +42,6 @@ class ImageClassifier:
             pixels = torch.as_tensor(self.pixel_pipeline(image)).float()
             if tuple(pixels.shape) == (3, self.image_size, self.image_size):
                 return pixels.clamp(0, 1)
-        from ..patchmap import preprocess
-
         return preprocess([image], self.image_size)[0]
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -141,7 +140,7 @@ def _transformers_cnn(files: CheckpointFiles, trust_remote_code: bool, allow_pic
         size = size.get("height") or size.get("shortest_edge") or 224
     mean = tuple(processor.get("image_mean", (0.485, 0.456, 0.406)))
     std = tuple(processor.get("image_std", (0.229, 0.224, 0.225)))
-    return module, as_int(size), mean, std, transformers_backend._processor_pipeline(files, trust_remote_code)
+    return module, as_int(size), mean, std, transformers_backend.processor_pipeline(files, trust_remote_code)
 
 
 def _num_classes(module: nn.Module) -> int:

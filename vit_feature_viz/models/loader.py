@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from ..device import limit_cpu_threads, resolve_device, resolve_precision
 from ..errors import VizError
 from . import builtin, open_clip_backend, timm_backend, transformers_backend
@@ -87,9 +85,3 @@ def _builtin_folder(name: str, revision: str | None) -> str | None:
                        "vit-feature-viz, or train it with scripts/train_shape_fixtures.py.")
     return str(folder)
 
-
-@functools.lru_cache(maxsize=2)
-def load_model_cached(name_or_path: str, revision: str | None = None, device: str = "auto", precision: str = "auto",
-                      max_parameters: int | None = None) -> VisionModel:
-    """The app and repeated library calls reuse a loaded model instead of reading weights again."""
-    return load_model(name_or_path, revision=revision, device=device, precision=precision, max_parameters=max_parameters)

@@ -27,18 +27,6 @@ SAFE_WEIGHTS = {
 }
 
 
-def check_model_size(name_or_path: str, *, revision: str | None = None, max_parameters: int,
-                     token: str | bool | None = None) -> int:
-    """Refuse (VizError) a checkpoint with more than `max_parameters` parameters, reading only small files.
-
-    Returns the largest estimate found."""
-    from .loader import detect_backend
-
-    files = CheckpointFiles(str(name_or_path).strip(), revision, token)
-    backend, config = detect_backend(files)
-    return check_files_size(files, backend, config, max_parameters)
-
-
 def check_files_size(files: CheckpointFiles, backend: str, config: dict, max_parameters: int) -> int:
     """The cheap estimates first, so an absurd config is refused before anything else is fetched."""
     largest = 0

@@ -46,17 +46,17 @@ class TokenStages:
 
     def logits(self, tokens: Tokens) -> torch.Tensor:
         """The model's classification of a full token sequence leaving the last (or any) block."""
-        self._need_head()
+        self.need_head()
         return self.readout(self.norm(tokens))
 
     def pooled_logits(self, patches: Tokens, pool: str) -> torch.Tensor:
         """The head applied to the mean or max of the final-normed patch tokens."""
-        self._need_head()
+        self.need_head()
         normed = self.norm(patches)
         vector = normed.mean(dim=1) if pool == "mean" else normed.amax(dim=1)
         return self.vector_head(vector)
 
-    def _need_head(self):
+    def need_head(self):
         if self.readout is None:
             raise VizError(
                 f"'{self.model.model_id}' has no classification head: pick an image classifier checkpoint "

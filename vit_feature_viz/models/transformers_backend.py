@@ -80,7 +80,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         is_clip=auto_config.model_type in CLIP_FAMILY,
         device=device,
         precision=precision,
-        pixel_pipeline=_processor_pipeline(files, trust_remote_code),
+        pixel_pipeline=processor_pipeline(files, trust_remote_code),
     )
     model._entry = entry
     model._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
@@ -116,7 +116,7 @@ def _quiet_load_report():
         hf_logging.set_verbosity(verbosity)
 
 
-def _processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
+def processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
     """The checkpoint's image processor (sizes and resampling from preprocessor_config.json) without its
     normalization, or None when the repo has no processor config."""
     import transformers

@@ -28,8 +28,11 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import VizError
-from .gallery import ANALYSIS_DIR, ANALYSIS_SUFFIXES, GalleryFolder, is_gallery_card, linked_file, shard_problem
+from ..errors import VizError
+from .card import is_gallery_card
+from .folder import GalleryFolder
+from .schema import ANALYSIS_DIR, ANALYSIS_SUFFIXES
+from .shards import linked_file, shard_problem
 
 REPO_TYPE = "dataset"
 # A gallery's own files, the ones push uploads; nothing else is pulled.
@@ -62,7 +65,7 @@ def push_gallery(
     card = GalleryFolder(folder).card_text({"repo_id": repo_id})  # reads every shard: a broken one stops us here
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=token)
-    with _hub_errors(endpoint, repo_id, folder, pushing=True):
+    with hub_errors(endpoint, repo_id, folder, pushing=True):
         repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         if (repo_url.repo_id or repo_id) != repo_id:  # a bare name lands in the token's namespace
             repo_id = repo_url.repo_id
@@ -87,7 +90,7 @@ def check_push_target(repo_id: str, info, folder: Path, *, endpoint: str, token:
     paths = [sibling.rfilename for sibling in info.siblings or []]
     if not [p for p in paths if p != ".gitattributes"]:
         return
-    if _looks_like_gallery(paths) and is_gallery_card(_remote_text(repo_id, info.sha, "README.md", endpoint, token)):
+    if looks_like_gallery(paths) and is_gallery_card(_remote_text(repo_id, info.sha, "README.md", endpoint, token)):
         return
     short = repo_id.rpartition("/")[2]
     raise VizError(
@@ -122,10 +125,10 @@ def pull_gallery(
     check_pull_destination(folder)
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=token)
-    with _hub_errors(endpoint, repo_id, folder, pushing=False, revision=revision):
+    with hub_errors(endpoint, repo_id, folder, pushing=False, revision=revision):
         info = api.dataset_info(repo_id, revision=revision)
         remote_paths = [sibling.rfilename for sibling in info.siblings or []]
-        if not _looks_like_gallery(remote_paths):
+        if not looks_like_gallery(remote_paths):
             raise VizError(
                 f"the dataset repo {repo_id} is not a gallery (it has no README.md and data/*.parquet):"
                 " pass the id of a repo made with push_gallery"
@@ -253,7 +256,7 @@ def reader_key(token: str | bool | None) -> str:
     return "token-" + hashlib.sha256(str(token).encode()).hexdigest()[:16]
 
 
-def _looks_like_gallery(paths) -> bool:
+def looks_like_gallery(paths) -> bool:
     paths = set(paths)
     return "README.md" in paths and any(
         PurePosixPath(p).parent == PurePosixPath("data") and p.endswith(".parquet") for p in paths
@@ -305,7 +308,7 @@ def _http_error(err: HfHubHTTPError, endpoint: str, repo_id: str, pushing: bool,
 
 
 @contextmanager
-def _hub_errors(endpoint: str, repo_id: str, folder: Path, *, pushing: bool, revision: str | None = None):
+def hub_errors(endpoint: str, repo_id: str, folder: Path, *, pushing: bool, revision: str | None = None):
     """Turn huggingface_hub failures into one-line VizErrors naming the fix (never quoting the token)."""
     unchanged = f"; the local gallery in {folder} is unchanged" if pushing else ""
     try:

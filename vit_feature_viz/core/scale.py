@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .device import accelerate_state
+from ..device import accelerate_state
 
 
 @dataclass

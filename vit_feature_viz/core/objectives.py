@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import VizError
-from .models.base import LOGITS, MLP, RESIDUAL, Activations, Target, VisionModel
+from ..errors import VizError
+from ..models.base import LOGITS, MLP, RESIDUAL, Activations, Target, VisionModel
 
 
 class Objective:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from . import transforms as T
 from torch import Tensor
 
-from .errors import VizError
-from .names import DEFAULT_RECIPE  # noqa: F401  (re-exported: the CLI reads it from names, torch-free)
+from ..errors import VizError
+from ..names import DEFAULT_RECIPE  # noqa: F401  (re-exported: the CLI reads it from names, torch-free)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .transforms import draw
 
-SPECTRUM_FILE = Path(__file__).parent / "data" / "maco_spectrum.npz"
+SPECTRUM_FILE = Path(__file__).resolve().parents[1] / "data" / "maco_spectrum.npz"
 
 # Square root of ImageNet's colour correlation (Lucid): maps decorrelated channels to RGB.
 COLOR_CORRELATION_SQRT = np.array(

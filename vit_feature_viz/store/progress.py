@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .gallery import write_atomically
+from .shards import write_atomically
 
 PROGRESS_DIR = ".progress"
 STATE_FILE = "state.pt"

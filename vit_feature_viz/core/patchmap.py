@@ -2,7 +2,7 @@
 
 Dataset images become model input through the checkpoint's own pipeline (`VisionModel.preprocess`), so scores,
 stored example images and their patch maps all see exactly the pixels the model's own library would feed it; the
-generic resize + centre crop here (`fit_square`, `preprocess`) is the fallback for checkpoints without one.
+generic resize + centre crop (`images.fit_square`, `images.preprocess`) is the fallback for checkpoints without one.
 """
 
 from __future__ import annotations
@@ -12,59 +12,16 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .errors import VizError
-from .models.base import VisionModel
+from ..errors import VizError
+from ..images import preprocess_uint8, to_pil, to_rgb
+from ..models.base import VisionModel
+from ..specs import parse_features
 from .objectives import Channel, Objective, make_objective
-from .specs import parse_features
 
 # Inferno: dark-to-bright with monotonic lightness, readable in greyscale and by most colour-blind viewers.
 COLORMAP_NAME = "inferno"
 COLORMAP = (colormaps[COLORMAP_NAME](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)  # [256, 3]
 MIN_LABELLED_SIZE = 48  # px: smaller overlays get the colour bar without its min/max labels
-
-
-# --- preprocessing -------------------------------------------------------------------------------------------
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB at 8 bits; 16-bit and float greyscale are rescaled rather than clipped to white."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255 if high > low else np.zeros_like(array)
-        image = Image.fromarray(scaled.round().astype(np.uint8))
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def fit_square(image: Image.Image, size: int) -> Image.Image:
-    """Shorter side resized to `size` (bicubic), then the centre `size` x `size` square: no distortion."""
-    image = to_rgb(image)
-    width, height = image.size
-    scale = size / min(width, height)
-    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if resized != image.size:
-        image = image.resize(resized, Image.Resampling.BICUBIC)
-    left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """[3, H, W] uint8: a quarter of the memory of floats, and lossless for preprocessed images."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-
-
-def uint8_to_pil(pixels: torch.Tensor) -> Image.Image:
-    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
-
-
-def preprocess_uint8(images: list[Image.Image], size: int) -> torch.Tensor:
-    """Images -> [B, 3, size, size] uint8 by `fit_square` (the generic fallback; `/ 255` gives model input)."""
-    if not images:
-        return torch.empty(0, 3, size, size, dtype=torch.uint8)
-    return torch.stack([pil_to_uint8(fit_square(image, size)) for image in images])
-
-
-def preprocess(images: list[Image.Image], size: int) -> torch.Tensor:
-    """Images -> [B, 3, size, size] floats in [0, 1] (models normalize inside `activations`)."""
-    return preprocess_uint8(images, size).float() / 255
 
 
 # --- drawing -------------------------------------------------------------------------------------------------
@@ -170,5 +127,5 @@ def patch_map(
             f"Objective '{objective.name}' has no per-patch values to map: use --objective feature "
             "(or neuron, cls, residual) for patch maps."
         )
-    return heatmap_overlay(uint8_to_pil(pixels[0]), values[0, :, :, feature].numpy())
+    return heatmap_overlay(to_pil(pixels[0]), values[0, :, :, feature].numpy())
 

@@ -13,17 +13,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import VizError
-from .models import VisionModel, load_model
+from ..errors import VizError
+from ..images import to_pil
+from ..models import VisionModel, load_model
+from ..specs import parse_features, whole_number
 from .objectives import Objective, make_objective
 from .params import PARAMETRIZATIONS
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
-from .specs import parse_features, whole_number
 from .transforms import CleanFirstCopy, total_variation
 
 MAX_SEED, MAX_INT32 = 2**63 - 1, 2**31 - 1  # what the gallery's seed (int64) and steps (int32) columns hold
@@ -58,11 +58,6 @@ def feature_seed(seed: int, layer: int, feature: int) -> int:
     """A stable 63-bit seed for one feature: independent of batch, process and Python's hash salt."""
     digest = hashlib.sha256(f"{seed}:{layer}:{feature}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(array)
 
 
 def render(model, layer: int, features, **options) -> list[RenderResult]:
