@@ -283,8 +283,8 @@ def box_array(boxes, column: str, row: int | None = None) -> np.ndarray:
     if array is None or array.size % 4 or not np.isfinite(array).all():
         where = f"Row {row} of column '{column}'" if row is not None else f"A row of column '{column}'"
         raise VizError(
-            f"{where} holds {reprlib.repr(boxes)}, not boxes of 4 finite numbers (x0, y0, x1, y1 pixels; x, y, width, "
-            "height with --box-format xywh): pass --box-column with a column of boxes, --mask-column, or fix the row."
+            f"{where} holds {reprlib.repr(boxes)}, not boxes of 4 finite numbers (x0, y0, x1, y1 pixels): pass "
+            "--box-column with a column of boxes, --box-format xywh for x, y, width, height, --mask-column, or fix the row."
         )
     return array.reshape(-1, 4)
 

@@ -108,6 +108,8 @@ APP_FIXES = {  # replaces the message's advice (after its last ': ')
     "--batch-size": "this app picks the batch size itself, so try again with fewer images",
     "--scan-batch-size": "this app picks the batch size itself, so try again with fewer images",
     "--out": "this app writes into your session gallery, so try again or reload the page",
+    "--box-format": "this app reads boxes as x0, y0, x1, y1 pixels, so pick a Box column in that format or a Mask "
+                    "column",
     "--device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
     "hf auth login": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
 }
