@@ -282,10 +282,17 @@ def ctx(tiny_repos, hub_cache_dir, tmp_path_factory, request):
         "far_gallery": dict(layers=1, features=[0, 20_000_000]),
     }
     galleries = {name: str(write_synthetic_gallery(root / name, **shape)) for name, shape in galleries.items()}
+    bad_boxes = {"nan_boxes": [6, float("nan"), 30, 28], "inf_boxes": [6, 4, float("inf"), 28], "short_boxes": [6, 4, 30]}
+    boxes = {name: _dataset_with_box(root / name, rng, bad) for name, bad in bad_boxes.items()}
+    latin1_vocabulary, utf16_vocabulary = root / "latin1.txt", root / "utf16.txt"
+    latin1_vocabulary.write_bytes("caf\u00e9\nna\u00efve\n".encode("latin-1"))
+    utf16_vocabulary.write_bytes("dog\ncat\n".encode("utf-16"))
     model = load_model(tiny_repos["vit"], device="cpu")
     return SimpleNamespace(root=root, vit=tiny_repos["vit"], model=model, images=str(images.parent),
                            broken_images=str(broken_images.parent), png_bytes=str(png_bytes), a_file=str(a_file),
-                           foreign=str(foreign), broken=str(broken), **galleries, **repos,
+                           foreign=str(foreign), broken=str(broken), open_clip=tiny_repos["open_clip"],
+                           latin1_vocabulary=str(latin1_vocabulary), utf16_vocabulary=str(utf16_vocabulary),
+                           **boxes, **galleries, **repos,
                            **_push_pull_inputs(root, tmp_path_factory.mktemp("bad-input-hf"), request))
 
 
@@ -327,17 +334,6 @@ def hub_env(ctx) -> dict[str, str]:
     """The environment of a CLI process that talks to the loopback Hub with alice's read token."""
     return dict(os.environ, HF_ENDPOINT=ctx.hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
                 HF_TOKEN=ctx.hub.read_token, HF_HOME=str(ctx.hf_home), HF_HUB_CACHE=str(ctx.hf_home / "hub"))
-    bad_boxes = {"nan_boxes": [6, float("nan"), 30, 28], "inf_boxes": [6, 4, float("inf"), 28], "short_boxes": [6, 4, 30]}
-    boxes = {name: _dataset_with_box(root / name, rng, bad) for name, bad in bad_boxes.items()}
-    latin1_vocabulary, utf16_vocabulary = root / "latin1.txt", root / "utf16.txt"
-    latin1_vocabulary.write_bytes("caf\u00e9\nna\u00efve\n".encode("latin-1"))
-    utf16_vocabulary.write_bytes("dog\ncat\n".encode("utf-16"))
-    model = load_model(tiny_repos["vit"], device="cpu")
-    return SimpleNamespace(root=root, vit=tiny_repos["vit"], model=model, images=str(images.parent),
-                           broken_images=str(broken_images.parent), png_bytes=str(png_bytes), a_file=str(a_file),
-                           foreign=str(foreign), broken=str(broken), open_clip=tiny_repos["open_clip"],
-                           latin1_vocabulary=str(latin1_vocabulary), utf16_vocabulary=str(utf16_vocabulary),
-                           **boxes, **repos)
 
 
 CLASSES = [f"class_{i}" for i in range(tiny.NUM_LABELS)]  # the tiny ViT classifier's
