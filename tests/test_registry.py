@@ -64,3 +64,28 @@ def test_every_rendering_entry_loads():
         recipe = RECIPES.get(name)
         assert isinstance(recipe, Recipe) and recipe.name == name and recipe.parametrization in PARAMETRIZATIONS
     assert DEFAULT_RECIPE in RECIPES
+
+
+def test_every_backend_loads_with_its_weight_files():
+    from vit_feature_viz.models.backends import BACKENDS, Backend
+
+    assert BACKENDS.names() == ("open_clip", "timm", "transformers")
+    for name in BACKENDS:
+        backend = BACKENDS.get(name)
+        assert isinstance(backend, Backend) and callable(backend.load)
+        assert all(f.endswith((".safetensors", ".safetensors.index.json")) for f in backend.safe_weights)
+        assert backend.pickle_weights and not any(".safetensors" in f for f in backend.pickle_weights)
+
+
+def test_every_experiment_loads_and_analyze_help_imports_no_torch():
+    from vit_feature_viz.analysis import EXPERIMENTS
+
+    assert EXPERIMENTS.names() == ("cls-isolation", "token-pooling", "per-block-cls", "foreground-background",
+                                   "frequency", "clip-names")
+    assert all(callable(EXPERIMENTS.get(name)) for name in EXPERIMENTS)
+    code = ("import runpy, sys\nsys.argv = ['vit-feature-viz', 'analyze', '--help']\n"
+            "try:\n    runpy.run_module('vit_feature_viz', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and "clip-names" in result.stdout, result.stderr
+    assert result.stdout.splitlines()[-1] == "False"

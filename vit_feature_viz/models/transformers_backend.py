@@ -9,6 +9,7 @@ import os
 import torch
 
 from ..errors import VizError
+from .backends import Backend
 from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int
 from .hub_files import CheckpointFiles
 
@@ -147,3 +148,6 @@ def _normalization(files: CheckpointFiles, model_type: str):
     mean = tuple(float(v) for v in processor.get("image_mean", default[0]))
     std = tuple(float(v) for v in processor.get("image_std", default[1]))
     return mean, std
+
+
+BACKEND = Backend(load, SAFE_WEIGHTS, PICKLE_WEIGHTS)
