@@ -40,7 +40,7 @@ class Wording:
         return None
 
 
-CLI = Wording()
+CLI_WORDING = Wording()
 
 
 class VizError(Exception):
@@ -55,7 +55,7 @@ class VizError(Exception):
                  note: str = "", gallery=None):
         self.problem, self.fix, self.note = str(message), fix, note
         self.option, self.value, self.gallery = option, value, gallery
-        super().__init__(self.worded(CLI))
+        super().__init__(self.worded(CLI_WORDING))
 
     def __reduce__(self):
         """Pickled with its fields (an error may come back from a worker process), not as its CLI line."""
