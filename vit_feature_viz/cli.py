@@ -13,7 +13,7 @@ import threading
 import warnings
 
 from . import __version__
-from .errors import VizError
+from .errors import CLI_WORDING, VizError
 from .core.registries import DEFAULT_RECIPE, OBJECTIVES, RECIPES
 
 EXIT_USAGE = 2
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except VizError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.worded(CLI_WORDING)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as stop:
         print("stopped: finished features are saved; run the same command again to resume.", file=sys.stderr)

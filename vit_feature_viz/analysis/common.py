@@ -168,7 +168,8 @@ def sweep(
             if saved:
                 saved.save({"seen": seen, "counts": [(key, vars(acc)) for key, acc in counts.items()]})
     if not seen:
-        raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
+        raise VizError(f"Dataset '{data.name}' gave no images", option="max_images",
+                       fix="check the split and {option}.")
     return counts, seen
 
 

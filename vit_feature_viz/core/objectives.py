@@ -130,7 +130,7 @@ class ClsToken(Channel):
 
     def values(self, acts):
         if acts.num_prefix < 1:
-            raise VizError("This model has no CLS token: use --objective feature or neuron.")
+            raise VizError("This model has no CLS token", option="objective", fix="{option:use} feature or neuron.")
         return acts[self.target][:, 0].float()
 
 

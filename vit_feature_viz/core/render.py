@@ -102,8 +102,9 @@ def render_batches(
                 if not is_out_of_memory(error):
                     raise
                 if size == 1:
-                    raise VizError(f"Out of memory with a single feature per batch on {model.device}: use a smaller "
-                                   "--image-size, a smaller model or a device with more memory.") from None
+                    raise VizError(f"Out of memory with a single feature per batch on {model.device}",
+                                   option="image_size", fix="use a smaller {option}, a smaller model or a device "
+                                                            "with more memory.") from None
                 size = max(1, size // 2)
                 _free_memory(model.device)
                 bar.n = done  # the failed batch's steps are done again

@@ -136,7 +136,8 @@ def processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
 def _load_error(files: CheckpointFiles, err: Exception) -> VizError:
     """transformers' own errors, as one line naming the fix."""
     if "trust_remote_code" in str(err):
-        return VizError(f"'{files.name}' needs its own code to load: pass --trust-remote-code if you trust it.")
+        return VizError(f"'{files.name}' needs its own code to load", option="trust_remote_code",
+                        fix="{option:pass} if you trust it.")
     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return VizError(f"transformers cannot load '{files.name}' ({first[:200]}): pick a ViT or CLIP checkpoint it supports.")
 
