@@ -173,8 +173,12 @@ def resolve_features(spec: Any, num_features: int, seed: int, max_count: int) ->
     against the layer's width and the cap before any list is built ("0-30000000" is one line, not gigabytes)."""
     from ..specs import parse_features
 
-    return parse_features(spec if isinstance(spec, (int, float)) else str(spec if spec is not None else "").strip(),
-                          num_features, seed, max_count=max_count)
+    return parse_features(feature_spec(spec), num_features, seed, max_count=max_count)
+
+
+def feature_spec(spec: Any) -> int | float | str:
+    """A feature spec as the UI or API sent it, made what parse_features reads: a number, or stripped text."""
+    return spec if isinstance(spec, (int, float)) else str(spec if spec is not None else "").strip()
 
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # an uploaded image is checked from its header before it is decoded
