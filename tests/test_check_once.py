@@ -10,11 +10,13 @@ import pickle
 import pytest
 
 from app_fixtures import no_progress
+from gallery_fixtures import MODEL, write_synthetic_gallery
 from vit_feature_viz import VizError, jobs, load_model, specs
 from vit_feature_viz.app.common import ModelCache
 from vit_feature_viz.app.render_tab import Renderer
 from vit_feature_viz.core import render as core_render
 from vit_feature_viz.core.render import render, render_batches
+from vit_feature_viz.store import pages
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,29 @@ def test_the_old_keyword_form_still_renders_batch_by_batch(vit, plans):
     batches = list(render_batches(vit, 0, "0-2", steps=1, batch_size=2, progress=False))
     assert [[r.feature for r in batch] for batch in batches] == [[0, 1], [2]]
     assert len(plans) == 1
+
+
+@pytest.fixture
+def gallery_checks(monkeypatch) -> dict[str, int]:
+    """Every check of a model id and a layer against a gallery (Gallery.model, Gallery._layer)."""
+    counts = {"model": 0, "_layer": 0}
+    for name in counts:
+        real = getattr(pages.Gallery, name)
+
+        def counting(self, *args, _name=name, _real=real):
+            counts[_name] += 1
+            return _real(self, *args)
+
+        monkeypatch.setattr(pages.Gallery, name, counting)
+    return counts
+
+
+def test_a_feature_page_resolves_its_layer_once(tmp_path, gallery_checks):
+    gallery = pages.open_gallery(write_synthetic_gallery(tmp_path / "gallery", 2, 5, top_images=2))
+    page = gallery.feature_page(None, 1, 3)
+    assert (page.layer, page.feature, page.previous, page.next) == (1, 3, 2, 4)
+    assert gallery_checks == {"model": 1, "_layer": 1}  # before issue 17: 5 and 5
+    key = gallery.key(None, "1")
+    assert (key.model_id, key.layer, key.objective) == (MODEL, 1, "feature")
+    assert gallery.rows_at(key) == gallery.layer_rows(MODEL, 1, "feature")
+
