@@ -9,10 +9,11 @@ import pickle
 
 import pytest
 
-from app_fixtures import no_progress
+from app_fixtures import image_folder, no_progress  # noqa: F401  (fixture)
 from gallery_fixtures import MODEL, write_synthetic_gallery
-from vit_feature_viz import VizError, jobs, load_model, specs
+from vit_feature_viz import VizError, examples, jobs, load_model, specs
 from vit_feature_viz.app.common import ModelCache
+from vit_feature_viz.app.explore_tab import Explorer
 from vit_feature_viz.app.render_tab import Renderer
 from vit_feature_viz.core import render as core_render
 from vit_feature_viz.core.render import render, render_batches
@@ -49,6 +50,7 @@ def feature_checks(monkeypatch) -> list:
 
     monkeypatch.setattr(specs, "parse_features", counting)
     monkeypatch.setattr(core_render, "parse_features", counting)
+    monkeypatch.setattr(examples, "parse_features", counting)
     return calls
 
 
@@ -134,3 +136,24 @@ def test_a_feature_page_resolves_its_layer_once(tmp_path, gallery_checks):
     assert (key.model_id, key.layer, key.objective) == (MODEL, 1, "feature")
     assert gallery.rows_at(key) == gallery.layer_rows(MODEL, 1, "feature")
 
+
+def test_an_app_scan_checks_its_feature_once(tiny_repos, image_folder, feature_checks):
+    from spaces_config.presets import current_preset
+
+    explorer = Explorer(current_preset({}), ModelCache())
+    found, _ = explorer.examples(tiny_repos["vit"], 1, 4, str(image_folder), "train", 12, 2, None,
+                                 progress=no_progress)
+    assert len(found) >= 2
+    assert feature_checks == [4]  # before issue 17: the tab's check, then the scanner's
+
+
+def test_a_scan_target_scans_as_it_is(vit, image_folder, feature_checks):
+    target = examples.plan_scan(vit, 1, "2,5")
+    again = pickle.loads(pickle.dumps(target))
+    assert (again.model_id, again.layer, again.objective.name, again.features) == (vit.model_id, 1, "feature", (2, 5))
+    planned = examples.scan_examples(vit, dataset=str(image_folder), target=again, split="train", top_k=2,
+                                     progress=False)
+    assert len(feature_checks) == 1
+    by_settings = examples.scan_examples(vit, 1, "2,5", str(image_folder), split="train", top_k=2, progress=False)
+    assert {f: [(e.index, e.score) for e in found] for f, found in planned.items()} == {
+        f: [(e.index, e.score) for e in found] for f, found in by_settings.items()}
