@@ -41,7 +41,6 @@ from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.hub import pull_gallery, push_gallery
 from vit_feature_viz.store.pages import open_gallery
 
-from app_fixtures import client, server  # noqa: E402,F401 (the served app, for the "app" rows)
 from gallery_fixtures import MODEL, one_colour_png, write_synthetic_gallery
 
 CLI = [sys.executable, "-m", "vit_feature_viz"]

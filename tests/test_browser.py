@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from gallery_fixtures import MODEL, TOP_K, browse_gallery, hostile, make_hostile_gallery  # noqa: F401 (a fixture)
+from gallery_fixtures import TOP_K, hostile, make_hostile_gallery
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 
 ROOT = Path(__file__).resolve().parent.parent
