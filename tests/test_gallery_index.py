@@ -1,4 +1,5 @@
-"""Browsing galleries made by the real renderer and dataset scan: from a folder, and from the loopback Hub by id."""
+"""The library's gallery index: browsing galleries made by the real renderer and dataset scan, from a folder and
+from the loopback Hub by id (the app in a real browser is tests/test_ui_in_browser.py)."""
 
 from __future__ import annotations
 
