@@ -10,7 +10,6 @@ Placeholders in CLI arguments ({vit}, {out}, {images}, ...) are the `ctx` fixtur
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -42,8 +41,7 @@ from vit_feature_viz.store.hub import pull_gallery, push_gallery
 from vit_feature_viz.store.pages import open_gallery
 
 from gallery_fixtures import MODEL, one_colour_png, write_synthetic_gallery
-
-CLI = [sys.executable, "-m", "vit_feature_viz"]
+from helpers import CLI, snapshot
 
 
 @dataclass(frozen=True)
@@ -353,10 +351,6 @@ def _dataset_with_box(folder: Path, rng, bad_box: list) -> str:
                                     "bbox": datasets.List(datasets.Value("float64"))}),
     ).save_to_disk(str(folder))
     return str(folder)
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
 
 
 CLI_ROWS = [case for case in CASES if case.surface == "cli"]

@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from gallery_fixtures import MODEL, TOP_K, one_colour_png, write_synthetic_gallery
+from helpers import same_pixels
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
 from vit_feature_viz.app.links import DeepLink, deep_link, feature_link, parse_deep_link
@@ -33,10 +33,6 @@ from vit_feature_viz.store.pages import MAX_EXAMPLES, GalleryCache, open_gallery
 from vit_feature_viz.store.schema import CONCEPTS_DIR, IMAGE_COLUMNS
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
-
-
-def same_pixels(a: Image.Image, b: Image.Image) -> bool:
-    return a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
 
 
 def stored_rows(folder: Path) -> dict:
