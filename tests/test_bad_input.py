@@ -420,10 +420,8 @@ def cli_results(ctx, case, request, monkeypatch, capfd):
     env = hub_env(ctx) if case.hub else CLI_ENV
     if case.hub:
         point_clients_at(monkeypatch, ctx.hub.url, ctx.hf_home)  # the settings huggingface_hub read at import
-    _use_environment(monkeypatch, env)
-    monkeypatch.chdir(CWD)
-    code, stderr = _run_main(_argv(ctx, case), capfd)
-    return {case: (_out(ctx, case), code, stderr)}, before, snapshot(ctx.root)
+    run = _run_here(_argv(ctx, case), env, monkeypatch, capfd)
+    return {case: (_out(ctx, case), run.returncode, run.stderr)}, before, snapshot(ctx.root)
 
 
 CWD = Path.cwd()  # the working folder the CLI processes inherit
@@ -437,8 +435,16 @@ def _use_environment(monkeypatch, env: dict) -> None:
         monkeypatch.setenv(name, value)
 
 
-def _run_main(argv: list[str], capfd) -> tuple[int, str]:
-    """`python -m vit_feature_viz argv` without a new process: its exit code and everything it wrote to stderr."""
+def _run_here(argv: list[str], env: dict, monkeypatch, capfd) -> subprocess.CompletedProcess[str]:
+    """`python -m vit_feature_viz argv` without a new process (no torch import to pay), in the environment and
+    working folder such a process would get (monkeypatch restores both after the test)."""
+    _use_environment(monkeypatch, env)
+    monkeypatch.chdir(CWD)
+    return subprocess.CompletedProcess([*CLI, *argv], *_run_main(argv, capfd))
+
+
+def _run_main(argv: list[str], capfd) -> tuple[int, str, str]:
+    """The CLI's main(argv) here: its exit code and everything it wrote to stdout and stderr."""
     from vit_feature_viz.cli import main
 
     capfd.readouterr()  # what came before is not this row's
@@ -452,7 +458,8 @@ def _run_main(argv: list[str], capfd) -> tuple[int, str]:
         except Exception:  # what the interpreter would print, and its exit code
             traceback.print_exc()
             code = 1
-    return code, capfd.readouterr().err
+    written = capfd.readouterr()
+    return code, written.out, written.err
 
 
 def _warn_to_stderr_as_a_process_does() -> None:
@@ -535,14 +542,14 @@ def test_app_on_a_space_bad_input_is_one_line_and_writes_nothing(ctx, client, ca
 
 
 # --- inputs that are not errors, though they used to be ------------------------------------------------------
-def test_a_corrupt_image_in_a_dataset_is_skipped_with_a_count(ctx, tmp_path):
+def test_a_corrupt_image_in_a_dataset_is_skipped_with_a_count(ctx, tmp_path, monkeypatch, capfd):
     with pytest.warns(UnreadableImages, match="Skipped 1 unreadable image"):
         found = scan_examples(ctx.model, 0, [0, 1], ctx.broken_images, top_k=4, progress=False)
     assert all(len(examples) == 4 for examples in found.values())
     assert 4 not in {e.index for examples in found.values() for e in examples}  # row 4 is the broken file
 
-    result = subprocess.run([*CLI, "examples", ctx.vit, "--layer", "0", "--features", "0", "--dataset", ctx.broken_images,
-                             "--top-k", "2", "--out", str(tmp_path / "out"), "--quiet"], capture_output=True, text=True)
+    result = _run_here(["examples", ctx.vit, "--layer", "0", "--features", "0", "--dataset", ctx.broken_images,
+                        "--top-k", "2", "--out", str(tmp_path / "out"), "--quiet"], CLI_ENV, monkeypatch, capfd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "warning: Skipped 1 unreadable image(s) in column 'image'." in result.stderr.splitlines()
 
@@ -553,16 +560,17 @@ def test_a_column_of_png_bytes_decodes_as_images(ctx):
     assert [e.image.size for e in found[0]] == [(32, 32)] * 3
 
 
-def test_a_concept_longer_than_the_clip_text_context_is_cut_to_it(ctx, short_context_clips, tmp_path):
+def test_a_concept_longer_than_the_clip_text_context_is_cut_to_it(ctx, short_context_clips, tmp_path, monkeypatch,
+                                                                   capfd):
     """A CLIP whose text tower reads 8 tokens, with a tokenizer that states no limit: the 12-word concept is cut to
     the tower's context, as CLIP tokenizers do, instead of failing in the position embeddings."""
     vocabulary = tmp_path / "concepts.txt"
     vocabulary.write_text(" ".join(tiny.SHORT_CONTEXT_WORDS) + "\ndog\n")
     out = tmp_path / "out"
-    result = subprocess.run([*CLI, "analyze", "clip-names", short_context_clips["clip_short"], "--dataset", ctx.images,
-                             "--split", "train", "--layer", "0", "--features", "0", "--vocabulary", str(vocabulary),
-                             "--top-images", "2", "--top-names", "2", "--device", "cpu", "--quiet", "--out", str(out)],
-                            capture_output=True, text=True)
+    result = _run_here(["analyze", "clip-names", short_context_clips["clip_short"], "--dataset", ctx.images,
+                        "--split", "train", "--layer", "0", "--features", "0", "--vocabulary", str(vocabulary),
+                        "--top-images", "2", "--top-names", "2", "--device", "cpu", "--quiet", "--out", str(out)],
+                       CLI_ENV, monkeypatch, capfd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     table = Path(result.stdout.split()[0]).read_text()
     assert " ".join(tiny.SHORT_CONTEXT_WORDS) in table and ",dog," in table
