@@ -2,7 +2,8 @@
 writes nothing.
 
 A row is a `Case`: the surface it is given on, what it is, the message fragment expected, and the input. Surfaces:
-"cli" (a real `python -m vit_feature_viz` process: exit code 2, one stderr line starting `error:`), "library"
+"cli" (`vit_feature_viz ...`: exit code 2, one stderr line starting `error:`; the CLI's main() runs in this process,
+set up as a process of its own, except the IN_A_PROCESS rows, real `python -m vit_feature_viz` processes), "library"
 (`call(ctx)` raises VizError), "app" (the app's API through gradio_client: `args` are the endpoint and its
 inputs; one-line error, no session gallery made) and "space" (the same, with the app on a Space). To add a surface, add its rows and one runner below.
 Placeholders in CLI arguments ({vit}, {out}, {images}, ...) are the `ctx` fixture's attributes.
