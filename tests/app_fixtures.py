@@ -7,7 +7,6 @@ set through the environment, so the caps are small enough to cross in a test.
 from __future__ import annotations
 
 import importlib.util
-import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +20,8 @@ from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from helpers import free_port  # noqa: E402
+
 CAPS = {  # a tiny preset, chosen by env exactly as a Space owner would
     "VFV_HARDWARE": "cpu-basic",
     "VFV_MAX_STEPS": "5",
@@ -31,12 +32,6 @@ CAPS = {  # a tiny preset, chosen by env exactly as a Space owner would
     "VFV_MAX_PARAMETERS": "10000000",
     "VFV_MAX_GALLERY_ROWS": "1000",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_app(name: str = "vfv_space_app"):

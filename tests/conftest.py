@@ -89,6 +89,7 @@ def short_context_clips(hub_cache_dir) -> dict[str, str]:
     return build_hub_cache(hub_cache_dir, SHORT_CONTEXT_REPOS)
 
 
-# The loopback Hub and the real clients pointed at it (test_hub.py, test_app.py). Imported only now: importing
-# huggingface_hub/datasets must come after the environment above is set.
-from hub_fixtures import hub  # noqa: E402,F401
+# Fixtures every test file may use, without importing them: `hub` (the loopback Hub and the real clients pointed
+# at it), `server`/`client`/`vit`/`image_folder` (the app served on loopback) and `browse_gallery`. pytest imports
+# these modules after this one, so huggingface_hub/datasets come after the environment above is set.
+pytest_plugins = ["hub_fixtures", "app_fixtures", "gallery_fixtures"]

@@ -629,10 +629,9 @@ def _handler_class(hub: LoopbackHub) -> type[BaseHTTPRequestHandler]:
 
 def closed_port_url() -> str:
     """An http://127.0.0.1 URL on a port that nothing listens on (bound then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    from helpers import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
 
 
 __all__ = ["LoopbackHub", "Upload", "CommitRecord", "closed_port_url"]

@@ -19,9 +19,8 @@ import gradio as gr
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from app_fixtures import (  # noqa: F401  (fixtures)
-    ROOT, app_error, client, free_port, image_folder, load_app, no_progress, render, serve, server, vit,
-)
+from app_fixtures import ROOT, app_error, load_app, no_progress, render, serve
+from helpers import free_port
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, parquet_reads, push_parquet_shards
 from test_model_safety import _declares_vit_large, _header_claims_a_huge_tensor, _push_model  # the same repos
 from vit_feature_viz.app import common

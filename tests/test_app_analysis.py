@@ -3,7 +3,7 @@ shapes set, the preset's image cap, and results saved into the session gallery."
 
 from pathlib import Path
 
-from app_fixtures import ROOT, app_error, client, server  # noqa: F401  (fixtures)
+from app_fixtures import ROOT, app_error
 
 FIXTURE = str(ROOT / "vit_feature_viz" / "data" / "models" / "shapes-color-vit-a")
 

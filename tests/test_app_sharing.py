@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from app_fixtures import app_error, client, no_progress, render, server, vit  # noqa: F401  (fixtures)
+from app_fixtures import app_error, no_progress, render
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh
 from vit_feature_viz.app import common
 from vit_feature_viz.app.common import ModelCache

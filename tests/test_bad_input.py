@@ -2,7 +2,8 @@
 writes nothing.
 
 A row is a `Case`: the surface it is given on, what it is, the message fragment expected, and the input. Surfaces:
-"cli" (a real `python -m vit_feature_viz` process: exit code 2, one stderr line starting `error:`), "library"
+"cli" (`vit_feature_viz ...`: exit code 2, one stderr line starting `error:`; the CLI's main() runs in this process,
+set up as a process of its own, except the IN_A_PROCESS rows, real `python -m vit_feature_viz` processes), "library"
 (`call(ctx)` raises VizError), "app" (the app's API through gradio_client: `args` are the endpoint and its
 inputs; one-line error, no session gallery made) and "space" (the same, with the app on a Space). To add a surface, add its rows and one runner below.
 Placeholders in CLI arguments ({vit}, {out}, {images}, ...) are the `ctx` fixture's attributes.
@@ -10,12 +11,15 @@ Placeholders in CLI arguments ({vit}, {out}, {images}, ...) are the `ctx` fixtur
 
 from __future__ import annotations
 
-import hashlib
 import io
+import logging
 import os
+import pty
 import shutil
 import subprocess
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +41,8 @@ from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.hub import pull_gallery, push_gallery
 from vit_feature_viz.store.pages import open_gallery
 
-from app_fixtures import client, server  # noqa: E402,F401 (the served app, for the "app" rows)
 from gallery_fixtures import MODEL, one_colour_png, write_synthetic_gallery
-
-CLI = [sys.executable, "-m", "vit_feature_viz"]
+from helpers import CLI, snapshot
 
 
 @dataclass(frozen=True)
@@ -352,29 +354,138 @@ def _dataset_with_box(folder: Path, rng, bad_box: list) -> str:
     return str(folder)
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+CLI_ROWS = [case for case in CASES if case.surface == "cli"]
+# The rows run as real processes: the rest call the CLI's main() in this process (each process pays ~3 s of
+# importing torch). On a terminal: no traceback reaches one. fractional steps: argparse's exit ends a real process
+# with code 2. transformers weights: the load's logging goes to a real stderr. pull: the Hub settings read at import.
+IN_A_PROCESS = {"timm CNN": "terminal", "fractional steps": "pipe", "transformers weights of another model": "pipe",
+                "pull a corrupt shard": "pipe"}
+CLI_ENV = dict(os.environ)  # what every CLI process of this file inherits (conftest.py's hermetic Hub settings)
 
 
-def _finished(run: subprocess.Popen) -> tuple[int, str]:
+def _out(ctx, case: Case) -> Path:
+    return ctx.root / f"out-{CLI_ROWS.index(case)}"
+
+
+def _argv(ctx, case: Case) -> list[str]:
+    return [a.format(out=_out(ctx, case), **vars(ctx)) for a in case.args]
+
+
+def _start(argv: list[str], env: dict, on_a_terminal: bool) -> tuple[subprocess.Popen, int | None]:
+    """A CLI process whose stderr is a pipe, or a pseudo-terminal (then also the terminal's reading end)."""
+    if not on_a_terminal:
+        return subprocess.Popen([*CLI, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), None
+    terminal, tty = pty.openpty()
+    run = subprocess.Popen([*CLI, *argv], stdout=subprocess.PIPE, stderr=tty, text=True, env=env)
+    os.close(tty)  # the child holds it now: its exit ends the terminal's output
+    return run, terminal
+
+
+def _read_terminal(terminal: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(terminal)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _finished(run: subprocess.Popen, terminal: int | None) -> tuple[int, str]:
     stderr = run.communicate(timeout=1800)[1]  # all rows start at once: on a busy machine that takes a while
-    return run.returncode, stderr
+    return run.returncode, _read_terminal(terminal) if terminal is not None else stderr
 
 
 @pytest.fixture(scope="module")
-def cli_results(ctx):
-    """Every CLI row run as a real process, all started at once (each pays for importing torch)."""
-    rows = [case for case in CASES if case.surface == "cli"]
+def cli_processes(ctx):
+    """The IN_A_PROCESS rows, each a real process, all started at once (each pays for importing torch)."""
+    rows = [case for case in CLI_ROWS if case.what in IN_A_PROCESS]
     before = snapshot(ctx.root)
-    runs = {}
-    for index, case in enumerate(rows):
-        out = ctx.root / f"out-{index}"
-        args = [a.format(out=out, **vars(ctx)) for a in case.args]
-        env = hub_env(ctx) if case.hub else None
-        runs[case] = (out, subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                            env=env))
-    results = {case: (out, *_finished(run)) for case, (out, run) in runs.items()}
+    runs = {case: _start(_argv(ctx, case), hub_env(ctx) if case.hub else CLI_ENV, IN_A_PROCESS[case.what] == "terminal")
+            for case in rows}
+    results = {case: (_out(ctx, case), *_finished(*run)) for case, run in runs.items()}
     return results, before, snapshot(ctx.root)
+
+
+@pytest.fixture
+def cli_results(ctx, case, request, monkeypatch, capfd):
+    """The row's (out, exit code, stderr) with ctx.root's snapshots around it: from its process for the
+    IN_A_PROCESS rows, else from the CLI's main() run here, set up as that process would be."""
+    if case.what in IN_A_PROCESS:
+        return request.getfixturevalue("cli_processes")
+    before = snapshot(ctx.root)
+    env = hub_env(ctx) if case.hub else CLI_ENV
+    if case.hub:
+        point_clients_at(monkeypatch, ctx.hub.url, ctx.hf_home)  # the settings huggingface_hub read at import
+    run = _run_here(_argv(ctx, case), env, monkeypatch, capfd)
+    return {case: (_out(ctx, case), run.returncode, run.stderr)}, before, snapshot(ctx.root)
+
+
+CWD = Path.cwd()  # the working folder the CLI processes inherit
+
+
+def _use_environment(monkeypatch, env: dict) -> None:
+    """os.environ exactly `env`, as a process started with it has (monkeypatch restores it after the row)."""
+    for name in set(os.environ) - set(env):
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def _run_here(argv: list[str], env: dict, monkeypatch, capfd) -> subprocess.CompletedProcess[str]:
+    """`python -m vit_feature_viz argv` without a new process (no torch import to pay), in the environment and
+    working folder such a process would get (monkeypatch restores both after the test)."""
+    _use_environment(monkeypatch, env)
+    monkeypatch.chdir(CWD)
+    return subprocess.CompletedProcess([*CLI, *argv], *_run_main(argv, capfd))
+
+
+def _run_main(argv: list[str], capfd) -> tuple[int, str, str]:
+    """The CLI's main(argv) here: its exit code and everything it wrote to stdout and stderr."""
+    from vit_feature_viz.cli import main
+
+    capfd.readouterr()  # what came before is not this row's
+    with pytest.MonkeyPatch.context() as logs, warnings.catch_warnings():  # undone in this phase of pytest's
+        _log_to_stderr_as_a_process_does(logs)
+        _warn_to_stderr_as_a_process_does()
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+        except Exception:  # what the interpreter would print, and its exit code
+            traceback.print_exc()
+            code = 1
+    written = capfd.readouterr()
+    return code, written.out, written.err
+
+
+def _warn_to_stderr_as_a_process_does() -> None:
+    """A fresh interpreter's filters, and warnings printed on stderr (pytest otherwise records them out of sight).
+    Called inside warnings.catch_warnings(), which undoes both."""
+    warnings.resetwarnings()
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = show
+
+
+def _log_to_stderr_as_a_process_does(monkeypatch) -> None:
+    """Log records on this stderr, as in a process of its own: without pytest's capture handlers on the root logger
+    (so logging's last-resort handler prints warnings), and with library handlers made before this row (bound to
+    the sys.stderr of their time) writing to the current one."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    for logger in [root, *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler) is logging.StreamHandler and handler.stream not in (sys.stdout, sys.__stdout__):
+                monkeypatch.setattr(handler, "stream", sys.stderr)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.surface == "cli"], ids=lambda c: c.what)
@@ -432,14 +543,14 @@ def test_app_on_a_space_bad_input_is_one_line_and_writes_nothing(ctx, client, ca
 
 
 # --- inputs that are not errors, though they used to be ------------------------------------------------------
-def test_a_corrupt_image_in_a_dataset_is_skipped_with_a_count(ctx, tmp_path):
+def test_a_corrupt_image_in_a_dataset_is_skipped_with_a_count(ctx, tmp_path, monkeypatch, capfd):
     with pytest.warns(UnreadableImages, match="Skipped 1 unreadable image"):
         found = scan_examples(ctx.model, 0, [0, 1], ctx.broken_images, top_k=4, progress=False)
     assert all(len(examples) == 4 for examples in found.values())
     assert 4 not in {e.index for examples in found.values() for e in examples}  # row 4 is the broken file
 
-    result = subprocess.run([*CLI, "examples", ctx.vit, "--layer", "0", "--features", "0", "--dataset", ctx.broken_images,
-                             "--top-k", "2", "--out", str(tmp_path / "out"), "--quiet"], capture_output=True, text=True)
+    result = _run_here(["examples", ctx.vit, "--layer", "0", "--features", "0", "--dataset", ctx.broken_images,
+                        "--top-k", "2", "--out", str(tmp_path / "out"), "--quiet"], CLI_ENV, monkeypatch, capfd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "warning: Skipped 1 unreadable image(s) in column 'image'." in result.stderr.splitlines()
 
@@ -450,16 +561,17 @@ def test_a_column_of_png_bytes_decodes_as_images(ctx):
     assert [e.image.size for e in found[0]] == [(32, 32)] * 3
 
 
-def test_a_concept_longer_than_the_clip_text_context_is_cut_to_it(ctx, short_context_clips, tmp_path):
+def test_a_concept_longer_than_the_clip_text_context_is_cut_to_it(ctx, short_context_clips, tmp_path, monkeypatch,
+                                                                   capfd):
     """A CLIP whose text tower reads 8 tokens, with a tokenizer that states no limit: the 12-word concept is cut to
     the tower's context, as CLIP tokenizers do, instead of failing in the position embeddings."""
     vocabulary = tmp_path / "concepts.txt"
     vocabulary.write_text(" ".join(tiny.SHORT_CONTEXT_WORDS) + "\ndog\n")
     out = tmp_path / "out"
-    result = subprocess.run([*CLI, "analyze", "clip-names", short_context_clips["clip_short"], "--dataset", ctx.images,
-                             "--split", "train", "--layer", "0", "--features", "0", "--vocabulary", str(vocabulary),
-                             "--top-images", "2", "--top-names", "2", "--device", "cpu", "--quiet", "--out", str(out)],
-                            capture_output=True, text=True)
+    result = _run_here(["analyze", "clip-names", short_context_clips["clip_short"], "--dataset", ctx.images,
+                        "--split", "train", "--layer", "0", "--features", "0", "--vocabulary", str(vocabulary),
+                        "--top-images", "2", "--top-names", "2", "--device", "cpu", "--quiet", "--out", str(out)],
+                       CLI_ENV, monkeypatch, capfd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     table = Path(result.stdout.split()[0]).read_text()
     assert " ".join(tiny.SHORT_CONTEXT_WORDS) in table and ",dog," in table

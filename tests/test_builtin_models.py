@@ -4,13 +4,12 @@ back to the built-in when the Hub cannot be reached, and only then."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
 import torch
 
+from helpers import free_port, run_cli
 from vit_feature_viz import load_model
 from vit_feature_viz.data import SHAPE_CLASSES, generate_shapes
 from vit_feature_viz.errors import VizError
@@ -22,13 +21,6 @@ FRESH_SEED = 424_242  # neither a training batch seed nor the validation seed of
 # Chance is 1/6. Measured on held-out images: colour fixtures ~0.99; shape-only fixtures ~0.75 (their CPU budget
 # ran out before they converged, see training.json): far above chance, so they read outlines.
 MIN_ACCURACY = {"color": 0.9, "shape": 0.6}
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def shape_accuracy(model, variant: str, count: int = 200) -> float:
@@ -101,7 +93,7 @@ def test_default_is_the_builtin_when_the_endpoint_refuses(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    name, notice = builtin.default_model_id(endpoint=f"http://127.0.0.1:{closed_port()}", )
+    name, notice = builtin.default_model_id(endpoint=f"http://127.0.0.1:{free_port()}", )
     assert name == builtin.DEFAULT_BUILTIN and notice
 
 
@@ -118,9 +110,8 @@ def test_default_stays_a_hub_model_that_is_cached(tiny_repos):
 def test_cli_without_a_model_uses_the_builtin_when_the_hub_is_unreachable(how):
     env = dict(os.environ)
     if how != "HF_HUB_OFFLINE":
-        env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
-    result = subprocess.run([sys.executable, "-m", "vit_feature_viz", "layers", "--json"], capture_output=True,
-                            text=True, env=env, timeout=300)
+        env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    result = run_cli("layers", "--json", env=env, check=False, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["model_id"] == builtin.DEFAULT_BUILTIN
     notice = [line for line in result.stderr.splitlines() if "cannot be reached" in line]
@@ -128,8 +119,7 @@ def test_cli_without_a_model_uses_the_builtin_when_the_hub_is_unreachable(how):
 
 
 def test_cli_offers_the_builtin_when_a_hub_model_cannot_be_fetched():
-    result = subprocess.run([sys.executable, "-m", "vit_feature_viz", "layers", "some-org/not-cached"],
-                            capture_output=True, text=True, timeout=300)
+    result = run_cli("layers", "some-org/not-cached", check=False, timeout=300)
     assert result.returncode == 2
     assert builtin.DEFAULT_BUILTIN in result.stderr and "Traceback" not in result.stderr
 
@@ -155,7 +145,7 @@ def test_app_offline_starts_on_the_builtin_and_renders_it():
     boxes = {getattr(b, "elem_id", None): b for b in demo.blocks.values() if isinstance(b, (gr.Textbox, gr.Markdown))}
     assert boxes["model-id"].value == builtin.DEFAULT_BUILTIN
     assert "cannot be reached" in boxes["model-summary"].value
-    port = closed_port()
+    port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)

@@ -1,44 +1,18 @@
 """The command line end to end: gallery folders that `datasets` loads, bad input, resume, and scale-out."""
 
-import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import free_port, load_rows, run_cli, snapshot
 from vit_feature_viz import jobs, load_model, render
 from vit_feature_viz.cli import main
 from vit_feature_viz.core.registries import DEFAULT_RECIPE
-
-CLI = [sys.executable, "-m", "vit_feature_viz"]
-
-
-def run_cli(*args, env=None, check=True):
-    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env)
-    if check:
-        assert result.returncode == 0, result.stderr[-2000:]
-    return result
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def load_rows(folder) -> list[dict]:
-    return sorted(datasets.load_dataset(str(folder), split="train"), key=lambda r: (r["layer"], r["feature"]))
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")

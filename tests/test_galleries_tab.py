@@ -16,8 +16,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from app_fixtures import app_error, client, server  # noqa: F401 (fixtures: app.py served on loopback, its client)
-from gallery_fixtures import MODEL, TOP_K, browse_gallery, write_synthetic_gallery  # noqa: F401 (a fixture)
+from app_fixtures import app_error
+from gallery_fixtures import MODEL, TOP_K, write_synthetic_gallery
 from vit_feature_viz.app import galleries_tab
 from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries
 from vit_feature_viz.store.folder import GalleryFolder

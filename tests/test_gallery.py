@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard
 
+from helpers import same_pixels
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.schema import FEATURES, merge_key
@@ -32,10 +33,6 @@ def offline(monkeypatch):
 def img(seed: int, size: int = 8) -> PIL.Image.Image:
     """Random pixels, so any re-encoding or mix-up shows."""
     return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
-
-
-def same_pixels(a: PIL.Image.Image, b: PIL.Image.Image) -> bool:
-    return a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
 
 
 def viz_row(feature: int, layer: int = 3, model: str = MODEL, **extra) -> dict:

@@ -9,7 +9,6 @@ import hashlib
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -20,6 +19,8 @@ from huggingface_hub import HfApi, HfFileSystem, constants, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from PIL import Image
 
+import helpers
+from helpers import snapshot
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, assert_error_without_token, load_fresh, point_clients_at
 from hub_server import LoopbackHub, closed_port_url
 from vit_feature_viz.errors import VizError
@@ -64,11 +65,6 @@ def write_gallery(folder: Path, shard: int = 0, rows: int = 3) -> Path:
 
 
 # -------------------------------------------------------------------------------------------------- helpers
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (dotfiles included) with its bytes."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def local_rows(folder: Path) -> list[tuple]:
@@ -381,7 +377,7 @@ def rendered_gallery(tiny_repos, tmp_path_factory) -> Path:
 
 def run_cli(*args, token: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, HF_TOKEN=token)  # `hub` already pointed the environment at the loopback
-    return subprocess.run([sys.executable, "-m", "vit_feature_viz", *map(str, args)], capture_output=True, text=True, env=env)
+    return helpers.run_cli(*args, env=env, check=False)
 
 
 def test_cli_push_then_anyone_loads_it_and_pull_brings_it_back(hub, rendered_gallery, monkeypatch, tmp_path):

@@ -4,7 +4,7 @@ Every function that puts such a string into Markdown (the app's gr.Markdown outp
 error message (gradio shows those as HTML) is fed hostile strings, and its output is parsed the way a browser
 would: by a CommonMark renderer with raw HTML on, or as HTML. No element other than the function's own
 formatting may come out, no link, image or autolink syntax may survive in the source, and the hostile text must
-still be there, as text. tests/test_browser.py checks the same in Chromium.
+still be there, as text. tests/test_ui_in_browser.py checks the same in Chromium.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """The model surface on real tiny checkpoints of every backend, loaded by Hub name from the offline test cache."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import run_cli
 from vit_feature_viz import VizError, load_model
 from vit_feature_viz.models import LOGITS, MLP, RESIDUAL, Target
 
@@ -176,10 +175,7 @@ def test_layer_out_of_range(models):
 
 
 def test_cli_layers_json(tiny_repos):
-    out = subprocess.run(
-        [sys.executable, "-m", "vit_feature_viz", "layers", tiny_repos["clip"], "--json"],
-        capture_output=True, text=True, check=True,
-    )
+    out = run_cli("layers", tiny_repos["clip"], "--json")
     info = json.loads(out.stdout)
     assert info["backend"] == "transformers" and info["image_size"] == 32
     assert [(layer["index"], layer["features"]) for layer in info["layers"]] == [(i, 128) for i in range(4)]

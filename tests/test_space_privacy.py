@@ -24,7 +24,7 @@ from huggingface_hub import HfApi, HfFileSystem
 from PIL import Image
 
 from app_fixtures import CAPS, app_error, load_app, serve
-from gallery_fixtures import MODEL, browse_gallery  # noqa: F401 (a fixture)
+from gallery_fixtures import MODEL
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, point_clients_at
 from hub_server import LoopbackHub, User
 from vit_feature_viz.app import common

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_cli import CLI, load_rows, run_cli
+from helpers import CLI, load_rows, run_cli
 
 FEATURES, STEPS = "0-9", 15
 

@@ -1,4 +1,5 @@
-"""Browsing galleries made by the real renderer and dataset scan: from a folder, and from the loopback Hub by id."""
+"""The library's gallery index: browsing galleries made by the real renderer and dataset scan, from a folder and
+from the loopback Hub by id (the app in a real browser is tests/test_ui_in_browser.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from gallery_fixtures import MODEL, TOP_K, browse_gallery, one_colour_png, write_synthetic_gallery  # noqa: F401
+from gallery_fixtures import MODEL, TOP_K, one_colour_png, write_synthetic_gallery
+from helpers import same_pixels
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
 from vit_feature_viz.app.links import DeepLink, deep_link, feature_link, parse_deep_link
@@ -32,10 +33,6 @@ from vit_feature_viz.store.pages import MAX_EXAMPLES, GalleryCache, open_gallery
 from vit_feature_viz.store.schema import CONCEPTS_DIR, IMAGE_COLUMNS
 
 pytestmark = IGNORE_CLIENT_UPLOAD_WARNING
-
-
-def same_pixels(a: Image.Image, b: Image.Image) -> bool:
-    return a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
 
 
 def stored_rows(folder: Path) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import importlib.util
-import socket
 import sys
 import tempfile
 import threading
@@ -17,7 +16,8 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from gallery_fixtures import MODEL, TOP_K, browse_gallery, hostile, make_hostile_gallery  # noqa: F401 (a fixture)
+from gallery_fixtures import TOP_K, hostile, make_hostile_gallery
+from helpers import free_port
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +40,7 @@ def app_url(tiny_repos):
     from spaces_config.presets import current_preset
 
     demo = app.build_demo(current_preset({"VFV_HARDWARE": "cpu-basic", "VFV_MAX_STEPS": "300", "VFV_MAX_FEATURES": "3"}))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
