@@ -66,6 +66,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     patch_size = as_int(getattr(vision_config, "patch_size", 16))
     mean, std = _normalization(files, auto_config.model_type)
     entry = tower if tower is not module else module
+    takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
     model = TransformersVisionModel(
         model_id=files.name,
         backend="transformers",
@@ -78,13 +79,13 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         hidden_size=int(getattr(vision_config, "hidden_size", 0) or 0),
         num_classes=len(auto_config.id2label) if is_classifier else 0,
         is_clip=auto_config.model_type in CLIP_FAMILY,
+        can_interpolate=takes_interpolate or auto_config.model_type.startswith("dinov2"),
         device=device,
         precision=precision,
         pixel_pipeline=processor_pipeline(files, trust_remote_code),
     )
     model._entry = entry
-    model._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
-    model.can_interpolate = model._takes_interpolate or auto_config.model_type.startswith("dinov2")
+    model._takes_interpolate = takes_interpolate
     return model
 
 
