@@ -12,7 +12,14 @@ import torch
 from vit_feature_viz.analysis import cls_isolation, per_block_cls
 from vit_feature_viz.analysis.common import load_classifiers
 from vit_feature_viz.analysis.data import open_labeled
-from vit_feature_viz.analysis.probe import ProbeRequest, _logistic_regression, cls_vectors, probe_classes
+from vit_feature_viz.analysis.probe import (
+    ProbeRequest,
+    _logistic_regression,
+    cls_vectors,
+    linear_probe,
+    load_probe,
+    probe_classes,
+)
 from vit_feature_viz.cli import main
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.models.stages import token_stages
@@ -66,6 +73,21 @@ def test_a_probe_makes_dinov2_classify_and_the_blockwise_walk_reads_it(tiny_repo
     assert "linear probe on 240 images" in json.dumps(result.settings)
 
 
+def test_a_kept_probe_is_read_back_not_refitted(tiny_repos, tmp_path, monkeypatch):
+    from vit_feature_viz.analysis import probe as probe_module
+    from vit_feature_viz.models import load_model
+
+    model = load_model(tiny_repos["dinov2"], device="cpu", precision="fp32")
+    request = ProbeRequest(SHAPES, "train", max_images=48, progress=False, cache=str(tmp_path))
+    fitted = linear_probe(model, request)
+    monkeypatch.setattr(probe_module, "fit_linear_probe", lambda *a, **k: pytest.fail("refitted"))
+    again = linear_probe(model, request)
+    assert again.describe() == fitted.describe() and torch.equal(again.weight, fitted.weight)
+    other = ProbeRequest(SHAPES, "train", max_images=24, progress=False, cache=str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="refitted"):
+        linear_probe(model, other)  # another split size is another probe
+
+
 def test_analyze_fits_a_probe_from_the_command_line(tiny_repos, tmp_path, capsys):
     code = main(["analyze", "per-block-cls", tiny_repos["dinov2"], "--dataset", SHAPES, "--probe-split", "train",
                  "--probe-images", "96", "--max-images", "32", "--batch-size", "16", "--device", "cpu", "--quiet",
@@ -76,3 +98,5 @@ def test_analyze_fits_a_probe_from_the_command_line(tiny_repos, tmp_path, capsys
         rows = list(csv.DictReader(f))
     assert [int(r["block"]) for r in rows] == [0, 1, 2, 3]
     assert "linear probe on 96 images" in rows[0]["probes"]
+    (kept,) = (tmp_path / "out" / ".progress" / "probes").glob("*.safetensors")
+    assert load_probe(kept).describe() in rows[0]["probes"]  # the next experiment on this split reads it back

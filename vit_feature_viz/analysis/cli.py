@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 DEFAULT_OUT = "analyses"  # a gallery folder of its own: writing into the current folder would mix with whatever is there
 EXPERIMENT_NAMES = ("cls-isolation", "token-pooling", "per-block-cls", "foreground-background", "frequency", "clip-names")
@@ -55,7 +56,7 @@ def add_analyze_command(commands) -> None:
 
 def run_analyze(args) -> int:
     from ..store.folder import GalleryFolder
-    from ..store.progress import Resumed, clear_progress, progress_folder
+    from ..store.progress import PROGRESS_DIR, Resumed, clear_progress, progress_folder
     from . import EXPERIMENTS
 
     GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it
@@ -73,7 +74,8 @@ def run_analyze(args) -> int:
             from .probe import ProbeRequest
 
             options["probe"] = ProbeRequest(args.dataset, args.probe_split, args.probe_images, args.image_column,
-                                            args.label_column, args.streaming, progress=not args.quiet)
+                                            args.label_column, args.streaming, progress=not args.quiet,
+                                            cache=str(Path(args.out) / PROGRESS_DIR / "probes"))
     if args.experiment == "foreground-background":
         options.update(box_column=args.box_column, mask_column=args.mask_column, box_format=args.box_format,
                        fill=args.fill)

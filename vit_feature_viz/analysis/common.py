@@ -25,7 +25,7 @@ from ..models.loader import load_model
 from ..store.progress import Resumed, SavedProgress
 from ..store.schema import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from .data import DECODE_THREADS, Batch, LabeledData, LabelMap, batches, open_labeled, prepare
-from .probe import ProbeRequest, fit_linear_probe, probed_classifier
+from .probe import ProbeRequest, linear_probe, probed_classifier
 
 
 
@@ -143,7 +143,7 @@ def _classifier(model: ModelLike, probe: ProbeRequest | None, options: dict) -> 
             f"'{model.model_id}' has no classification head: pass --probe-split train to fit a linear probe on a "
             "labelled split of the dataset (self-supervised models such as DINOv2), or pick a classifier checkpoint."
         )
-    return probed_classifier(model, fit_linear_probe(model, probe))
+    return probed_classifier(model, linear_probe(model, probe))
 
 
 # --- the evaluation loop --------------------------------------------------------------------------------------

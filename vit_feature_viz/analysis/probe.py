@@ -9,7 +9,10 @@ CLS, token pooling, foreground/background, frequency).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -36,6 +39,12 @@ class ProbeRequest:
     streaming: bool = False
     token: str | bool | None = None
     progress: bool = True
+    cache: str | None = None  # a folder fitted probes are kept in, so the next experiment on them does not refit
+
+    def key(self, model: VisionModel) -> str:
+        """What makes a fitted probe this request's for this model (the token is not part of it)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("token", "progress", "cache")}
+        return json.dumps({"model": model.model_id, "size": model.image_size, **fields}, sort_keys=True, default=str)
 
 
 @dataclass
@@ -76,6 +85,40 @@ def probe_classes(data: LabeledData, labels: list) -> tuple[list[str], torch.Ten
         return names, torch.tensor([names.index(v) for v in labels])
     values = [int(v) for v in labels]
     return [str(i) for i in range(max(values) + 1)], torch.tensor(values)
+
+
+def linear_probe(model: VisionModel, request: ProbeRequest) -> LinearProbe:
+    """The request's probe for the model: read from its cache folder when fitted before, else fitted and kept."""
+    path = None
+    if request.cache is not None:
+        path = Path(request.cache) / f"{hashlib.sha256(request.key(model).encode()).hexdigest()[:16]}.safetensors"
+        if path.is_file():
+            return load_probe(path)
+    probe = fit_linear_probe(model, request)
+    if path is not None:
+        save_probe(probe, path)
+    return probe
+
+
+def save_probe(probe: LinearProbe, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: getattr(probe, name).contiguous() for name in ("weight", "bias", "mean", "scale")}
+    meta = {"class_names": json.dumps(probe.class_names), "images": str(probe.images), "train_top1": str(probe.train_top1)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_probe(path: Path) -> LinearProbe:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {name: f.get_tensor(name) for name in ("weight", "bias", "mean", "scale")}
+    return LinearProbe(**tensors, class_names=json.loads(meta["class_names"]), images=int(meta["images"]),
+                       train_top1=float(meta["train_top1"]))
 
 
 def fit_linear_probe(model: VisionModel, request: ProbeRequest, *, batch_size: int = 32) -> LinearProbe:
