@@ -10,8 +10,8 @@ crops of the photos scikit-image ships (see vit_feature_viz/quality.py, "what th
 - contrast, colour: pixel std and colourfulness (photos: their 5th-95th percentiles);
 - plausible: mean cosine, in the model's last-block embedding, to the feature's 8 top photo crops (chance: random
   crops);
-- compute: steps x copies x input pixels relative to the paper recipe (400 x 8); s/feature: wall clock (noisy when
-  other jobs share the machine: compare it only within one run).
+- compute: steps x copies x input pixels relative to the paper recipe (400 x 8); s/feature: each recipe's steps
+  timed in one process by `--time` on a quiet machine (bench_speed.py's way), else the run's wall clock.
 
 Features: per block, `--features` channels picked at random among those photo crops excite (twice a grey image). Results go to a
 JSON file as each (recipe, block) finishes, so an interrupted run resumes; images to `--pictures` for README.
@@ -19,6 +19,7 @@ JSON file as each (recipe, block) finishes, so an interrupted run resumes; image
     python benchmarks/bench_real.py                                  # fast, fourier, maco, paper; blocks 2 6 10
     python benchmarks/bench_real.py --recipes fast fast:noclean fast@256 --blocks 6 --features 4
     python benchmarks/bench_real.py --curve fast,fourier --steps-list 32 64 128 256   # time to quality + plot
+    python benchmarks/bench_real.py --time          # quiet machine: seconds per feature for every row of --out
 """
 
 from __future__ import annotations
@@ -84,6 +85,27 @@ def run(model, recipe_name: str, layer: int, features: list[int], photos: np.nda
     return row
 
 
+def time_rows(model, rows: list[dict]) -> None:
+    """Seconds per feature measured the way bench_speed.py measures them: each step kind of a recipe timed on a full
+    batch in this process, summed over its steps. Run on a quiet machine; quality columns are unaffected."""
+    from bench_speed import seconds_per_feature
+
+    per_step: dict[tuple[str, int], float] = {}
+    for row in rows:
+        recipe, steps = variant(row["recipe"])
+        recipe = dataclasses.replace(recipe, steps=steps)
+        key = (row["recipe"].split("@")[0], row["layer"])
+        if key not in per_step:  # seconds per step per feature at this recipe's own step kinds
+            per_step[key] = seconds_per_feature(model, row["layer"], recipe, 1.0)[0] / steps
+        row["timed_seconds_per_feature"] = per_step[key] * steps
+        print(f"{row['recipe']} block {row['layer']}: {row['timed_seconds_per_feature']:.1f} s/feature", flush=True)
+
+
+def seconds(row: dict) -> float:
+    """The quiet in-process timing where measured, else the run's own wall clock."""
+    return row.get("timed_seconds_per_feature", row["seconds_per_feature"])
+
+
 def table(rows: list[dict]) -> str:
     """The markdown table README and the note show."""
     head = ("| recipe | block | steps | compute | s/feature | ratio | robust | grid (photos) | contrast (photos) "
@@ -91,7 +113,7 @@ def table(rows: list[dict]) -> str:
     lines = [head]
     for r in rows:
         lines.append(
-            f"| {r['recipe']} | {r['layer']} | {r['steps']} | {r['compute']:.0%} | {r['seconds_per_feature']:.0f} "
+            f"| {r['recipe']} | {r['layer']} | {r['steps']} | {r['compute']:.0%} | {seconds(r):.0f} "
             f"| {r['ratio']:.2f} | {r['robust_ratio']:.2f} | {r['grid_energy']:.3f} ({r['photo_grid_energy']:.3f}) "
             f"| {r['contrast']:.3f} ({r['photo_contrast_low']:.2f}-{r['photo_contrast_high']:.2f}) "
             f"| {r['colourfulness']:.3f} ({r['photo_colourfulness_low']:.2f}-{r['photo_colourfulness_high']:.2f}) "
@@ -111,7 +133,7 @@ def plot_curve(rows: list[dict], out: Path) -> None:
     figure, axes = plt.subplots(2, 3, figsize=(13, 7))
     for (key, label), ax in zip(measures, axes.flat):
         for recipe in sorted({r["recipe"].split("@")[0] for r in rows}):
-            points = sorted((r["seconds_per_feature"], r[key]) for r in rows if r["recipe"].split("@")[0] == recipe)
+            points = sorted((seconds(r), r[key]) for r in rows if r["recipe"].split("@")[0] == recipe)
             ax.plot(*zip(*points), marker="o", label=recipe)
         ax.set_xscale("log")
         ax.set_xlabel("seconds per feature")
@@ -132,6 +154,8 @@ def main() -> None:
     parser.add_argument("--steps-list", nargs="+", type=int, default=[32, 64, 128, 256])
     parser.add_argument("--out", type=Path, default=RESULTS / "real.json")
     parser.add_argument("--pictures", type=Path, default=RESULTS / "real-pictures")
+    parser.add_argument("--time", action="store_true", help="only time the recipes of the rows in --out, in this "
+                        "process (run on a quiet machine), and store seconds per feature with them")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -139,28 +163,42 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if not Path(args.checkpoint).exists() and args.checkpoint == str(CHECKPOINT):
         raise SystemExit(f"No real checkpoint at {CHECKPOINT}: build it with python scripts/build_real_checkpoints.py")
-    model = load_model(args.checkpoint, device="cpu")
-    photos = photo_crops(model.image_size, args.photos, seed=args.seed)
-    recipes = args.recipes if args.curve is None else [f"{r}@{s}" for r in args.curve.split(",") for s in args.steps_list]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    recipes = args.recipes if args.curve is None else [f"{r}@{n}" for r in args.curve.split(",") for n in args.steps_list]
+    measure(args.checkpoint, recipes, args.blocks, args.features, args.photos, args.out, args.pictures, args.seed,
+            time_only=args.time, plot=args.curve is not None)
+
+
+def measure(checkpoint: str, recipes: list[str], blocks: list[int], features: int, photos: int, out: Path,
+            pictures: Path | None, seed: int = 0, *, time_only: bool = False, plot: bool = False) -> list[dict]:
+    """Judge every recipe at every block (resuming from `out`), or with `time_only` time the rows already there;
+    `plot` draws each measure against seconds per feature next to `out`."""
+    model = load_model(checkpoint, device="cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = json.loads(out.read_text()) if out.exists() else []
+    if time_only:
+        time_rows(model, rows)
+        out.write_text(json.dumps(rows, indent=1))
+        print(table(rows))
+        return rows
+    pool = photo_crops(model.image_size, photos, seed=seed)
     done = {(r["recipe"], r["layer"]) for r in rows}
-    print(f"{model.model_id}: {model.num_layers} blocks, {model.image_size} px, {len(photos)} photo crops, "
+    print(f"{model.model_id}: {model.num_layers} blocks, {model.image_size} px, {len(pool)} photo crops, "
           f"{torch.get_num_threads()} threads", flush=True)
-    for layer in args.blocks:
-        features = pick_features(model, layer, uint8_to_pixels(photos), args.features, args.seed)
+    for layer in blocks:
+        chosen = pick_features(model, layer, uint8_to_pixels(pool), features, seed)
         for name in recipes:
             if (name, layer) in done:
                 continue
-            row = run(model, name, layer, features, photos, args.seed, args.pictures)
+            row = run(model, name, layer, chosen, pool, seed, pictures)
             rows.append(row)
-            args.out.write_text(json.dumps(rows, indent=1))
+            out.write_text(json.dumps(rows, indent=1))
             print(table([row]).splitlines()[-1], flush=True)
-    print(table([r for r in rows if r["recipe"] in recipes and r["layer"] in args.blocks]))
-    if args.curve is not None:
-        plot_curve([r for r in rows if r["recipe"] in recipes], args.out.with_suffix(".png"))
-        print(f"plot: {args.out.with_suffix('.png')}")
-
+    mine = [r for r in rows if r["recipe"] in recipes and r["layer"] in blocks]
+    print(table(mine))
+    if plot:
+        plot_curve(mine, out.with_suffix(".png"))
+        print(f"plot: {out.with_suffix('.png')}")
+    return mine
 
 if __name__ == "__main__":
     main()
