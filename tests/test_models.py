@@ -202,3 +202,10 @@ def test_renders_at_the_size_the_processor_feeds_the_model(tiny_repos):
     for role in ("clip", "siglip", "vit", "timm_vit", "open_clip"):
         model = load_model(tiny_repos[role], device="cpu")
         assert model.image_size == model.native_size == IMG, role
+
+
+def test_loading_draws_no_progress_bar(tiny_repos, capfd):
+    """transformers draws a "Loading weights" bar on every load; a CLI run with --quiet must stay quiet."""
+    capfd.readouterr()
+    load_model(tiny_repos["vit_model"], device="cpu")
+    assert "Loading weights" not in capfd.readouterr().err

@@ -105,16 +105,19 @@ def weights_mismatch(module, loading: dict) -> str | None:
 
 @contextlib.contextmanager
 def _quiet_load_report():
-    """transformers logs a table of every missing or resized key while loading; `weights_mismatch` says it in one
-    line instead."""
+    """transformers logs a table of every missing or resized key while loading (`weights_mismatch` says it in one
+    line instead) and draws a progress bar over the weights."""
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load, even with --quiet
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
