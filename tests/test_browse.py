@@ -23,7 +23,7 @@ from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
 from hub_server import closed_port_url
 from vit_feature_viz.app.links import DeepLink, deep_link, feature_link, parse_deep_link
 from vit_feature_viz.errors import VizError
-from vit_feature_viz.names import DEFAULT_RECIPE
+from vit_feature_viz.core.registries import DEFAULT_RECIPE
 from vit_feature_viz.store import pages
 from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.hub import push_gallery

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vit_feature_viz import jobs, load_model, render
 from vit_feature_viz.cli import main
-from vit_feature_viz.names import DEFAULT_RECIPE
+from vit_feature_viz.core.registries import DEFAULT_RECIPE
 
 CLI = [sys.executable, "-m", "vit_feature_viz"]
 
@@ -216,9 +216,19 @@ def test_version_and_defaults_in_help():
 
 def test_choice_names_match_the_libraries_tables():
     from vit_feature_viz import OBJECTIVES, RECIPES
-    from vit_feature_viz.names import OBJECTIVE_NAMES, RECIPE_NAMES
 
-    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES and tuple(RECIPES) == RECIPE_NAMES
+    assert cli_choices("render", "--objective") == tuple(OBJECTIVES)
+    assert cli_choices("render", "--recipe") == tuple(RECIPES)
+
+
+def cli_choices(command: str, option: str) -> tuple:
+    """The choices the CLI's parser offers for `command option`."""
+    import argparse
+
+    from vit_feature_viz import cli
+
+    commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return tuple(next(a for a in commands.choices[command]._actions if option in a.option_strings).choices)
 
 
 def test_lazy_package_keeps_render_the_function():

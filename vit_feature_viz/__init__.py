@@ -17,8 +17,8 @@ from .errors import VizError
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "OBJECTIVES": ".core.objectives", "Objective": ".core.objectives", "make_objective": ".core.objectives",
-    "RECIPES": ".core.recipes", "get_recipe": ".core.recipes",
+    "OBJECTIVES": ".core.registries", "Objective": ".core.objectives", "make_objective": ".core.objectives",
+    "RECIPES": ".core.registries", "get_recipe": ".core.recipes",
     "RenderResult": ".core.render", "render": ".core.render", "render_batches": ".core.render",
     "VisionModel": ".models", "load_model": ".models",
 }

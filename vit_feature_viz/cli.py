@@ -13,8 +13,8 @@ import threading
 import warnings
 
 from . import __version__
-from .errors import VizError
-from .names import DEFAULT_RECIPE, OBJECTIVE_NAMES, RECIPE_NAMES
+from .errors import CLI_WORDING, VizError
+from .core.registries import DEFAULT_RECIPE, OBJECTIVES, RECIPES
 
 EXIT_USAGE = 2
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except VizError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.worded(CLI_WORDING)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as stop:
         print("stopped: finished features are saved; run the same command again to resume.", file=sys.stderr)
@@ -217,12 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     def target_args(sub):
         sub.add_argument("--layer", type=int, required=True, help="block index, from 0")
         sub.add_argument("--features", required=True, help="e.g. 7, 0,5,9, 0-63, all or random 8 (drawn with --seed)")
-        sub.add_argument("--objective", default="feature", choices=OBJECTIVE_NAMES, help="what to maximize")
+        sub.add_argument("--objective", default="feature", choices=OBJECTIVES.names(), help="what to maximize")
         sub.add_argument("--out", required=True, help="gallery folder (a Hugging Face dataset folder)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def render_args(sub):
-        sub.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPE_NAMES, help="parametrization and augmentations")
+        sub.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPES.names(), help="parametrization and augmentations")
         sub.add_argument("--steps", type=int, default=None, help="optimization steps (default: the recipe's)")
         sub.add_argument("--image-size", type=int, default=None, help="render size (default: the model's)")
         sub.add_argument("--seed", type=int, default=0, help="random seed of the starting images")

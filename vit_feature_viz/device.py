@@ -39,7 +39,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     except RuntimeError:
         raise VizError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise VizError(f"Device '{device}' is not available here: use --device cpu or auto.")
+        raise VizError(f"Device '{device}' is not available here", option="device", value=device,
+                       fix="{option:use} cpu or auto.")
     return resolved
 
 

@@ -222,9 +222,10 @@ class _SavedScan:
 
 def _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images) -> None:
     if top_k < 1:
-        raise VizError(f"top_k must be at least 1, not {top_k}: use e.g. --top-k 8.")
+        raise VizError(f"top_k must be at least 1, not {top_k}", option="top_k", value=top_k, fix="{option:use e.g.} 8.")
     if batch_size < 1:
-        raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --scan-batch-size 32.")
+        raise VizError(f"Batch size must be at least 1, not {batch_size}", option="scan_batch_size", value=batch_size,
+                       fix="{option:use e.g.} 32.")
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise VizError(
             f"Shard {shard_index} of {num_shards} does not exist: use a shard index in 0-{max(num_shards, 1) - 1}."

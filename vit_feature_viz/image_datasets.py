@@ -35,7 +35,7 @@ def default_split(available) -> str:
     """The split to use when none is given: the first of test, validation, train the dataset has, else its first."""
     available = list(available)
     if not available:
-        raise VizError("The dataset has no splits: pass a dataset with data files, or --split NAME.")
+        raise VizError("The dataset has no splits", option="split", fix="pass a dataset with data files, or {option} NAME.")
     return next((name for name in SPLIT_PREFERENCE if name in available), available[0])
 
 
@@ -85,7 +85,7 @@ def _load_split(name: str, split: str | None, streaming: bool, token: str | bool
             split = default_split(datasets.get_dataset_split_names(source, **reader))
         return datasets.load_dataset(source, split=split, streaming=streaming, **reader)
     except datasets.exceptions.DatasetNotFoundError:
-        raise VizError(_not_found_message(name)) from None
+        raise _not_found(name) from None
     except ConnectionError:
         raise VizError(_unreachable_message(name)) from None
     except FileNotFoundError:
@@ -96,7 +96,7 @@ def _load_split(name: str, split: str | None, streaming: bool, token: str | bool
     except ValueError as error:
         if "split" not in str(error).lower():
             raise
-        raise VizError(_split_message(name, split, _available_splits(source, error, reader))) from None
+        raise _no_split(name, split, _available_splits(source, error, reader)) from None
 
 
 def require_dataset_access(name: str, token: str | bool | None) -> None:
@@ -115,7 +115,7 @@ def require_dataset_access(name: str, token: str | bool | None) -> None:
     try:
         HfApi(token=token).repo_info(name, repo_type="dataset")
     except (RepositoryNotFoundError, GatedRepoError):
-        raise VizError(_not_found_message(name)) from None
+        raise _not_found(name) from None
     except HFValidationError:
         raise VizError(f"'{name}' is not a Hub dataset id: use namespace/name, e.g. {EXAMPLE_HUB_DATASET}.") from None
     except OfflineModeIsEnabled:
@@ -126,7 +126,7 @@ def require_dataset_access(name: str, token: str | bool | None) -> None:
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         if status in (401, 403):
-            raise VizError(_not_found_message(name)) from None
+            raise _not_found(name) from None
         raise VizError(f"The Hub answered HTTP {status} for dataset '{name}': try again later.") from None
 
 
@@ -143,9 +143,10 @@ def packaged_builders() -> frozenset[str]:
     return frozenset(shipped | set(packaged_modules._PACKAGED_DATASETS_MODULES))
 
 
-def _not_found_message(name: str) -> str:
-    return (f"Dataset '{name}' was not found on the Hub or as a local folder: check the name (e.g. "
-            f"{EXAMPLE_HUB_DATASET}), and run `hf auth login` if it is private or gated.")
+def _not_found(name: str) -> VizError:
+    return VizError(f"Dataset '{name}' was not found on the Hub or as a local folder", option="token",
+                    fix=f"check the name (e.g. {EXAMPLE_HUB_DATASET}), and run `hf auth login` if it is private or "
+                        "gated.")
 
 
 def _load_saved(path: Path, name: str, split: str | None, streaming: bool):
@@ -154,7 +155,7 @@ def _load_saved(path: Path, name: str, split: str | None, streaming: bool):
     if isinstance(loaded, datasets.DatasetDict):
         split = default_split(loaded) if split is None else split
         if split not in loaded:
-            raise VizError(_split_message(name, split, list(loaded)))
+            raise _no_split(name, split, list(loaded))
         loaded = loaded[split]
     return loaded.to_iterable_dataset() if streaming else loaded
 
@@ -171,9 +172,10 @@ def _unreachable_message(name: str) -> str:
     )
 
 
-def _split_message(name: str, split: str, available: list[str]) -> str:
+def _no_split(name: str, split: str, available: list[str]) -> VizError:
     choices = ", ".join(available) if available else "the dataset's splits"
-    return f"Dataset '{name}' has no split '{split}': use --split with one of {choices}."
+    return VizError(f"Dataset '{name}' has no split '{split}'", option="split", value=split,
+                    fix=f"{{option:use with}} one of {choices}.")
 
 
 def _available_splits(source: str, error: Exception, reader: dict | None = None) -> list[str]:
@@ -200,18 +202,16 @@ def find_image_column(dataset, image_column: str | None = None, name: str | None
         images = [c for c, f in features.items() if isinstance(f, datasets.Image)]
     if image_column:
         if image_column not in columns:
-            raise VizError(
-                f"Dataset '{name}' has no column '{image_column}': use --image-column with one of {', '.join(columns)}."
-            )
+            raise VizError(f"Dataset '{name}' has no column '{image_column}'", option="image_column",
+                           value=image_column, fix=f"{{option:use with}} one of {', '.join(columns)}.")
         return image_column
     if images:
         return images[0]
     named = [c for c in columns if c.lower() in IMAGE_COLUMN_NAMES]
     if named:
         return named[0]
-    raise VizError(
-        f"Dataset '{name}' has no image column (columns: {', '.join(columns) or 'none'}): pass --image-column NAME."
-    )
+    raise VizError(f"Dataset '{name}' has no image column (columns: {', '.join(columns) or 'none'})",
+                   option="image_column", fix="{option:pass} NAME.")
 
 
 def _dataset_name(dataset) -> str:
@@ -230,9 +230,8 @@ def as_pil(value, column: str) -> Image.Image:
         return datasets.Image().decode_example(encoded)
     if isinstance(value, (list, np.ndarray, torch.Tensor)):
         return to_pil(np.asarray(value))
-    raise VizError(
-        f"Column '{column}' holds {type(value).__name__} values, not images: pass --image-column with an image column."
-    )
+    raise VizError(f"Column '{column}' holds {type(value).__name__} values, not images", option="image_column",
+                   value=column, fix="{option:pass with} an image column.")
 
 
 def select_split(dataset, split: str | None):
@@ -240,7 +239,7 @@ def select_split(dataset, split: str | None):
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         split = default_split(dataset) if split is None else split
         if split not in dataset:
-            raise VizError(_split_message("dataset", split, list(dataset)))
+            raise _no_split("dataset", split, list(dataset))
         return dataset[split]
     return dataset
 

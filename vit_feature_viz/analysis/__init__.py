@@ -9,6 +9,8 @@ import importlib
 import sys
 import types
 
+from ..registry import Registry
+
 # Imported on first use (PEP 562): `vit-feature-viz --help` registers the analyze command through this package
 # and must not import torch or the experiments to do so.
 _EXPORTS = {
@@ -16,19 +18,20 @@ _EXPORTS = {
     "AnalysisResult": ".common", "ANALYSIS_DIR": ".common", "foreground_background": ".foreground_background", "frequency": ".frequency",
     "per_block_cls": ".per_block_cls", "token_pooling": ".token_pooling",
 }
-_EXPERIMENT_FUNCTIONS = {
-    "cls-isolation": "cls_isolation", "token-pooling": "token_pooling", "per-block-cls": "per_block_cls",
-    "foreground-background": "foreground_background", "frequency": "frequency", "clip-names": "clip_names",
-}
+# The experiments by the names the CLI offers (`analyze EXPERIMENT`), each function imported when first run.
+EXPERIMENTS = Registry("experiment", __name__)
+EXPERIMENTS.register("cls-isolation", ".cls_isolation:cls_isolation")
+EXPERIMENTS.register("token-pooling", ".token_pooling:token_pooling")
+EXPERIMENTS.register("per-block-cls", ".per_block_cls:per_block_cls")
+EXPERIMENTS.register("foreground-background", ".foreground_background:foreground_background")
+EXPERIMENTS.register("frequency", ".frequency:frequency")
+EXPERIMENTS.register("clip-names", ".clip_names:clip_names")
 
 
 def __getattr__(name: str):
-    if name == "EXPERIMENTS":
-        value = {experiment: __getattr__(function) for experiment, function in _EXPERIMENT_FUNCTIONS.items()}
-    elif name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    else:
+    if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
     globals()[name] = value
     return value
 

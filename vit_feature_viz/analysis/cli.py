@@ -10,8 +10,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import EXPERIMENTS
+
 DEFAULT_OUT = "analyses"  # a gallery folder of its own: writing into the current folder would mix with whatever is there
-EXPERIMENT_NAMES = ("cls-isolation", "token-pooling", "per-block-cls", "foreground-background", "frequency", "clip-names")
 
 
 def add_analyze_command(commands) -> None:
@@ -20,7 +21,7 @@ def add_analyze_command(commands) -> None:
         description="Run an experiment on one or more checkpoints and write analysis/<experiment>/<run>.csv and "
                     ".png into --out (a gallery folder, so `push` shares them).",
     )
-    sub.add_argument("experiment", choices=EXPERIMENT_NAMES)
+    sub.add_argument("experiment", choices=EXPERIMENTS.names())
     sub.add_argument("models", nargs="+", metavar="MODEL", help="Hub model ids or local folders (CNNs too for "
                      "foreground-background and frequency)")
     sub.add_argument("--dataset", required=True, help="Hub dataset id or local folder with images and labels")
@@ -57,7 +58,6 @@ def add_analyze_command(commands) -> None:
 def run_analyze(args) -> int:
     from ..store.folder import GalleryFolder
     from ..store.progress import PROGRESS_DIR, Resumed, clear_progress, progress_folder
-    from . import EXPERIMENTS
 
     GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it
     options = dict(
@@ -86,7 +86,7 @@ def run_analyze(args) -> int:
     checkpoint = progress_folder(args.out, "analyze", command)  # saved after every batch: the same command resumes
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Resumed)
-        result = EXPERIMENTS[args.experiment](args.models, args.dataset, checkpoint=checkpoint, **options)
+        result = EXPERIMENTS.get(args.experiment)(args.models, args.dataset, checkpoint=checkpoint, **options)
     for warning in caught:
         if issubclass(warning.category, Resumed):
             print(f"note: {warning.message}", file=sys.stderr)

@@ -87,7 +87,7 @@ def clip_names(
     models = [models] if isinstance(models, (str, VisionModel)) else list(models)
     loaded = [m if isinstance(m, VisionModel) else load_model(m, token=token, **load_options) for m in models]
     if layer is None:
-        raise VizError("Naming features needs a layer: pass --layer N (a block index, from 0).")
+        raise VizError("Naming features needs a layer", option="layer", fix="{option:pass} N (a block index, from 0).")
     if top_images < 1 or top_names < 1:
         raise VizError(f"Top images and top names must be at least 1, not {top_images} and {top_names}: use e.g. 16 and 5.")
     if "{}" not in prompt:
@@ -144,7 +144,8 @@ def _scan(model, objective, wanted, data, max_images, batch_size, progress, save
                 parts.append(f"batch-{len(parts):06d}")
                 saved.save({}, {parts[-1]: {"values": values[-1], "embeddings": embeddings[-1]}}, parts)
     if not values:
-        raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
+        raise VizError(f"Dataset '{data.name}' gave no images", option="max_images",
+                       fix="check the split and {option}.")
     return torch.cat(values), torch.cat(embeddings)
 
 

@@ -140,8 +140,9 @@ def _classifier(model: ModelLike, probe: ProbeRequest | None, options: dict) -> 
         return from_vision_model(model)
     if probe is None:
         raise VizError(
-            f"'{model.model_id}' has no classification head: pass --probe-split train to fit a linear probe on a "
-            "labelled split of the dataset (self-supervised models such as DINOv2), or pick a classifier checkpoint."
+            f"'{model.model_id}' has no classification head", option="probe_split",
+            fix="{option:pass} train to fit a linear probe on a labelled split of the dataset (self-supervised models "
+                "such as DINOv2), or pick a classifier checkpoint.",
         )
     return probed_classifier(model, linear_probe(model, probe))
 
@@ -185,7 +186,8 @@ def sweep(
             if saved:
                 saved.save({"seen": seen, "counts": [(key, vars(acc)) for key, acc in counts.items()]})
     if not seen:
-        raise VizError(f"Dataset '{data.name}' gave no images: check the split and --max-images.")
+        raise VizError(f"Dataset '{data.name}' gave no images", option="max_images",
+                       fix="check the split and {option}.")
     return counts, seen
 
 

@@ -95,18 +95,17 @@ def open_labeled(
         opened, name = dataset, getattr(dataset.info, "dataset_name", None) or "dataset"
         image = find_image_column(opened, image_column, name)
     columns = _columns(opened)
-    label = _pick(columns, label_column, LABEL_COLUMN_NAMES, name, "label", "--label-column")
+    label = _pick(columns, label_column, LABEL_COLUMN_NAMES, name, "label", "label_column")
     if label is None and need_label:
-        raise VizError(f"Dataset '{name}' has no label column (columns: {', '.join(columns)}): pass --label-column NAME.")
+        raise VizError(f"Dataset '{name}' has no label column (columns: {', '.join(columns)})", option="label_column",
+                       fix="{option:pass} NAME.")
     box = mask = None
     if need_region or box_column or mask_column:
-        mask = _pick(columns, mask_column, MASK_COLUMN_NAMES, name, "mask", "--mask-column") if not box_column else None
-        box = _pick(columns, box_column, BOX_COLUMN_NAMES, name, "box", "--box-column") if mask is None else None
+        mask = _pick(columns, mask_column, MASK_COLUMN_NAMES, name, "mask", "mask_column") if not box_column else None
+        box = _pick(columns, box_column, BOX_COLUMN_NAMES, name, "box", "box_column") if mask is None else None
         if need_region and box is None and mask is None:
-            raise VizError(
-                f"Dataset '{name}' has no bounding-box or mask column (columns: {', '.join(columns)}): pass "
-                "--box-column NAME (x0, y0, x1, y1 pixels) or --mask-column NAME."
-            )
+            raise VizError(f"Dataset '{name}' has no bounding-box or mask column (columns: {', '.join(columns)})",
+                           option="box_column", fix="{option:pass} NAME (x0, y0, x1, y1 pixels) or {mask_column} NAME.")
     if box_format not in ("xyxy", "xywh"):
         raise VizError(f"Unknown box format '{box_format}': use xyxy (x0, y0, x1, y1) or xywh (x, y, width, height).")
     names = _label_names(opened, label) if label else None
@@ -122,7 +121,8 @@ def _columns(dataset) -> list[str]:
 def _pick(columns, given, candidates, name, what, option) -> str | None:
     if given:
         if given not in columns:
-            raise VizError(f"Dataset '{name}' has no column '{given}': use {option} with one of {', '.join(columns)}.")
+            raise VizError(f"Dataset '{name}' has no column '{given}'", option=option, value=given,
+                           fix=f"{{option:use with}} one of {', '.join(columns)}.")
         return given
     return next((c for c in columns if c.lower() in candidates), None)
 
@@ -197,7 +197,8 @@ def batches(
     """Batches of decoded images with their labels and foreground masks, decoded in threads, after the first
     `done` rows (used by a stopped run: a multiple of `batch_size`, so the batches are an uninterrupted run's)."""
     if batch_size < 1:
-        raise VizError(f"Batch size must be at least 1, not {batch_size}: use e.g. --batch-size 32.")
+        raise VizError(f"Batch size must be at least 1, not {batch_size}", option="batch_size", value=batch_size,
+                       fix="{option:use e.g.} 32.")
     if max_images is not None and max_images < 1:
         raise VizError(f"max_images must be at least 1, not {max_images}: leave it unset to use the whole split.")
     columns = [c for c in (data.image_column, data.label_column, data.box_column, data.mask_column) if c]
@@ -283,10 +284,10 @@ def box_array(boxes, column: str, row: int | None = None) -> np.ndarray:
         array = None
     if array is None or array.size % 4 or not np.isfinite(array).all():
         where = f"Row {row} of column '{column}'" if row is not None else f"A row of column '{column}'"
-        raise VizError(
-            f"{where} holds {reprlib.repr(boxes)}, not boxes of 4 finite numbers (x0, y0, x1, y1 pixels): pass "
-            "--box-column with a column of boxes, --box-format xywh for x, y, width, height, --mask-column, or fix the row."
-        )
+        raise VizError(f"{where} holds {reprlib.repr(boxes)}, not boxes of 4 finite numbers (x0, y0, x1, y1 pixels)",
+                       option="box_format", value=reprlib.repr(boxes),
+                       fix="{box_column:pass with} a column of boxes, {option} xywh for x, y, width, height, "
+                           "{mask_column}, or fix the row.")
     return array.reshape(-1, 4)
 
 

@@ -132,12 +132,12 @@ def fit_linear_probe(model: VisionModel, request: ProbeRequest, *, batch_size: i
         vectors.append(cls_vectors(stages, prepare(batch.images, model.preprocess)))
         labels += batch.labels
     if not labels:
-        raise VizError(f"Split '{request.split}' of '{data.name}' gave no images to fit a probe on: pick another "
-                       "--probe-split.")
+        raise VizError(f"Split '{request.split}' of '{data.name}' gave no images to fit a probe on",
+                       option="probe_split", value=request.split, fix="pick another {option}.")
     names, targets = probe_classes(data, labels)
     if len(set(targets.tolist())) < 2:
-        raise VizError(f"Split '{request.split}' of '{data.name}' has a single class: a probe needs at least two; "
-                       "pick another --probe-split or more --probe-images.")
+        raise VizError(f"Split '{request.split}' of '{data.name}' has a single class: a probe needs at least two",
+                       option="probe_split", value=request.split, fix="pick another {option} or more {probe_images}.")
     features = torch.cat(vectors)
     mean, scale = features.mean(0), features.std(0).clamp(min=1e-6)
     weight, bias = _logistic_regression((features - mean) / scale, targets, len(names))

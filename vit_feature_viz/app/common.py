@@ -2,8 +2,8 @@
 session gallery, and the `AppContext` each tab's `build(ctx)` receives.
 
 Every endpoint validates its input and the hardware caps of the running preset before any heavy work, and
-turns failures into one-line `gr.Error`s: a `VizError`'s own text, or a short generic line for anything
-unexpected (the traceback goes to the server log only).
+turns failures into one-line `gr.Error`s: a `VizError` worded for the app (`AppWording`: its controls, not CLI
+flags), or a short generic line for anything unexpected (the traceback goes to the server log only).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..errors import VizError
+from ..errors import VizError, Wording
 from ..lru import LRUCache
 from ..markup import inert
 from ..specs import looks_like_path, whole_number
@@ -75,7 +75,7 @@ def on_gpu(fn, duration):
 
 @contextlib.contextmanager
 def user_errors(action: str):
-    """Show a VizError's one line as text; anything unexpected as one generic line (traceback to the log only).
+    """Show a VizError's one line in the app's words, as text; anything unexpected as one generic line (traceback to the log only).
 
     Messages name what a visitor or a gallery gave (a model id, a folder, a link's value), and gradio shows them
     as HTML: `error_text` keeps them text."""
@@ -84,7 +84,7 @@ def user_errors(action: str):
     except gr.Error:
         raise
     except VizError as err:
-        raise gr.Error(error_text(app_wording(str(err))), print_exception=False) from None
+        raise gr.Error(error_text(err.worded(APP)), print_exception=False) from None
     except Exception as err:
         log.exception("unexpected error while %s", action)
         raise gr.Error(
@@ -93,47 +93,46 @@ def user_errors(action: str):
         ) from None
 
 
-# Library messages name the CLI's flags; a visitor of the app needs its controls, or what to do instead when the
-# app has no such control. tests/test_app.py checks that every flag the library's messages name is here.
-APP_CONTROLS = {"--objective": "Objective", "--recipe": "Recipe", "--image-size": "Image size", "--split": "Split",
-                "--top-k": "Top k", "--features": "Features", "--steps": "Steps", "--seed": "Seed", "--layer": "Layer",
-                "--max-images": "Max images", "--label-column": "Label column", "--box-column": "Box column",
-                "--mask-column": "Mask column", "--cutoffs": "Cutoffs", "--top-names": "Top names",
-                "--top-images": "Top images"}
-APP_FIXES = {  # replaces the message's advice (after its last ': ')
-    "--allow-pickle": "this app loads only safetensors weights, so pick a checkpoint that has a .safetensors file",
-    "--trust-remote-code": "this app never runs code from a model repo, so pick a checkpoint that transformers, "
-                           "timm or open_clip load by themselves",
-    "--image-column": "this app reads the dataset's first image column, so pick a dataset that has one",
-    "--batch-size": "this app picks the batch size itself, so try again with fewer images",
-    "--scan-batch-size": "this app picks the batch size itself, so try again with fewer images",
-    "--out": "this app writes into your session gallery, so try again or reload the page",
-    "--box-format": "this app reads boxes as x0, y0, x1, y1 pixels, so pick a Box column in that format or a Mask "
-                    "column",
-    "--device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
-    "hf auth login": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
+# What the app decides itself, so a visitor cannot set it: the advice instead of the CLI's, by setting.
+APP_DECIDES = {
+    "allow_pickle": "this app loads only safetensors weights, so pick a checkpoint that has a .safetensors file",
+    "trust_remote_code": "this app never runs code from a model repo, so pick a checkpoint that transformers, "
+                         "timm or open_clip load by themselves",
+    "image_column": "this app reads the dataset's first image column, so pick a dataset that has one",
+    "batch_size": "this app picks the batch size itself, so try again with fewer images",
+    "scan_batch_size": "this app picks the batch size itself, so try again with fewer images",
+    "out": "this app writes into your session gallery, so try again or reload the page",
+    "box_format": "this app reads boxes as x0, y0, x1, y1 pixels, so pick a Box column in that format or a Mask "
+                  "column",
+    "device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
+    "token": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
 }
-CLI_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
-CLI_ADVICE = re.compile(r"\b(?:use|pass) (e\.g\. )?(--[a-z][a-z-]*)(?: with)? ?")
+
+
+class AppWording(Wording):
+    """A library error as the app's visitor reads it: the app's controls instead of CLI flags ("Layer", labelled
+    as the setting is named), its own advice for what it decides itself, and "your gallery" for the session
+    gallery (the server folder that holds it is none of the visitor's business)."""
+
+    def setting(self, option: str, how: str = "") -> str:
+        control = option.replace("_", " ").capitalize()
+        if not how:
+            return control
+        return f"set {control} to" + (" e.g." if how.endswith("e.g.") else "")
+
+    def gallery(self, folder: str) -> str:
+        return "your gallery"
+
+    def own_fix(self, option: str | None) -> str | None:
+        return APP_DECIDES.get(option)
+
+
+APP = AppWording()
 
 
 def error_text(message: str) -> str:
     """A message for gr.Error: gradio's toast renders it as HTML, so what it quotes must stay text."""
     return inert(message, markdown=False)
-
-
-def app_wording(message: str) -> str:
-    """A library message as the app's visitor should read it: controls of the app instead of CLI flags."""
-    for flag, fix in APP_FIXES.items():
-        at = message.find(flag)
-        if at >= 0:
-            cut = message.rfind(": ", 0, at)
-            tail = message.find(";", at)
-            return (message[:cut] if cut >= 0 else message.rstrip(".")) + ": " + fix + \
-                (message[tail:] if tail >= 0 else ".")
-    message = CLI_ADVICE.sub(
-        lambda m: f"set {APP_CONTROLS[m[2]]} to {m[1] or ''}" if m[2] in APP_CONTROLS else m[0], message)
-    return CLI_FLAG.sub(lambda m: APP_CONTROLS.get(m[0], m[0]), message)
 
 
 # ------------------------------------------------------------------------------------------ small checks

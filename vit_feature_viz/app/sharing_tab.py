@@ -88,11 +88,8 @@ class Sharing:
                      "VFV_PUSH_WITH_SERVER_TOKEN=1)") + " to push."
                 )
             started = time.monotonic()
-            try:
-                url = push_gallery(folder.path, name, private=bool(private), token=token,
-                                   commit_message="Gallery from the vit-feature-viz app")
-            except VizError as err:  # visitors know their gallery, not the server folder that holds it
-                raise VizError(str(err).replace(f"the local gallery in {folder.path}", "your gallery")) from None
+            url = push_gallery(folder.path, name, private=bool(private), token=token,
+                               commit_message="Gallery from the vit-feature-viz app")
             return (f"Pushed {len(folder.keys())} feature(s) to [{inert(url)}]({url}) in "
                     f"{time.monotonic() - started:.0f} s.")
 

@@ -7,12 +7,11 @@ batch. A primitive can also pin its own channel (`Feature(5, channel=10)`) to bu
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..errors import VizError
 from ..models.base import LOGITS, MLP, RESIDUAL, Activations, Target, VisionModel
+from .registries import OBJECTIVES
 
 
 class Objective:
@@ -131,7 +130,7 @@ class ClsToken(Channel):
 
     def values(self, acts):
         if acts.num_prefix < 1:
-            raise VizError("This model has no CLS token: use --objective feature or neuron.")
+            raise VizError("This model has no CLS token", option="objective", fix="{option:use} feature or neuron.")
         return acts[self.target][:, 0].float()
 
 
@@ -164,19 +163,8 @@ class Logit(Channel):
         return None
 
 
-OBJECTIVES: dict[str, Callable[..., Channel]] = {
-    "feature": Feature,
-    "neuron": Neuron,
-    "cls": ClsToken,
-    "residual": Residual,
-    "logit": Logit,
-}
-
-
 def make_objective(name: str | Objective, layer: int | None) -> Objective:
     """Objective by name (the CLI/app path) or pass an Objective through (the library path)."""
     if isinstance(name, Objective):
         return name
-    if name not in OBJECTIVES:
-        raise VizError(f"Unknown objective '{name}': use one of {', '.join(OBJECTIVES)}.")
-    return OBJECTIVES[name](layer)
+    return OBJECTIVES.get(name)(layer)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .registries import PARAMETRIZATIONS  # noqa: F401  (the names live in registries.py; tests import them here)
 from .transforms import draw
 
 SPECTRUM_FILE = Path(__file__).resolve().parents[1] / "data" / "maco_spectrum.npz"
@@ -192,10 +193,3 @@ class MacoImage(ImageParametrization):
 
     def forward(self) -> Tensor:
         return torch.sigmoid(recorrelate_colors(self.decorrelated(), self.color_matrix))
-
-
-PARAMETRIZATIONS: dict[str, type[ImageParametrization]] = {
-    "pixel": PixelImage,
-    "fourier": FourierImage,
-    "maco": MacoImage,
-}

@@ -123,9 +123,7 @@ def patch_map(
     pixels = preprocess_uint8([image], model.image_size) if rendered else model.preprocess_uint8(image)[None]
     values = patch_values_for(model, objective, pixels.float() / 255)
     if values is None:
-        raise VizError(
-            f"Objective '{objective.name}' has no per-patch values to map: use --objective feature "
-            "(or neuron, cls, residual) for patch maps."
-        )
+        raise VizError(f"Objective '{objective.name}' has no per-patch values to map", option="objective",
+                       value=objective.name, fix="{option:use} feature (or neuron, cls, residual) for patch maps.")
     return heatmap_overlay(to_pil(pixels[0]), values[0, :, :, feature].numpy())
 

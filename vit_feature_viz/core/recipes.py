@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from . import transforms as T
 from torch import Tensor
 
-from ..errors import VizError
-from ..names import DEFAULT_RECIPE  # noqa: F401  (re-exported: the CLI reads it from names, torch-free)
+from .registries import DEFAULT_RECIPE, RECIPES  # noqa: F401  (DEFAULT_RECIPE: jobs, render and the app read it here)
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Recipe:
     """Everything but the model and the objective that decides how an image is optimized."""
 
     name: str
-    parametrization: str  # key of params.PARAMETRIZATIONS
+    parametrization: str  # a name in registries.PARAMETRIZATIONS
     build_transforms: Callable[[int, int], T.Compose]  # (canvas size, model input size) -> augmentations
     copies: int  # augmented copies of each feature's image per step
     steps: int
@@ -87,76 +86,58 @@ class Recipe:
         return T.centre_crop(canvas, int(round(canvas.shape[-1] * self.view_frac)))
 
 
-RECIPES: dict[str, Recipe] = {
-    "paper": Recipe(
-        name="paper",
-        parametrization="pixel",
-        build_transforms=lambda canvas, size: T.paper_transforms(canvas),
-        copies=8,
-        steps=400,
-        lr=0.1,
-        lr_clip=1.0,
-        betas=(0.5, 0.99),
-        tv_weight=0.0005 * 1.0,
-        description="Ghiasi et al. 2022: pixels, 8 copies with colour shift, decaying noise and roll jitter, TV, Adam.",
-    ),
-    "fourier": Recipe(
-        name="fourier",
-        parametrization="fourier",
-        build_transforms=T.lucid_transforms,
-        copies=4,
-        steps=512,
-        lr=0.05,
-        lr_clip=0.05,
-        description="Lucid: 1/f Fourier image with colour decorrelation; pad, jitter, scale, rotate; Adam lr 0.05.",
-    ),
-    "maco": Recipe(
-        name="maco",
-        parametrization="maco",
-        build_transforms=lambda canvas, size: T.maco_transforms(size),
-        copies=8,
-        steps=256,
-        lr=1.0,
-        lr_clip=1.0,
-        optimizer="nadam",
-        cosine=False,
-        canvas_scale=2.0,
-        view_frac=0.5,  # crops span 0.25-0.75 of the canvas: the centre half is what the model saw at 1:1 on average
-        description="MACO (Fel et al. 2023): phase-only Fourier with a natural magnitude spectrum, random crops, NAdam; "
-        "returns the centre half of its 2x canvas, at the scale its crops were seen.",
-    ),
-    "fast": Recipe(
-        name="fast",
-        parametrization="fourier",
-        build_transforms=T.lucid_transforms,
-        copies=2,
-        steps=128,
-        lr=0.05,
-        lr_clip=0.05,
-        phases=(Phase(0.5), Phase(1.0, clean=True)),
-        description="Lucid's Fourier image, 128 steps x 2 copies (8% of the paper's work); in the second half each "
-        "feature's first copy is the un-augmented image, so the image that is saved is itself optimized while the "
-        "other copy keeps it robust. Chosen by benchmarks/bench_speed.py: on the trained fixtures it beats the paper "
-        "recipe's activation ratio and transfer.",
-    ),
-    "tuned": Recipe(
-        name="tuned",
-        parametrization="fourier",
-        build_transforms=T.lucid_transforms,
-        copies=4,
-        steps=800,
-        lr=0.05,
-        lr_clip=0.05,
-        phases=(Phase(1.0, clean=True),),
-        description="Lucid's Fourier image at the paper's compute (800 steps x 4 copies); each feature's first copy "
-        "is the un-augmented image, so the image that is saved is itself optimized.",
-    ),
-}
+def _lucid_fourier(name: str, *, copies: int, steps: int, description: str, phases: tuple[Phase, ...] = ()) -> Recipe:
+    """Lucid's Fourier image, augmentations and learning rate, which fourier, fast and tuned share: they differ
+    only in how much they spend and whether the saved image itself is optimized."""
+    return Recipe(name=name, parametrization="fourier", build_transforms=T.lucid_transforms, copies=copies,
+                  steps=steps, lr=0.05, lr_clip=0.05, phases=phases, description=description)
+
+
+# The recipes by name are registries.RECIPES; these are its targets.
+PAPER = Recipe(
+    name="paper",
+    parametrization="pixel",
+    build_transforms=lambda canvas, size: T.paper_transforms(canvas),
+    copies=8,
+    steps=400,
+    lr=0.1,
+    lr_clip=1.0,
+    betas=(0.5, 0.99),
+    tv_weight=0.0005 * 1.0,
+    description="Ghiasi et al. 2022: pixels, 8 copies with colour shift, decaying noise and roll jitter, TV, Adam.",
+)
+FOURIER = _lucid_fourier(
+    "fourier", copies=4, steps=512,
+    description="Lucid: 1/f Fourier image with colour decorrelation; pad, jitter, scale, rotate; Adam lr 0.05.",
+)
+MACO = Recipe(
+    name="maco",
+    parametrization="maco",
+    build_transforms=lambda canvas, size: T.maco_transforms(size),
+    copies=8,
+    steps=256,
+    lr=1.0,
+    lr_clip=1.0,
+    optimizer="nadam",
+    cosine=False,
+    canvas_scale=2.0,
+    view_frac=0.5,  # crops span 0.25-0.75 of the canvas: the centre half is what the model saw at 1:1 on average
+    description="MACO (Fel et al. 2023): phase-only Fourier with a natural magnitude spectrum, random crops, NAdam; "
+    "returns the centre half of its 2x canvas, at the scale its crops were seen.",
+)
+FAST = _lucid_fourier(
+    "fast", copies=2, steps=128, phases=(Phase(0.5), Phase(1.0, clean=True)),
+    description="Lucid's Fourier image, 128 steps x 2 copies (8% of the paper's work); in the second half each "
+    "feature's first copy is the un-augmented image, so the image that is saved is itself optimized while the "
+    "other copy keeps it robust. Chosen by benchmarks/bench_speed.py: on the trained fixtures it beats the paper "
+    "recipe's activation ratio and transfer.",
+)
+TUNED = _lucid_fourier(
+    "tuned", copies=4, steps=800, phases=(Phase(1.0, clean=True),),
+    description="Lucid's Fourier image at the paper's compute (800 steps x 4 copies); each feature's first copy "
+    "is the un-augmented image, so the image that is saved is itself optimized.",
+)
 
 
 def get_recipe(recipe: str | Recipe) -> Recipe:
-    if isinstance(recipe, Recipe):
-        return recipe
-    if recipe not in RECIPES:
-        raise VizError(f"Unknown recipe '{recipe}': use one of {', '.join(RECIPES)}.")
-    return RECIPES[recipe]
+    return recipe if isinstance(recipe, Recipe) else RECIPES.get(recipe)

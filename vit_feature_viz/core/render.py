@@ -22,7 +22,7 @@ from ..images import to_pil
 from ..models import VisionModel, load_model
 from ..specs import parse_features, whole_number
 from .objectives import Objective, make_objective
-from .params import PARAMETRIZATIONS
+from .registries import PARAMETRIZATIONS
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
 from .transforms import CleanFirstCopy, total_variation
 
@@ -102,8 +102,9 @@ def render_batches(
                 if not is_out_of_memory(error):
                     raise
                 if size == 1:
-                    raise VizError(f"Out of memory with a single feature per batch on {model.device}: use a smaller "
-                                   "--image-size, a smaller model or a device with more memory.") from None
+                    raise VizError(f"Out of memory with a single feature per batch on {model.device}",
+                                   option="image_size", fix="use a smaller {option}, a smaller model or a device "
+                                                            "with more memory.") from None
                 size = max(1, size // 2)
                 _free_memory(model.device)
                 bar.n = done  # the failed batch's steps are done again
@@ -189,7 +190,7 @@ def plan_render(model: VisionModel, layer, features, objective, recipe, steps, i
 def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) -> list[RenderResult]:
     recipe, device = plan.recipe, model.device
     generators = [torch.Generator().manual_seed(feature_seed(seed, plan.layer, f)) for f in chunk]
-    param = PARAMETRIZATIONS[recipe.parametrization](len(chunk), plan.canvas, generators).to(device)
+    param = PARAMETRIZATIONS.get(recipe.parametrization)(len(chunk), plan.canvas, generators).to(device)
     channels = torch.tensor(chunk, device=device)
     augment = recipe.build_transforms(plan.canvas, plan.image_size)
     view_side = None if recipe.view_frac == 1.0 else int(round(plan.canvas * recipe.view_frac))

@@ -156,10 +156,8 @@ class VisionModel:
             return self.hidden_size
         if target.kind == LOGITS:
             if not self.num_classes:
-                raise VizError(
-                    f"'{self.model_id}' has no classification head: use --objective feature, or a classifier "
-                    "checkpoint for logits."
-                )
+                raise VizError(f"'{self.model_id}' has no classification head", option="objective",
+                               fix="{option:use} feature, or a classifier checkpoint for logits.")
             return self.num_classes
         raise ValueError(target.kind)
 
@@ -184,9 +182,8 @@ class VisionModel:
         if size % self.patch_size:
             raise VizError(f"Image size {size} is not a multiple of the patch size {self.patch_size}: pick e.g. {self.image_size}.")
         if size != self.native_size and not self.can_interpolate:
-            raise VizError(
-                f"'{self.model_id}' ({self.backend}) cannot change its input size: use --image-size {self.image_size}."
-            )
+            raise VizError(f"'{self.model_id}' ({self.backend}) cannot change its input size", option="image_size",
+                           value=size, fix=f"{{option:use}} {self.image_size}.")
         largest = max(self.image_size * 2, self.native_size)
         if size > largest:
             raise VizError(f"Image size {size} is too large for a {self.image_size}px model: use at most {largest}.")
@@ -265,7 +262,7 @@ class VisionModel:
         raise NotImplementedError
 
     def _logits(self, output) -> torch.Tensor:
-        raise VizError(f"'{self.model_id}' has no classification head: use --objective feature.")
+        raise VizError(f"'{self.model_id}' has no classification head", option="objective", fix="{option:use} feature.")
 
 
 def without_normalize(transform) -> Callable:

@@ -86,12 +86,12 @@ class CheckpointFiles:
         try:
             yield
         except GatedRepoError:
-            raise VizError(f"'{self.name}' is gated: accept its terms on the model page and log in with `hf auth login`.") from None
+            raise VizError(f"'{self.name}' is gated", option="token",
+                           fix="accept its terms on the model page and log in with `hf auth login`.") from None
         except RepositoryNotFoundError:
-            raise VizError(
-                f"Model '{self.name}' was not found on the Hub: check the id (e.g. google/vit-base-patch16-224), "
-                "or log in with `hf auth login` if it is private."
-            ) from None
+            raise VizError(f"Model '{self.name}' was not found on the Hub", option="token",
+                           fix="check the id (e.g. google/vit-base-patch16-224), or log in with `hf auth login` if it "
+                               "is private.") from None
         except RevisionNotFoundError:
             raise VizError(f"Revision '{self.revision}' of '{self.name}' does not exist: use a branch, tag or commit of that repo.") from None
         except HfHubHTTPError as err:
@@ -160,10 +160,8 @@ class CheckpointFiles:
         for name in pickled:
             if self.has(name):
                 if not allow_pickle:
-                    raise VizError(
-                        f"'{self.name}' only has pickle weights ({name}), which can run code when loaded: "
-                        "pass --allow-pickle (allow_pickle=True) if you trust it."
-                    )
+                    raise VizError(f"'{self.name}' only has pickle weights ({name}), which can run code when loaded",
+                                   option="allow_pickle", fix="{option:pass} (allow_pickle=True) if you trust it.")
                 return self.path(name) or self._vanished(name)
         raise VizError(f"'{self.name}' has no weight file ({safe[0]} or {pickled[0]}): check the repo.")
 

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from ..device import limit_cpu_threads, resolve_device, resolve_precision
 from ..errors import VizError
-from . import builtin, open_clip_backend, timm_backend, transformers_backend
+from . import builtin
+from .backends import BACKENDS
 from .base import VisionModel
 from .hub_files import CheckpointFiles
 from .size import check_files_size
-
-BACKENDS = {
-    "open_clip": open_clip_backend.load,
-    "timm": timm_backend.load,
-    "transformers": transformers_backend.load,
-}
 
 
 def detect_backend(files: CheckpointFiles) -> tuple[str, dict]:
@@ -62,7 +57,7 @@ def load_model(
     backend, config = detect_backend(files)
     if max_parameters is not None:
         check_files_size(files, backend, config, max_parameters)
-    model = BACKENDS[backend](
+    model = BACKENDS.get(backend).load(
         files,
         config,
         device=resolved_device,

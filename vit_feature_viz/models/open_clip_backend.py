@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .backends import Backend
 from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int, normalize_of, without_normalize
 from .hub_files import CheckpointFiles, state_dict_mismatch
 
@@ -56,3 +57,5 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         pixel_pipeline=without_normalize(evaluation),
     )
 
+
+BACKEND = Backend(load, SAFE_WEIGHTS, PICKLE_WEIGHTS)

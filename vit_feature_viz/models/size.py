@@ -12,7 +12,7 @@ import math
 import struct
 
 from ..errors import VizError
-from . import open_clip_backend, timm_backend, transformers_backend
+from .backends import BACKENDS
 from .hub_files import CheckpointFiles
 
 WIDTH_KEYS = ("hidden_size", "width", "embed_dim", "d_model")
@@ -20,11 +20,6 @@ DEPTH_KEYS = ("num_hidden_layers", "layers", "depth", "num_layers")
 SMALLEST_WIDTH = 192  # a depth declared without a width counts at ViT-Ti's width, never as free
 OPEN_CLIP_DEFAULTS = {"vision_cfg": {"width": 768, "layers": 12}, "text_cfg": {"width": 512, "layers": 12}}
 MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
-SAFE_WEIGHTS = {
-    "open_clip": open_clip_backend.SAFE_WEIGHTS,
-    "timm": timm_backend.SAFE_WEIGHTS,
-    "transformers": transformers_backend.SAFE_WEIGHTS,
-}
 
 
 def check_files_size(files: CheckpointFiles, backend: str, config: dict, max_parameters: int) -> int:
@@ -107,7 +102,7 @@ def _timm_parameters(config: dict) -> int:
 def _weight_parameters(files: CheckpointFiles, backend: str) -> int:
     """Parameters stored in the first safetensors weights found (sharded ones through their index); pickle files
     have no header to read, so for them the config's declaration stands alone."""
-    for name in SAFE_WEIGHTS[backend]:
+    for name in BACKENDS.get(backend).safe_weights:
         if not files.has(name):
             continue
         if name.endswith(".index.json"):

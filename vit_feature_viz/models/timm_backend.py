@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .backends import Backend
 from .base import NotTransformerError, VisionModel, as_int, without_normalize
 from .hub_files import CheckpointFiles, state_dict_mismatch
 
@@ -64,3 +65,6 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         precision=precision,
         pixel_pipeline=without_normalize(timm.data.create_transform(**data, is_training=False)),
     )
+
+
+BACKEND = Backend(load, SAFE_WEIGHTS, PICKLE_WEIGHTS)

@@ -9,6 +9,7 @@ import os
 import torch
 
 from ..errors import VizError
+from .backends import Backend
 from .base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionModel, as_int
 from .hub_files import CheckpointFiles
 
@@ -139,7 +140,8 @@ def processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
 def _load_error(files: CheckpointFiles, err: Exception) -> VizError:
     """transformers' own errors, as one line naming the fix."""
     if "trust_remote_code" in str(err):
-        return VizError(f"'{files.name}' needs its own code to load: pass --trust-remote-code if you trust it.")
+        return VizError(f"'{files.name}' needs its own code to load", option="trust_remote_code",
+                        fix="{option:pass} if you trust it.")
     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return VizError(f"transformers cannot load '{files.name}' ({first[:200]}): pick a ViT or CLIP checkpoint it supports.")
 
@@ -151,3 +153,6 @@ def _normalization(files: CheckpointFiles, model_type: str):
     mean = tuple(float(v) for v in processor.get("image_mean", default[0]))
     std = tuple(float(v) for v in processor.get("image_std", default[1]))
     return mean, std
+
+
+BACKEND = Backend(load, SAFE_WEIGHTS, PICKLE_WEIGHTS)

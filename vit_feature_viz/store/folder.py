@@ -104,7 +104,8 @@ class GalleryFolder:
         folder that is neither a gallery nor empty, or a place we may not write. Creates nothing."""
         existing = next(p for p in (self.path, *self.path.absolute().parents) if p.exists())
         if not existing.is_dir():
-            raise VizError(f"{existing} is a file, not a folder: choose a new or empty output folder for --out.")
+            raise VizError(f"{existing} is a file, not a folder", option="out", value=str(self.path),
+                           fix="choose a new or empty output folder for {option}.")
         if existing == self.path:
             self._check_writable()
         try:

@@ -37,6 +37,7 @@ from .shards import linked_file, shard_problem
 REPO_TYPE = "dataset"
 # A gallery's own files, the ones push uploads; nothing else is pulled.
 GALLERY_PATTERNS = ["README.md", "data/*.parquet", *(f"{ANALYSIS_DIR}/*/*{suffix}" for suffix in ANALYSIS_SUFFIXES)]
+UNCHANGED = "; {gallery} is unchanged"  # what a failed push did not touch (VizError words the gallery per surface)
 MAX_CARD_BYTES = 1 << 20  # of a remote README.md read to tell whether the repo is a gallery (its YAML comes first)
 
 
@@ -95,8 +96,7 @@ def check_push_target(repo_id: str, info, folder: Path, *, endpoint: str, token:
     short = repo_id.rpartition("/")[2]
     raise VizError(
         f"the dataset repo {repo_id} already holds a dataset that is not a vit-feature-viz gallery, and a push would"
-        f" replace its README.md: push to another repo name, e.g. {short}-gallery"
-        f"; the local gallery in {folder} is unchanged"
+        " replace its README.md", fix=f"push to another repo name, e.g. {short}-gallery", note=UNCHANGED, gallery=folder
     )
 
 
@@ -235,8 +235,9 @@ def gallery_files(folder: Path) -> dict[str, Path]:
     files = gallery.shard_paths() + gallery.analysis_paths()
     problem = linked_file(folder, [gallery.card_path, *files])
     if problem is not None:
-        raise VizError(f"{problem}: a push sends only the gallery's own files, so replace it with a copy of the file"
-                       f" or remove it; nothing was uploaded and the local gallery in {folder} is unchanged")
+        raise VizError(problem, fix="a push sends only the gallery's own files, so replace it with a copy of the file"
+                                    " or remove it", note="; nothing was uploaded and {gallery} is unchanged",
+                       gallery=folder)
     return {path.relative_to(folder).as_posix(): path for path in files}
 
 
@@ -288,46 +289,53 @@ def _find_cause(exc: BaseException, types) -> BaseException | None:
     return None
 
 
-def _http_error(err: HfHubHTTPError, endpoint: str, repo_id: str, pushing: bool, unchanged: str) -> VizError:
+def _http_error(err: HfHubHTTPError, endpoint: str, repo_id: str, folder: Path, pushing: bool) -> VizError:
     """The VizError for an HTTP error answer; the Hub's own text is left out (it may echo request details)."""
     status = err.response.status_code if err.response is not None else None
     token_kind = "a write token" if pushing else "a valid token"
     if status == 401 and (pushing or not isinstance(err, RepositoryNotFoundError)):
         # A push without a usable token (the client reports some 401s as RepositoryNotFoundError).
-        return VizError(f"the Hub at {endpoint} rejected the request as unauthenticated (401): log in with"
-                        f" `hf auth login` or set HF_TOKEN to {token_kind}{unchanged}")
+        return _hub_error(f"the Hub at {endpoint} rejected the request as unauthenticated (401)",
+                          f"log in with `hf auth login` or set HF_TOKEN to {token_kind}", folder, pushing, "token")
     if isinstance(err, RepositoryNotFoundError) and not pushing:
-        return VizError(f"dataset repo {repo_id} not found on {endpoint}: check the repo id, or log in with"
-                        " `hf auth login` (or set HF_TOKEN) if the repo is private")
+        return _hub_error(f"dataset repo {repo_id} not found on {endpoint}", "check the repo id, or log in with"
+                          " `hf auth login` (or set HF_TOKEN) if the repo is private", folder, pushing, "token")
     if status == 403 or isinstance(err, RepositoryNotFoundError):
-        return VizError(f"the token cannot write to {repo_id}: use a token with write access to that namespace"
-                        f"{unchanged}")
+        return _hub_error(f"the token cannot write to {repo_id}", "use a token with write access to that namespace",
+                          folder, pushing)
     if status in (409, 412):
-        return VizError(f"{repo_id} changed on the Hub during the push: push again{unchanged}")
-    return VizError(f"the Hub at {endpoint} answered HTTP {status} for {repo_id}: try again later{unchanged}")
+        return _hub_error(f"{repo_id} changed on the Hub during the push", "push again", folder, pushing)
+    return _hub_error(f"the Hub at {endpoint} answered HTTP {status} for {repo_id}", "try again later", folder,
+                      pushing)
+
+
+def _hub_error(problem: str, fix: str, folder: Path, pushing: bool, option: str | None = None) -> VizError:
+    """A failed Hub call; after a failed push, the note that the local gallery was left as it was."""
+    return VizError(problem, option=option, fix=fix, note=UNCHANGED if pushing else "", gallery=folder)
 
 
 @contextmanager
 def hub_errors(endpoint: str, repo_id: str, folder: Path, *, pushing: bool, revision: str | None = None):
     """Turn huggingface_hub failures into one-line VizErrors naming the fix (never quoting the token)."""
-    unchanged = f"; the local gallery in {folder} is unchanged" if pushing else ""
     try:
         yield
     except VizError:
         raise
     except OfflineModeIsEnabled as err:
-        raise VizError(f"HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to "
-                       f"{'push' if pushing else 'pull'}{unchanged}") from err
+        raise _hub_error("HF_HUB_OFFLINE is set, so the Hub cannot be reached",
+                         f"unset it to {'push' if pushing else 'pull'}", folder, pushing) from err
     except LocalTokenNotFoundError as err:
-        raise VizError(f"no Hugging Face token found: log in with `hf auth login` or set HF_TOKEN{unchanged}") from err
+        raise _hub_error("no Hugging Face token found", "log in with `hf auth login` or set HF_TOKEN", folder, pushing,
+                         "token") from err
     except HFValidationError as err:
         raise VizError(f"invalid repo id {repo_id!r}: use 'namespace/name' with letters, digits, '-', '_' or '.'") \
             from err
     except RevisionNotFoundError as err:
         raise VizError(f"revision {revision!r} not found in {repo_id}: pass an existing branch, tag or commit") from err
     except HfHubHTTPError as err:
-        raise _http_error(err, endpoint, repo_id, pushing, unchanged) from err
+        raise _http_error(err, endpoint, repo_id, folder, pushing) from err
     except Exception as err:
         if _find_cause(err, _transport_errors()) is None:
             raise
-        raise VizError(f"cannot reach the Hub at {endpoint}: check the network or HF_ENDPOINT{unchanged}") from err
+        raise _hub_error(f"cannot reach the Hub at {endpoint}", "check the network or HF_ENDPOINT", folder,
+                         pushing) from err
