@@ -45,14 +45,21 @@ PAPER_COMPUTE = 400 * 8
 
 
 def variant(name: str):
-    """A recipe by name, with optional tweaks: `fast@256` (steps), `fast:noclean` (no un-augmented copy)."""
+    """A recipe by name, with optional tweaks after colons and steps after @: `fast@256`, `fast:noclean` (no
+    un-augmented copy), `fast:std` (the standardized Fourier image: photo contrast by construction), `maco:c2` (2
+    copies per step)."""
     base, _, steps = name.partition("@")
-    base, _, tweak = base.partition(":")
+    base, *tweaks = base.split(":")
     recipe = get_recipe(base)
-    if tweak == "noclean":
-        recipe = dataclasses.replace(recipe, phases=tuple(dataclasses.replace(p, clean=False) for p in recipe.phases))
-    elif tweak:
-        raise SystemExit(f"Unknown tweak ':{tweak}' in '{name}': use ':noclean'.")
+    for tweak in tweaks:
+        if tweak == "noclean":
+            recipe = dataclasses.replace(recipe, phases=tuple(dataclasses.replace(p, clean=False) for p in recipe.phases))
+        elif tweak == "std":
+            recipe = dataclasses.replace(recipe, parametrization="fourier-std")
+        elif tweak.startswith("c") and tweak[1:].isdigit():
+            recipe = dataclasses.replace(recipe, copies=int(tweak[1:]))
+        else:
+            raise SystemExit(f"Unknown tweak ':{tweak}' in '{name}': use :noclean, :std or :cN.")
     return dataclasses.replace(recipe, name=name), (int(steps) if steps else recipe.steps)
 
 
