@@ -526,7 +526,7 @@ def test_gpu_work_runs_inside_spaces_gpu_with_a_duration_from_the_request(vit, i
     assert len(images) == 2
     explorer.examples(vit, 1, 4, str(image_folder), "train", 12, 2, folder, progress=no_progress)
     assert asked == [("_render_stream", preset.gpu_duration(2, 3)),
-                     ("_scan", explorer._scan_duration(vit, 1, 4, "", "", 12, 2))]
+                     ("_scan", explorer._scan_duration(None, "", "", 12, 2))]
     assert 20 <= asked[0][1] <= preset.max_gpu_seconds
 
 

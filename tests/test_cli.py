@@ -135,7 +135,7 @@ def test_gallery_command_merges_render_and_examples(tiny_repos, tmp_path, image_
 def test_interrupted_run_keeps_finished_features_and_resumes(tiny_repos, tmp_path, monkeypatch):
     model = load_model(tiny_repos["vit"], device="cpu")
     out = tmp_path / "gallery"
-    real_chunk = jobs.render_batches.__globals__["_render_chunk"]
+    real_chunk = jobs.render_planned.__globals__["_render_chunk"]
     calls = []
 
     def interrupt_third_batch(*args, **kwargs):
@@ -144,11 +144,11 @@ def test_interrupted_run_keeps_finished_features_and_resumes(tiny_repos, tmp_pat
             raise KeyboardInterrupt
         return real_chunk(*args, **kwargs)
 
-    monkeypatch.setitem(jobs.render_batches.__globals__, "_render_chunk", interrupt_third_batch)
+    monkeypatch.setitem(jobs.render_planned.__globals__, "_render_chunk", interrupt_third_batch)
     with pytest.raises(KeyboardInterrupt):
         jobs.render_to_folder(model, out, 0, "0-4", steps=2, batch_size=1, progress=False)
     assert sorted(r["feature"] for r in load_rows(out)) == [0, 1]
-    monkeypatch.setitem(jobs.render_batches.__globals__, "_render_chunk", real_chunk)
+    monkeypatch.setitem(jobs.render_planned.__globals__, "_render_chunk", real_chunk)
     assert jobs.render_to_folder(model, out, 0, "0-4", steps=2, batch_size=1, progress=False) == [2, 3, 4]
     assert sorted(r["feature"] for r in load_rows(out)) == [0, 1, 2, 3, 4]
 

@@ -86,12 +86,39 @@ class RunningTopK:
         return set(self.indices.unique().tolist())
 
 
+@dataclass(frozen=True)
+class ScanTarget:
+    """The features of one layer a scan scores, checked against the model once (`plan_scan`): the scanner and
+    the app's device workers take it as it is, and it pickles, so it crosses into another process."""
+
+    model_id: str
+    layer: int
+    objective: Channel
+    features: tuple[int, ...]
+
+
+def plan_scan(model: VisionModel, layer: int, features, objective="feature", *,
+              max_features: int | None = None) -> ScanTarget:
+    """Every check of what a scan scores, before any dataset is opened. max_features: the most features one
+    request may ask for (the app's cap), checked before any list is built."""
+    objective = make_objective(objective, layer)
+    if not isinstance(objective, Channel):
+        raise VizError(
+            f"Objective '{objective.name}' is a combination: dataset examples need one of feature, neuron, cls, "
+            "residual or logit."
+        )
+    objective.check(model)
+    wanted = parse_features(features, objective.num_channels(model), max_count=max_features)
+    return ScanTarget(model.model_id, layer, objective, tuple(wanted))
+
+
 def scan_examples(
     model: VisionModel,
-    layer: int,
-    features,
-    dataset,
+    layer: int | None = None,
+    features=None,
+    dataset=None,
     *,
+    target: ScanTarget | None = None,
     objective="feature",
     split: str | None = None,
     image_column: str | None = None,
@@ -107,21 +134,18 @@ def scan_examples(
 ) -> dict[int, list[Example]]:
     """Top-`top_k` dataset images per feature of `layer`, best first, from one pass over the data.
 
-    `features`: a spec ("7", "0-63", "all") or list. `dataset`: a Hub id, a local folder, or an opened
+    `features`: a spec ("7", "0-63", "all") or list; or instead of `layer`, `features` and `objective` a
+    `target` from `plan_scan`, scanned as it is. `dataset`: a Hub id, a local folder, or an opened
     (Iterable)Dataset(Dict); `split=None` uses `default_split` (test, else validation, else train). `max_images` caps the rows of the split considered (the first `max_images`, shared by all
     shards, which a named dataset then streams); this process scans the rows whose index % `num_shards` == `shard_index`.
     `checkpoint`: a folder the scan saves its progress in after every batch and resumes from (a dataset given by
     name only); the caller removes it once the results are saved (`examples_to_folder` does). `token` reads a Hub
     dataset as in `open_image_dataset` (None: the local user's own login).
     """
-    objective = make_objective(objective, layer)
-    if not isinstance(objective, Channel):
-        raise VizError(
-            f"Objective '{objective.name}' is a combination: dataset examples need one of feature, neuron, cls, "
-            "residual or logit."
-        )
-    objective.check(model)
-    wanted = parse_features(features, objective.num_channels(model))
+    if dataset is None:
+        raise TypeError("scan_examples needs a dataset: a Hub id, a folder, or an opened dataset.")
+    target = target if target is not None else plan_scan(model, layer, features, objective)
+    layer, objective, wanted = target.layer, target.objective, list(target.features)
     _check_scan_options(top_k, batch_size, num_shards, shard_index, max_images)
     saved = None
     if checkpoint is not None:

@@ -7,12 +7,13 @@ Under `accelerate launch` each process renders its share and writes its own shar
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .core.objectives import Channel
 from .core.patchmap import patch_map
 from .core.recipes import DEFAULT_RECIPE
-from .core.render import plan_render, render_batches
+from .core.render import plan_render, render_planned
 from .core.scale import Workers, current_workers
 from .models import LOGITS, VisionModel
 from .store.folder import GalleryFolder
@@ -35,17 +36,16 @@ def render_to_folder(
 ) -> list[int]:
     """Render features into the gallery folder `out`; returns the features this process rendered."""
     workers = workers or current_workers()
-    plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size, seed)
+    plan = plan_render(model, layer, features, objective=objective, recipe=recipe, steps=steps,
+                       image_size=image_size, batch_size=batch_size, seed=seed)
     folder = GalleryFolder(out)
     folder.check_destination()
-    done = _finished(folder, model.model_id, plan, seed)
+    done = _finished(folder, model.model_id, plan)
     todo = workers.mine([f for f in plan.features if f not in done])
     workers.barrier()  # every process has read the folder before anyone writes to it
     shards = _ShardWriter(folder, f"train-r{workers.rank}", {"backend": model.backend})
-    for batch in render_batches(
-        model, plan.layer, todo, objective=plan.objective, recipe=plan.recipe, steps=plan.steps,
-        image_size=plan.image_size, seed=seed, batch_size=plan.batch_size, progress=progress,
-    ) if todo else ():
+    mine = dataclasses.replace(plan, features=tuple(todo))  # a share of a checked plan needs no second check
+    for batch in render_planned(model, mine, progress=progress) if todo else ():
         shards.write([with_patch_map(model, r.to_row(), plan.objective) for r in batch])
     workers.barrier()
     if workers.is_main and folder.exists():
@@ -76,11 +76,11 @@ class _ShardWriter:
         self.rows_in_shard += len(rows)
 
 
-def _finished(folder: GalleryFolder, model_id: str, plan, seed: int) -> set[int]:
+def _finished(folder: GalleryFolder, model_id: str, plan) -> set[int]:
     """Features already rendered into the folder with exactly these settings."""
     if not folder.exists():
         return set()
-    wanted = (model_id, plan.layer, plan.objective.name, plan.recipe.name, plan.steps, plan.image_size, seed)
+    wanted = (model_id, plan.layer, plan.objective.name, plan.recipe.name, plan.steps, plan.image_size, plan.seed)
     return {
         row["feature"]
         for row in folder.settings()

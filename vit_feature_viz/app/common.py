@@ -167,13 +167,11 @@ def check_name(name: Any, kind: str, example: str) -> str:
     return name
 
 
-def resolve_features(spec: Any, num_features: int, seed: int, max_count: int) -> list[int]:
-    """Parse a feature spec from the UI or API: 7 | 0,5,9 | 0-63 | all | random N (drawn with the seed), checked
-    against the layer's width and the cap before any list is built ("0-30000000" is one line, not gigabytes)."""
-    from ..specs import parse_features
-
-    return parse_features(spec if isinstance(spec, (int, float)) else str(spec if spec is not None else "").strip(),
-                          num_features, seed, max_count=max_count)
+def feature_spec(spec: Any) -> int | float | str:
+    """A feature spec from the UI or API (7 | 0,5,9 | 0-63 | all | random N) as the planners read it: a number, or
+    stripped text; they check it against the layer's width and the cap before any list is built ("0-30000000" is
+    one line, not gigabytes)."""
+    return spec if isinstance(spec, (int, float)) else str(spec if spec is not None else "").strip()
 
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # an uploaded image is checked from its header before it is decoded

@@ -8,8 +8,8 @@ from collections.abc import Callable, Collection
 import gradio as gr
 
 from .common import (
-    DEFAULT_DATASET, DEFAULT_SPLIT, AppContext, ModelCache, add_rows, as_int, check_name, on_gpu, open_image,
-    over_cap, resolve_features, user_errors, visitor_token,
+    DEFAULT_DATASET, DEFAULT_SPLIT, AppContext, ModelCache, add_rows, as_int, check_name, feature_spec, on_gpu,
+    open_image, over_cap, user_errors, visitor_token,
 )
 
 SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
@@ -24,13 +24,11 @@ class Explorer:
         self.uploads = uploads  # the paths gradio received as uploads: the only files /patch_map may read
         self._scan_on_device = on_gpu(self._scan, duration=self._scan_duration)
 
-    def check_feature(self, model, layer, feature) -> tuple[int, int]:
-        from ..core.objectives import make_objective
+    def check_feature(self, model, layer, feature):
+        """One feature of a layer, checked once: the ScanTarget that the scan on the device takes as it is."""
+        from ..examples import plan_scan
 
-        layer = as_int(layer, "layer")
-        model.check_layer(layer)
-        target = make_objective("feature", layer)
-        return layer, resolve_features(feature, target.num_channels(model), 0, max_count=1)[0]
+        return plan_scan(model, as_int(layer, "layer"), feature_spec(feature), max_features=1)
 
     def patch_map(self, model_id, layer, feature, image, oauth_token: gr.OAuthToken | None = None):
         """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay)."""
@@ -39,8 +37,8 @@ class Explorer:
         with user_errors("drawing the patch map"):
             image = open_image(image, self.uploads())
             model = self.models.get(model_id, token=visitor_token(oauth_token))
-            layer, feature = self.check_feature(model, layer, feature)
-            return patch_map(model, image, layer, feature)
+            target = self.check_feature(model, layer, feature)
+            return patch_map(model, image, target.layer, target.features[0])
 
     def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None,
                  oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
@@ -61,10 +59,10 @@ class Explorer:
             if top_k > preset.max_top_k:
                 raise over_cap(preset, "max examples", top_k, preset.max_top_k, "examples")
             model = self.models.get(model_id, token=token)
-            layer, feature = self.check_feature(model, layer, feature)
+            target = self.check_feature(model, layer, feature)
             progress(None, desc=f"Scanning up to {max_images} images of {dataset}")
-            found = self._scan_on_device(model.model_id, layer, feature, dataset, split, max_images, top_k, token)
-            rows = example_rows(model, layer, "feature", dataset, {feature: found})
+            found = self._scan_on_device(target, dataset, split, max_images, top_k, token)
+            rows = example_rows(model, target.layer, "feature", dataset, {target.features[0]: found})
             session = add_rows(session, rows, model.backend)
             gallery = []
             for rank, example in enumerate(found, 1):
@@ -74,16 +72,17 @@ class Explorer:
                     gallery.append((example.patch_map, f"#{rank} patch map"))
             return gallery, session
 
-    def _scan_duration(self, model_id, layer, feature, dataset, split, max_images, top_k, token=None) -> int:
+    def _scan_duration(self, target, dataset, split, max_images, top_k, token=None) -> int:
         return int(min(self.preset.max_gpu_seconds, 20 + SECONDS_PER_SCANNED_IMAGE * max_images))
 
-    def _scan(self, model_id, layer, feature, dataset, split, max_images, top_k, token=None):
+    def _scan(self, target, dataset, split, max_images, top_k, token=None):
+        """On the device: scan for the target's one feature as it was checked."""
         from ..examples import scan_examples
 
         with user_errors("scanning the dataset"):
-            model = self.models.get(model_id, token=token)
-            return scan_examples(model, layer, [feature], dataset, split=split, max_images=max_images,
-                                 top_k=top_k, progress=False, token=token)[feature]
+            model = self.models.get(target.model_id, token=token)
+            return scan_examples(model, dataset=dataset, target=target, split=split, max_images=max_images,
+                                 top_k=top_k, progress=False, token=token)[target.features[0]]
 
 
 def build(ctx: AppContext) -> Explorer:

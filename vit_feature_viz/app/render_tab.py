@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from .common import (
-    AppContext, ModelCache, add_rows, as_int, on_gpu, over_cap, resolve_features, session_path, user_errors,
+    AppContext, ModelCache, add_rows, as_int, feature_spec, on_gpu, over_cap, session_path, user_errors,
     visitor_token,
 )
 
@@ -33,27 +33,22 @@ class Renderer:
         self._render_on_device = on_gpu(self._render_stream, duration=self._render_duration)
 
     def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
-        """Validate a render request against the model and the caps; returns (model, plan, seed). `token` reads
-        the model (visitor_token)."""
-        from ..core.objectives import make_objective
+        """Check a render request once: the library's planner checks it against the model, and only the caps
+        are the app's own; returns (model, plan). `token` reads the model (visitor_token)."""
         from ..core.render import plan_render
 
         preset = self.preset
         steps = as_int(steps, "steps", minimum=1)
         if steps > preset.max_steps:
             raise over_cap(preset, "max steps", steps, preset.max_steps, "steps")
-        seed = as_int(seed if seed not in (None, "") else 0, "seed", minimum=0)
         size = as_int(image_size if image_size not in (None, "") else 0, "image size", minimum=0)
         model = self.models.get(model_id, token=token)
-        layer = as_int(layer, "layer")
-        model.check_layer(layer)
-        target = make_objective(objective, layer)
-        target.check(model)
-        wanted = resolve_features(features, target.num_channels(model), seed, max_count=preset.max_features)
-        plan = plan_render(model, layer, wanted, objective, recipe, steps, size or None, None, seed)
+        plan = plan_render(model, layer, feature_spec(features), objective=objective, recipe=recipe, steps=steps,
+                           image_size=size or None, seed=seed if seed not in (None, "") else 0,
+                           max_features=preset.max_features)
         if plan.image_size > preset.max_image_size:
             raise over_cap(preset, "max image size", plan.image_size, preset.max_image_size, "px")
-        return model, plan, seed
+        return model, plan
 
     def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, session=None,
                oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> Iterator[tuple]:
@@ -66,15 +61,14 @@ class Renderer:
         with user_errors("rendering"):
             progress(None, desc=f"Loading {str(model_id or '').strip()}…")  # the first load reads the weights
             token = visitor_token(oauth_token)
-            model, plan, seed = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed, token)
+            model, plan = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed, token)
             session = session_path(session)
             yield gr.skip(), gr.skip(), session
             names = self._class_names(model, plan)
             total = plan.steps * len(plan.features)
             progress((0, total), desc="Starting", unit="feature-steps")
             results = []
-            stream = self._render_on_device(model.model_id, plan.layer, plan.features, plan.objective.name,
-                                            plan.recipe.name, plan.steps, plan.image_size, seed, token)
+            stream = self._render_on_device(plan, token)
             previews: dict = {}  # feature -> latest image of the features being optimized
             started = shown = time.monotonic()
             changed = batch_done = False
@@ -114,20 +108,18 @@ class Renderer:
         labels = class_names(model)
         return {f: labels[f] for f in plan.features}
 
-    def _render_duration(self, model_id, layer, features, objective, recipe, steps, image_size, seed,
-                         token=None) -> int:
-        return self.preset.gpu_duration(len(features), steps)
+    def _render_duration(self, plan, token=None) -> int:
+        return self.preset.gpu_duration(len(plan.features), plan.steps)
 
-    def _render_stream(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
-        """On the device: run the renderer in a thread and yield ('tick',) or ('step', done, previews, finished,
-        rows); `rows` are the finished features' gallery rows with their patch maps, as the CLI writes them."""
-        from ..core.objectives import make_objective
-        from ..core.render import render_batches
+    def _render_stream(self, plan, token=None):
+        """On the device: render the plan as it was checked, in a thread, and yield ('tick',) or ('step', done,
+        previews, finished, rows); `rows` are the finished features' gallery rows with their patch maps, as the
+        CLI writes them."""
+        from ..core.render import render_planned
         from ..jobs import with_patch_map
 
         with user_errors("rendering"):
-            model = self.models.get(model_id, token=token)
-            target = make_objective(objective, layer)
+            model = self.models.get(plan.model_id, token=token)
             events: queue.Queue = queue.Queue()
             stop = threading.Event()
             progress_by_feature: dict[int, int] = {}
@@ -140,13 +132,10 @@ class Renderer:
 
             def work():
                 try:
-                    for batch in render_batches(
-                        model, layer, features, objective=objective, recipe=recipe, steps=steps,
-                        image_size=image_size, seed=seed, progress=False, callback=on_step,
-                        callback_every=max(1, min(steps // 20, 5)),
-                    ):
-                        progress_by_feature.update({r.feature: steps for r in batch})
-                        rows = [with_patch_map(model, r.to_row(), target) for r in batch]
+                    for batch in render_planned(model, plan, progress=False, callback=on_step,
+                                                callback_every=max(1, min(plan.steps // 20, 5))):
+                        progress_by_feature.update({r.feature: plan.steps for r in batch})
+                        rows = [with_patch_map(model, r.to_row(), plan.objective) for r in batch]
                         events.put(("step", sum(progress_by_feature.values()), {}, batch, rows))
                     events.put(("done",))
                 except _Cancelled:

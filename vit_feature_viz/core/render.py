@@ -6,6 +6,7 @@ averaged, over the batch, so its image is the same whichever batch or process re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import sys
@@ -22,7 +23,7 @@ from ..images import to_pil
 from ..models import VisionModel, load_model
 from ..specs import parse_features, whole_number
 from .objectives import Objective, make_objective
-from .registries import PARAMETRIZATIONS
+from .registries import PARAMETRIZATIONS, RECIPES
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
 from .transforms import CleanFirstCopy, total_variation
 
@@ -60,9 +61,15 @@ def feature_seed(seed: int, layer: int, feature: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def render(model, layer: int, features, **options) -> list[RenderResult]:
-    """Render the images that maximize `features` of `layer`; see `render_batches` for the options."""
-    return [result for batch in render_batches(model, layer, features, **options) for result in batch]
+def render(model, layer: int | None = None, features=None, *, plan: RenderPlan | None = None,
+           **options) -> list[RenderResult]:
+    """Render the images that maximize `features` of `layer`, or a `plan` from `plan_render` as it is; see
+    `render_batches` for the options."""
+    if plan is None:
+        batches = render_batches(model, layer, features, **options)
+    else:
+        batches = render_planned(model if isinstance(model, VisionModel) else load_model(model), plan, **options)
+    return [result for batch in batches for result in batch]
 
 
 def render_batches(
@@ -80,24 +87,40 @@ def render_batches(
     callback: Callable[[int, dict[int, Image.Image]], None] | None = None,
     callback_every: int | None = None,
 ) -> Iterator[list[RenderResult]]:
-    """Yield results batch by batch, so callers can save finished features before the next batch starts.
+    """Yield results batch by batch, so callers can save finished features before the next batch starts: the
+    settings are planned (checked) once here, then `render_planned` runs the plan.
 
     batch_size: features optimized together (each has `recipe.copies` images); default fills ~8 images on CPU.
     callback(step, {feature: image}): called every `callback_every` steps with the current images; it may raise
     to cancel.
     """
     model = model if isinstance(model, VisionModel) else load_model(model)
-    plan = plan_render(model, layer, features, objective, recipe, steps, image_size, batch_size, seed)
+    plan = plan_render(model, layer, features, objective=objective, recipe=recipe, steps=steps,
+                       image_size=image_size, batch_size=batch_size, seed=seed)
+    yield from render_planned(model, plan, progress=progress, callback=callback, callback_every=callback_every)
+
+
+def render_planned(
+    model: VisionModel,
+    plan: RenderPlan,
+    *,
+    progress: bool = True,
+    callback: Callable[[int, dict[int, Image.Image]], None] | None = None,
+    callback_every: int | None = None,
+) -> Iterator[list[RenderResult]]:
+    """Yield the results of a plan batch by batch, trusting it: it was checked against this model when it was
+    made, so nothing is checked twice. A batch that runs out of memory is retried at half the size."""
     from tqdm.auto import tqdm
 
+    _check_same_model(model, plan)
     total = plan.steps * len(plan.features)
     every = callback_every or max(1, plan.steps // 20)
-    with tqdm(total=total, disable=not progress, desc=f"layer {layer}", unit="feature-step") as bar:
+    with tqdm(total=total, disable=not progress, desc=f"layer {plan.layer}", unit="feature-step") as bar:
         start, size = 0, plan.batch_size
         while start < len(plan.features):
-            chunk, done = plan.features[start : start + size], bar.n
+            chunk, done = list(plan.features[start : start + size]), bar.n
             try:
-                results = _render_chunk(model, plan, chunk, seed, bar, callback, every)
+                results = _render_chunk(model, plan, chunk, plan.seed, bar, callback, every)
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
@@ -112,6 +135,12 @@ def render_batches(
                 continue
             start += len(chunk)
             yield results
+
+
+def _check_same_model(model: VisionModel, plan: RenderPlan) -> None:
+    """A plan holds for the model it was checked against (its widths, layers and input size), not for another."""
+    if model.model_id != plan.model_id:
+        raise VizError(f"This render plan was made for {plan.model_id}, not {model.model_id}: plan it for this model.")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -142,49 +171,68 @@ def estimate_seconds(model: VisionModel, layer: int, features, *, processes: int
     import time
 
     model = model if isinstance(model, VisionModel) else load_model(model)
-    plan = plan_render(model, layer, features, options.get("objective", "feature"), options.get("recipe", DEFAULT_RECIPE),
-                       options.get("steps"), options.get("image_size"), options.get("batch_size"), options.get("seed", 0))
+    plan = plan_render(model, layer, features, **options)
     if not plan.features or not plan.steps:
         return 0.0
     stamps: list[float] = []
-    probe = {**options, "steps": min(3, plan.steps), "progress": False, "callback_every": 1,
-             "callback": lambda step, images: stamps.append(time.perf_counter())}
+    probe = dataclasses.replace(plan, features=plan.features[: plan.batch_size], steps=min(3, plan.steps))
     start = time.perf_counter()
-    next(render_batches(model, plan.layer, plan.features[: plan.batch_size], **probe))
+    next(render_planned(model, probe, progress=False, callback_every=1,
+                        callback=lambda step, images: stamps.append(time.perf_counter())))
     per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else stamps[0] - start
     batches = math.ceil(len(plan.features) / plan.batch_size)
     return per_step * plan.steps * math.ceil(batches / max(1, processes))
 
 
-@dataclass
+@dataclass(frozen=True)
 class RenderPlan:
-    """A validated request: everything is checked before the first step, so bad input fails fast."""
+    """A validated request for one model: everything is checked before the first step, so bad input fails fast,
+    and once, so the renderer, the jobs and the app's device workers take it as it is. It pickles (a built-in
+    recipe goes by its name), so it crosses into another process."""
 
+    model_id: str
     layer: int
-    features: list[int]
+    features: tuple[int, ...]
     objective: Objective
     recipe: Recipe
     steps: int
     image_size: int
     canvas: int
     batch_size: int
+    seed: int
+
+    def __reduce__(self):
+        state = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        if self.recipe.name in RECIPES and RECIPES.get(self.recipe.name) is self.recipe:  # built-ins hold lambdas
+            state["recipe"] = self.recipe.name
+        return _plan_from_state, (state,)
 
 
-def plan_render(model: VisionModel, layer, features, objective, recipe, steps, image_size, batch_size, seed=0) -> RenderPlan:
-    """Every setting checked (whole numbers, ranges the gallery can store) before the first step."""
+def _plan_from_state(state: dict) -> RenderPlan:
+    """Unpickles a RenderPlan (see RenderPlan.__reduce__)."""
+    return RenderPlan(**{**state, "recipe": get_recipe(state["recipe"])})
+
+
+def plan_render(model: VisionModel, layer, features, *, objective: str | Objective = "feature",
+                recipe: str | Recipe = DEFAULT_RECIPE, steps=None, image_size=None, batch_size=None, seed=0,
+                max_features: int | None = None) -> RenderPlan:
+    """Every setting checked (whole numbers, ranges the gallery can store) before the first step.
+
+    max_features: the most features one request may ask for (the app's cap), checked before any list is built."""
     layer = whole_number(layer, "layer")
     model.check_layer(layer)
-    whole_number(seed, "seed", minimum=0, maximum=MAX_SEED)
+    seed = whole_number(seed, "seed", minimum=0, maximum=MAX_SEED)
     objective = make_objective(objective, layer)
     objective.check(model)
-    features = parse_features(features, objective.num_channels(model), seed)
+    features = parse_features(features, objective.num_channels(model), seed, max_count=max_features)
     recipe = get_recipe(recipe)
     steps = recipe.steps if steps is None else whole_number(steps, "steps", minimum=0, maximum=MAX_INT32)
     size = model.check_image_size(None if image_size is None else whole_number(image_size, "image size", minimum=1))
     if batch_size is None:
         batch_size = max(1, IMAGES_PER_BATCH.get(model.device.type, 8) // recipe.copies)
     batch_size = whole_number(batch_size, "batch size", minimum=1)
-    return RenderPlan(layer, features, objective, recipe, steps, size, recipe.canvas_size(size), batch_size)
+    return RenderPlan(model.model_id, layer, tuple(features), objective, recipe, steps, size, recipe.canvas_size(size),
+                      batch_size, seed)
 
 
 def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) -> list[RenderResult]:

@@ -112,17 +112,24 @@ class Gallery:
     def objectives(self, model_id: str | None, layer: Any) -> list[str]:
         """Objectives present for a layer, the preferred one ('feature') first."""
         model_id = self.model(model_id)
-        names = self.index.objectives[(model_id, self._layer(model_id, layer))]
-        return sorted(names, key=lambda n: (n != PREFERRED_OBJECTIVE, n))
+        return self._objectives_of(model_id, self._layer(model_id, layer))
+
+    def key(self, model_id: str | None, layer: Any, objective: str | None = None) -> LayerKey:
+        """(model, layer, objective) checked against the gallery once (defaults filled in): the calls that take
+        a key trust it, so a page resolves its layer once however many reads it makes."""
+        model_id = self.model(model_id)
+        layer = self._layer(model_id, layer)
+        return LayerKey(model_id, layer, self._objective(model_id, layer, objective))
 
     def layer_rows(self, model_id: str | None, layer: Any, objective: str | None = None) -> LayerRows:
         """A layer's rows for one objective (the preferred one by default), sorted by feature, without reading
         them: what a grid pages through and a lookup searches."""
-        model_id = self.model(model_id)
-        layer = self._layer(model_id, layer)
-        objective = self._objective(model_id, layer, objective)
-        start, stop = self.index.groups[(model_id, layer, objective)]
-        return LayerRows(self, model_id, layer, objective, start, stop)
+        return self.rows_at(self.key(model_id, layer, objective))
+
+    def rows_at(self, key: LayerKey) -> LayerRows:
+        """The rows of a resolved key (see `layer_rows`)."""
+        start, stop = self.index.groups[(key.model_id, key.layer, key.objective)]
+        return LayerRows(self, key.model_id, key.layer, key.objective, start, stop)
 
     def features(self, model_id: str | None, layer: Any, objective: str | None = None) -> list[Entry]:
         """Every row of a layer for one objective, by feature index (views of big layers page through
@@ -130,7 +137,10 @@ class Gallery:
         return self.layer_rows(model_id, layer, objective).entries()
 
     def entry(self, model_id: str | None, layer: Any, feature: Any, objective: str | None = None) -> Entry:
-        rows = self.layer_rows(model_id, layer, objective)
+        return self._entry_in(self.layer_rows(model_id, layer, objective), feature)
+
+    def _entry_in(self, rows: LayerRows, feature: Any) -> Entry:
+        """The row of `feature` among a layer's rows, or a one-line error naming the features it has."""
         feature = whole(feature, "feature")
         at = rows.position(feature)
         if at is None:
@@ -148,8 +158,10 @@ class Gallery:
                      max_examples: int | None = MAX_EXAMPLES, image_px: int | None = PAGE_PX) -> FeaturePage:
         """What a feature's page shows; reads this feature's row group(s) only, decodes at most `max_examples`
         top examples (None: all the row holds), each shrunk to `image_px`."""
-        main = self.entry(model_id, layer, feature, objective)
-        rows = [main, *self._other_objectives(main)]
+        key = self.key(model_id, layer, objective)
+        layer_rows = self.rows_at(key)
+        main = self._entry_in(layer_rows, feature)
+        rows = [main, *self._other_objectives(key, main.feature)]
         rows.sort(key=lambda e: (e is not main, e.objective))
         visualizations = [
             Visualization(e, self._image(e, "image", image_px), self._image(e, "image_patch_map", image_px))
@@ -157,12 +169,11 @@ class Gallery:
         ]
         with_examples = next((e for e in rows if e.top_scores), main)
         examples = self._examples(with_examples, max_examples, image_px)
-        layer_rows = self.layer_rows(main.model_id, main.layer, main.objective)
         previous, following = layer_rows.neighbours(main.feature)
         params = {"gallery": self.label, "layer": str(main.layer), "feature": str(main.feature)}
         if len(self.index.models) > 1:
             params["model"] = main.model_id
-        if main.objective != self.objectives(main.model_id, main.layer)[0]:
+        if main.objective != self._objectives_of(key.model_id, key.layer)[0]:
             params["objective"] = main.objective
         return FeaturePage(
             source=self.label, model_id=main.model_id, layer=main.layer, feature=main.feature,
@@ -173,13 +184,13 @@ class Gallery:
             previous=previous, next=following, link_params=params,
         )
 
-    def _other_objectives(self, main: Entry) -> list[Entry]:
-        """The rows of the same feature for the layer's other objectives."""
+    def _other_objectives(self, key: LayerKey, feature: int) -> list[Entry]:
+        """The rows of the same feature for the layer's other objectives (names from the index: no checks)."""
         found = []
-        for objective in self.index.objectives[(main.model_id, main.layer)]:
-            if objective != main.objective:
-                rows = self.layer_rows(main.model_id, main.layer, objective)
-                at = rows.position(main.feature)
+        for objective in self.index.objectives[(key.model_id, key.layer)]:
+            if objective != key.objective:
+                rows = self.rows_at(LayerKey(key.model_id, key.layer, objective))
+                at = rows.position(feature)
                 if at is not None:
                     found += rows.entries(at, at + 1)
         return found
@@ -263,14 +274,27 @@ class Gallery:
                            f"pick one of {compact_ranges(layers)}.")
         return layer
 
+    def _objectives_of(self, model_id: str, layer: int) -> list[str]:
+        """The objectives of a checked (model, layer), the preferred one first."""
+        return sorted(self.index.objectives[(model_id, layer)], key=lambda n: (n != PREFERRED_OBJECTIVE, n))
+
     def _objective(self, model_id: str, layer: int, objective: str | None) -> str:
-        names = self.objectives(model_id, layer)
+        names = self._objectives_of(model_id, layer)
         if not objective:
             return names[0]
         if objective not in names:
             raise VizError(f"Layer {layer} of {model_id} in {self.label} has no '{objective}' rows: "
                            f"pick one of {', '.join(names)}.")
         return objective
+
+
+@dataclass(frozen=True)
+class LayerKey:
+    """A (model, layer, objective) that `Gallery.key` checked against the gallery."""
+
+    model_id: str
+    layer: int
+    objective: str
 
 
 @dataclass(frozen=True)
