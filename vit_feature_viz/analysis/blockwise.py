@@ -9,6 +9,7 @@ import torch
 
 from ..models.stages import TokenStages, token_stages
 from .common import base_settings, load_classifiers, open_data, sweep
+from .probe import with_probe_head
 
 Walk = Callable[[TokenStages, torch.Tensor], dict]
 
@@ -19,7 +20,7 @@ def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test",
     """Returns (classifiers, stages by model id, accuracy counts by (model id, key), settings); `token` reads the
     models and the data (None: the local user's own login)."""
     classifiers = load_classifiers(models, allow_cnn=False, token=token, **load_options)
-    stages = {c.model_id: token_stages(c.vision_model) for c in classifiers}
+    stages = {c.model_id: with_probe_head(token_stages(c.vision_model), c.probe) for c in classifiers}
     for s in stages.values():
         s.need_head()
     data = open_data(dataset, split=split, image_column=image_column, label_column=label_column, streaming=streaming,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 from . import EXPERIMENTS
 
@@ -31,6 +32,9 @@ def add_analyze_command(commands) -> None:
     sub.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
     sub.add_argument("--image-column", default=None)
     sub.add_argument("--label-column", default=None)
+    sub.add_argument("--probe-split", default=None, help="models without a classifier head (DINOv2, MAE): fit a "
+                     "linear probe on their frozen CLS features of this labelled split of --dataset, e.g. train")
+    sub.add_argument("--probe-images", type=int, default=5000, help="use at most N images of --probe-split")
     sub.add_argument("--box-column", default=None, help="foreground-background: boxes x0,y0,x1,y1 in pixels")
     sub.add_argument("--box-format", default="xyxy", choices=["xyxy", "xywh"])
     sub.add_argument("--mask-column", default=None, help="foreground-background: foreground masks")
@@ -53,7 +57,7 @@ def add_analyze_command(commands) -> None:
 
 def run_analyze(args) -> int:
     from ..store.folder import GalleryFolder
-    from ..store.progress import Resumed, clear_progress, progress_folder
+    from ..store.progress import PROGRESS_DIR, Resumed, clear_progress, progress_folder
 
     GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it
     options = dict(
@@ -66,6 +70,12 @@ def run_analyze(args) -> int:
                        top_images=args.top_images, top_names=args.top_names)
     else:
         options["label_column"] = args.label_column
+        if args.probe_split:
+            from .probe import ProbeRequest
+
+            options["probe"] = ProbeRequest(args.dataset, args.probe_split, args.probe_images, args.image_column,
+                                            args.label_column, args.streaming, progress=not args.quiet,
+                                            cache=str(Path(args.out) / PROGRESS_DIR / "probes"))
     if args.experiment == "foreground-background":
         options.update(box_column=args.box_column, mask_column=args.mask_column, box_format=args.box_format,
                        fill=args.fill)

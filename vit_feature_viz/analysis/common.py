@@ -19,11 +19,13 @@ from matplotlib.figure import Figure
 
 from ..errors import VizError
 from ..image_datasets import streams
-from ..models.base import VisionModel
+from ..models.base import NotTransformerError, VisionModel
 from ..models.classifiers import ImageClassifier, from_vision_model, load_classifier
+from ..models.loader import load_model
 from ..store.progress import Resumed, SavedProgress
 from ..store.schema import ANALYSIS_DIR  # inside a gallery folder; pushed with it
 from .data import DECODE_THREADS, Batch, LabeledData, LabelMap, batches, open_labeled, prepare
+from .probe import ProbeRequest, linear_probe, probed_classifier
 
 
 
@@ -107,19 +109,16 @@ def short_name(model_id: str) -> str:
 ModelLike = str | VisionModel | ImageClassifier
 
 
-def load_classifiers(models: ModelLike | Sequence[ModelLike], *, allow_cnn: bool, **options) -> list[ImageClassifier]:
-    """Names, loaded VisionModels or classifiers -> classifiers; CNNs only where the experiment compares them."""
+def load_classifiers(models: ModelLike | Sequence[ModelLike], *, allow_cnn: bool, probe: ProbeRequest | None = None,
+                     **options) -> list[ImageClassifier]:
+    """Names, loaded VisionModels or classifiers -> classifiers; CNNs only where the experiment compares them.
+    A ViT without a head (DINOv2, MAE) gets a linear probe fitted on `probe`'s split, when one is asked for."""
     models = [models] if isinstance(models, (str, VisionModel, ImageClassifier)) else list(models)
     if not models:
         raise VizError("No model given: pass at least one classifier checkpoint, e.g. google/vit-base-patch16-224.")
     out = []
     for model in models:
-        if isinstance(model, ImageClassifier):
-            clf = model
-        elif isinstance(model, VisionModel):
-            clf = from_vision_model(model)
-        else:
-            clf = load_classifier(model, **options)
+        clf = _classifier(model, probe, options)
         if clf.kind != "vit" and not allow_cnn:
             raise VizError(
                 f"'{clf.model_id}' is not a Vision Transformer: this experiment runs ViT blocks one by one; CNNs "
@@ -127,6 +126,25 @@ def load_classifiers(models: ModelLike | Sequence[ModelLike], *, allow_cnn: bool
             )
         out.append(clf)
     return out
+
+
+def _classifier(model: ModelLike, probe: ProbeRequest | None, options: dict) -> ImageClassifier:
+    if isinstance(model, ImageClassifier):
+        return model
+    if isinstance(model, str):
+        try:
+            model = load_model(model, **options)
+        except NotTransformerError:
+            return load_classifier(model, **options)  # a CNN
+    if model.num_classes:
+        return from_vision_model(model)
+    if probe is None:
+        raise VizError(
+            f"'{model.model_id}' has no classification head", option="probe_split",
+            fix="{option:pass} train to fit a linear probe on a labelled split of the dataset (self-supervised models "
+                "such as DINOv2), or pick a classifier checkpoint.",
+        )
+    return probed_classifier(model, linear_probe(model, probe))
 
 
 # --- the evaluation loop --------------------------------------------------------------------------------------
@@ -191,6 +209,8 @@ def base_settings(experiment: str, classifiers, data: LabeledData, split: str, m
         "split": split,
         "max_images": max_images,
         "images": images,
+        **({"probes": {c.model_id: c.probe.describe() for c in classifiers if c.probe is not None}}
+           if any(c.probe is not None for c in classifiers) else {}),
     }
 
 

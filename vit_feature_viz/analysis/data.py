@@ -34,6 +34,7 @@ DECODE_THREADS = min(8, os.cpu_count() or 1)
 # (the seed their validation used, which no training batch uses).
 BUILTIN_DATASETS = {"vit-feature-viz/shapes-color": "color", "vit-feature-viz/shapes-shape": "shape"}
 BUILTIN_SEED, BUILTIN_COUNT = 999_983, 1200
+BUILTIN_TRAIN_SEED = 999_979  # split "train": other images, e.g. to fit a linear probe on (see probe.py)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def open_labeled(
         from ..data.shapes import shapes_dataset
 
         name = dataset.strip()
-        opened = shapes_dataset(BUILTIN_COUNT, variant=builtin, seed=BUILTIN_SEED)
+        opened = shapes_dataset(BUILTIN_COUNT, variant=builtin, seed=BUILTIN_TRAIN_SEED if split == "train" else BUILTIN_SEED)
         image = find_image_column(opened, image_column, name)
     elif isinstance(dataset, (str, os.PathLike)):
         name = str(dataset)

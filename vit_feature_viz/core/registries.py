@@ -26,4 +26,5 @@ DEFAULT_RECIPE = "fast"  # the best measured by benchmarks/bench_quality.py (REA
 PARAMETRIZATIONS = Registry("parametrization", __package__)
 PARAMETRIZATIONS.register("pixel", ".params:PixelImage")
 PARAMETRIZATIONS.register("fourier", ".params:FourierImage")
+PARAMETRIZATIONS.register("fourier-std", ".params:StandardizedFourierImage")
 PARAMETRIZATIONS.register("maco", ".params:MacoImage")

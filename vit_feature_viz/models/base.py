@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 from torch import nn
 
 from ..device import autocast
@@ -96,8 +97,13 @@ class VisionModel:
     # The checkpoint's own eval resize/crop (its library's pipeline minus normalization): RGB PIL -> [3, S, S] in
     # [0, 1]; None falls back to a bicubic shorter-side resize and centre crop.
     pixel_pipeline: Callable | None = field(default=None, repr=False)
+    # The size the position embeddings were made for (the config's image_size); `image_size` becomes the size the
+    # checkpoint's own pipeline feeds it, which can be smaller (DINOv2: 518 in the config, 224 from its processor).
+    native_size: int = 0
 
     def __post_init__(self):
+        self.native_size = self.native_size or self.image_size
+        self.image_size = self._used_size()
         if not self.blocks:
             self.blocks = find_blocks(self.module, self.tower)
         if not self.blocks:
@@ -112,6 +118,22 @@ class VisionModel:
             self.hidden_size = self._modules[self.blocks[0].mlp_out].out_features
         self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+
+    def _used_size(self) -> int:
+        """The side the checkpoint's pipeline hands the model, where it differs from the config's and the model can
+        take it: rendering at the config's 518 px would cost DINOv2 over 5x the tokens of the 224 px it is used at."""
+        if self.pixel_pipeline is None:
+            return self.image_size
+        try:
+            probe = self.pixel_pipeline(Image.new("RGB", (self.native_size, self.native_size), (128, 128, 128)))
+        except Exception:  # noqa: BLE001 - an odd pipeline keeps the config's size (preprocess falls back as well)
+            return self.image_size
+        shape = tuple(getattr(probe, "shape", ()))
+        if len(shape) != 3 or shape[1] != shape[2] or shape[1] % self.patch_size:
+            return self.image_size
+        if shape[1] != self.native_size and not self.can_interpolate:
+            return self.image_size
+        return int(shape[1])
 
     # --- what the model is -------------------------------------------------------------------------------
     @property
@@ -145,6 +167,7 @@ class VisionModel:
             "model_id": self.model_id,
             "backend": self.backend,
             "image_size": self.image_size,
+            "native_size": self.native_size,
             "patch_size": self.patch_size,
             "hidden_size": self.hidden_size,
             "num_classes": self.num_classes,
@@ -158,11 +181,12 @@ class VisionModel:
             raise VizError(f"Image size {size} is too small: use at least {self.patch_size} (the patch size), e.g. {self.image_size}.")
         if size % self.patch_size:
             raise VizError(f"Image size {size} is not a multiple of the patch size {self.patch_size}: pick e.g. {self.image_size}.")
-        if size != self.image_size and not self.can_interpolate:
+        if size != self.native_size and not self.can_interpolate:
             raise VizError(f"'{self.model_id}' ({self.backend}) cannot change its input size", option="image_size",
                            value=size, fix=f"{{option:use}} {self.image_size}.")
-        if size > self.image_size * 2:
-            raise VizError(f"Image size {size} is too large for a {self.image_size}px model: use at most {self.image_size * 2}.")
+        largest = max(self.image_size * 2, self.native_size)
+        if size > largest:
+            raise VizError(f"Image size {size} is too large for a {self.image_size}px model: use at most {largest}.")
         return size
 
     # --- preparing images -----------------------------------------------------------------------------------
@@ -222,7 +246,7 @@ class VisionModel:
         output = None
         try:
             with self.autocast():
-                output = self._forward(self.normalize(images.to(self.device)), size != self.image_size)
+                output = self._forward(self.normalize(images.to(self.device)), size != self.native_size)
         except _StopForward:
             pass
         finally:

@@ -34,6 +34,7 @@ class ImageClassifier:
     _logits: Callable[[torch.Tensor], torch.Tensor]
     vision_model: VisionModel | None = None  # set for ViTs: the per-block experiments need it
     pixel_pipeline: Callable | None = None  # PIL -> [3, S, S] in [0, 1], normalization left out
+    probe: object | None = None  # a linear probe standing in for a missing head (analysis.probe.LinearProbe)
 
     def preprocess(self, image) -> torch.Tensor:
         if self.vision_model is not None:

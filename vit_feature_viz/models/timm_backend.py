@@ -45,6 +45,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
             sub.fused_attn = device.type != "cpu"
     data = timm.data.resolve_model_data_config(module)  # input size, crop_pct, interpolation, mean, std
     patch = getattr(getattr(module, "patch_embed", None), "patch_size", (16, 16))
+    trained_size = getattr(getattr(module, "patch_embed", None), "img_size", None)  # its position embeddings' size
     tag = f"{config.get('architecture', '')} {config.get('pretrained_cfg', {}).get('tag', '')}".lower()
     return TimmVisionModel(
         model_id=files.name,
@@ -52,6 +53,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         module=module,
         tower=module,
         image_size=int(data["input_size"][-1]),
+        native_size=as_int(trained_size) if trained_size else 0,
         patch_size=as_int(patch),
         mean=tuple(float(v) for v in data["mean"]),
         std=tuple(float(v) for v in data["std"]),

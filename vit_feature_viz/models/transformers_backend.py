@@ -67,6 +67,7 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
     patch_size = as_int(getattr(vision_config, "patch_size", 16))
     mean, std = _normalization(files, auto_config.model_type)
     entry = tower if tower is not module else module
+    takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
     model = TransformersVisionModel(
         model_id=files.name,
         backend="transformers",
@@ -79,13 +80,13 @@ def load(files: CheckpointFiles, config: dict, *, device, precision, trust_remot
         hidden_size=int(getattr(vision_config, "hidden_size", 0) or 0),
         num_classes=len(auto_config.id2label) if is_classifier else 0,
         is_clip=auto_config.model_type in CLIP_FAMILY,
+        can_interpolate=takes_interpolate or auto_config.model_type.startswith("dinov2"),
         device=device,
         precision=precision,
         pixel_pipeline=processor_pipeline(files, trust_remote_code),
     )
     model._entry = entry
-    model._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(entry.forward).parameters
-    model.can_interpolate = model._takes_interpolate or auto_config.model_type.startswith("dinov2")
+    model._takes_interpolate = takes_interpolate
     return model
 
 
@@ -105,16 +106,19 @@ def weights_mismatch(module, loading: dict) -> str | None:
 
 @contextlib.contextmanager
 def _quiet_load_report():
-    """transformers logs a table of every missing or resized key while loading; `weights_mismatch` says it in one
-    line instead."""
+    """transformers logs a table of every missing or resized key while loading (`weights_mismatch` says it in one
+    line instead) and draws a progress bar over the weights."""
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load, even with --quiet
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def processor_pipeline(files: CheckpointFiles, trust_remote_code: bool):
