@@ -157,3 +157,36 @@ def test_a_scan_target_scans_as_it_is(vit, image_folder, feature_checks):
     by_settings = examples.scan_examples(vit, 1, "2,5", str(image_folder), split="train", top_k=2, progress=False)
     assert {f: [(e.index, e.score) for e in found] for f, found in planned.items()} == {
         f: [(e.index, e.score) for e in found] for f, found in by_settings.items()}
+
+
+@pytest.fixture
+def name_checks(monkeypatch) -> list[str]:
+    """Every check that a model or dataset name is not empty (specs.given_name), wherever it is imported from."""
+    from vit_feature_viz import specs as specs_module
+    from vit_feature_viz.app import common
+    from vit_feature_viz.models import loader
+
+    calls, real = [], specs_module.given_name
+
+    def counting(value, kind, *args, **kwargs):
+        calls.append(kind)
+        return real(value, kind, *args, **kwargs)
+
+    for module in (specs_module, loader, common):
+        monkeypatch.setattr(module, "given_name", counting)
+    return calls
+
+
+def test_an_app_load_checks_the_model_name_once(tiny_repos, name_checks):
+    model = ModelCache().get(f" {tiny_repos['vit']} ")
+    assert model.model_id == tiny_repos["vit"]
+    assert name_checks == ["model"]  # before issue 17: the app's check_name, then load_model's
+
+
+def test_an_empty_model_id_is_refused_once_even_on_a_space(monkeypatch, name_checks):
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "owner/vit-feature-viz")
+    for empty in ("", "  ", None):
+        with pytest.raises(VizError, match="^No model given: enter a Hub model id such as google/vit-base-patch16-224"):
+            ModelCache().get(empty)  # not "a local path": looks_like_path("") is True
+    assert name_checks == ["model"] * 3  # before issue 17: 2 per load
