@@ -190,3 +190,32 @@ def test_an_empty_model_id_is_refused_once_even_on_a_space(monkeypatch, name_che
         with pytest.raises(VizError, match="^No model given: enter a Hub model id such as google/vit-base-patch16-224"):
             ModelCache().get(empty)  # not "a local path": looks_like_path("") is True
     assert name_checks == ["model"] * 3  # before issue 17: 2 per load
+
+
+@pytest.fixture
+def key_checks(monkeypatch) -> list[tuple]:
+    """Every resolution of (model, layer, objective) into a gallery key (Gallery.key)."""
+    calls, real = [], pages.Gallery.key
+
+    def counting(self, *args, **kwargs):
+        calls.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pages.Gallery, "key", counting)
+    return calls
+
+
+def test_a_deep_link_resolves_its_gallery_key_once(tmp_path, key_checks):
+    from types import SimpleNamespace
+
+    from vit_feature_viz.app.galleries_tab import GRID_PAGE, Galleries
+
+    folder = str(write_synthetic_gallery(tmp_path / "gallery", 2, GRID_PAGE + 5, top_images=2))
+    galleries, feature = Galleries(), GRID_PAGE + 2
+    request = SimpleNamespace(query_params={"gallery": folder, "layer": "1", "feature": str(feature)}, headers={})
+    outputs = galleries.from_link(request)
+    assert len(key_checks) == 1  # before issue 17: 4 (entry, layer_rows, show_layer, feature_page)
+    grid = galleries.show_layer(folder, MODEL, 1, "feature", 2)
+    page = galleries.feature_page(folder, MODEL, 1, "feature", feature, request)
+    assert outputs[5:9][1] == grid[1] and outputs[5:9][3] == grid[3] and outputs[5:9][2].value == 2
+    assert [out for out in outputs[9:] if isinstance(out, str)] == [out for out in page if isinstance(out, str)]
