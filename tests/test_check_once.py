@@ -15,6 +15,8 @@ from vit_feature_viz import VizError, examples, jobs, load_model, specs
 from vit_feature_viz.app.common import ModelCache
 from vit_feature_viz.app.explore_tab import Explorer
 from vit_feature_viz.app.render_tab import Renderer
+from vit_feature_viz.core import objectives as core_objectives
+from vit_feature_viz.core import patchmap as core_patchmap
 from vit_feature_viz.core import render as core_render
 from vit_feature_viz.core.render import render, render_batches
 from vit_feature_viz.store import pages
@@ -51,6 +53,22 @@ def feature_checks(monkeypatch) -> list:
     monkeypatch.setattr(specs, "parse_features", counting)
     monkeypatch.setattr(core_render, "parse_features", counting)
     monkeypatch.setattr(examples, "parse_features", counting)
+    monkeypatch.setattr(core_patchmap, "parse_features", counting)
+    return calls
+
+
+@pytest.fixture
+def objectives_built(monkeypatch) -> list:
+    """Every objective built from a name (make_objective), wherever it is imported from."""
+    calls, real = [], core_objectives.make_objective
+
+    def counting(name, *args, **kwargs):
+        calls.append(getattr(name, "name", name))
+        return real(name, *args, **kwargs)
+
+    for module in (core_objectives, core_render, core_patchmap, examples):
+        if hasattr(module, "make_objective"):
+            monkeypatch.setattr(module, "make_objective", counting)
     return calls
 
 
@@ -219,3 +237,26 @@ def test_a_deep_link_resolves_its_gallery_key_once(tmp_path, key_checks):
     page = galleries.feature_page(folder, MODEL, 1, "feature", feature, request)
     assert outputs[5:9][1] == grid[1] and outputs[5:9][3] == grid[3] and outputs[5:9][2].value == 2
     assert [out for out in outputs[9:] if isinstance(out, str)] == [out for out in page if isinstance(out, str)]
+
+
+def test_examples_to_folder_builds_its_objective_and_checks_its_features_once(vit, image_folder, tmp_path,
+                                                                              objectives_built, feature_checks):
+    found = jobs.examples_to_folder(vit, tmp_path / "gallery", 1, "0-3", str(image_folder), top_k=2, split="train",
+                                    progress=False)
+    assert found == 4
+    assert objectives_built == ["feature"]  # before issue 17: 3 (the progress key, the scan, the rows)
+    assert feature_checks == ["0-3"]
+    rows = pages.open_gallery(tmp_path / "gallery").layer_rows(None, 1)
+    assert (rows.objective, list(rows.features)) == ("feature", [0, 1, 2, 3])
+
+
+def test_an_app_patch_map_checks_its_feature_once(tiny_repos, vit, objectives_built, feature_checks):
+    from PIL import Image
+
+    from spaces_config.presets import current_preset
+
+    explorer = Explorer(current_preset({}), ModelCache())
+    photo = Image.new("RGB", (40, 30), (200, 40, 40))
+    overlay = explorer.patch_map(tiny_repos["vit"], 1, 3, photo)
+    assert objectives_built == ["feature"] and feature_checks == [3]  # before issue 17: 2 and 2 (tab, then map)
+    assert overlay.tobytes() == core_patchmap.patch_map(vit, photo, 1, 3).tobytes()
