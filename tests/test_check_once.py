@@ -260,3 +260,43 @@ def test_an_app_patch_map_checks_its_feature_once(tiny_repos, vit, objectives_bu
     overlay = explorer.patch_map(tiny_repos["vit"], 1, 3, photo)
     assert objectives_built == ["feature"] and feature_checks == [3]  # before issue 17: 2 and 2 (tab, then map)
     assert overlay.tobytes() == core_patchmap.patch_map(vit, photo, 1, 3).tobytes()
+
+
+@pytest.fixture
+def shard_reads(monkeypatch) -> dict[str, int]:
+    """Every listing of a gallery's shards (GalleryFolder.shard_paths) and every read of a shard, wherever it is
+    imported from."""
+    from vit_feature_viz.store import card, folder, shards
+
+    counts = {"listings": 0, "reads": 0}
+    real_listing, real_read = folder.GalleryFolder.shard_paths, shards.read_shard
+
+    def listing(self):
+        counts["listings"] += 1
+        return real_listing(self)
+
+    def read(*args, **kwargs):
+        counts["reads"] += 1
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(folder.GalleryFolder, "shard_paths", listing)
+    for module in (card, folder, shards):
+        monkeypatch.setattr(module, "read_shard", read)
+    return counts
+
+
+def test_an_app_push_checks_the_session_gallery_once(tmp_path, monkeypatch, shard_reads):
+    from hub_fixtures import LoopbackHub, point_clients_at
+
+    from vit_feature_viz.app.sharing_tab import Sharing
+
+    monkeypatch.delenv("SYSTEM", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    session = write_synthetic_gallery(tmp_path / "session", 1, 3)
+    with LoopbackHub() as hub:
+        point_clients_at(monkeypatch, hub.url, tmp_path / "hf-home")
+        message = Sharing.push("my-gallery", False, hub.write_token, str(session))  # a bare name: the repo is renamed
+        assert "Pushed 3 feature(s)" in message and "alice/my-gallery" in message
+        card = hub.files("alice/my-gallery")["README.md"].decode()
+    assert 'load_dataset("alice/my-gallery"' in card  # the card was rendered again for the renamed repo
+    assert shard_reads == {"listings": 1, "reads": 1}  # before issue 17: 8 listings and 3 reads of every shard

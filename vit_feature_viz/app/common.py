@@ -350,13 +350,20 @@ def forget_session(session: str | None) -> None:
 
 
 def session_folder(session: str | None):
-    """The session's gallery, or a VizError when nothing was rendered or found yet."""
-    from ..store.folder import GalleryFolder
+    """The session's gallery folder, or a VizError when nothing was rendered or found yet."""
+    return session_gallery(session).folder
+
+
+def session_gallery(session: str | None):
+    """The session's gallery with its shards found once (a push takes it as it is, `store.hub.push_gallery`), or
+    a VizError when nothing was rendered or found yet."""
+    from ..store.folder import CheckedGallery, GalleryFolder
 
     folder = GalleryFolder(session) if session else None
-    if folder is None or not folder.exists():
+    shards = folder.shard_paths() if folder is not None else []
+    if not shards:
         raise VizError("Your gallery is empty: render some features or find dataset examples first.")
-    return folder
+    return CheckedGallery(folder, tuple(shards))
 
 
 # ------------------------------------------------------------------------------------------ the context
