@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from .core.objectives import Channel
-from .core.patchmap import patch_map
+from .core.patchmap import draw_patch_map
 from .core.recipes import DEFAULT_RECIPE
 from .core.render import plan_render, render_planned
 from .core.scale import Workers, current_workers
@@ -54,9 +54,10 @@ def render_to_folder(
 
 
 def with_patch_map(model: VisionModel, row: dict, objective) -> dict:
-    """The paper's third view for the optimized image too: where in it the feature fires."""
+    """The paper's third view for the optimized image too: where in it the feature fires (`objective` and the
+    row's feature come from a checked plan, so they are drawn as they are)."""
     if isinstance(objective, Channel) and objective.kind != LOGITS:
-        row["image_patch_map"] = patch_map(model, row["image"], row["layer"], row["feature"], objective, rendered=True)
+        row["image_patch_map"] = draw_patch_map(model, row["image"], objective, row["feature"], rendered=True)
     return row
 
 
@@ -107,22 +108,21 @@ def examples_to_folder(
 
     Each process saves its scan's progress under `out/.progress/` after every batch: a stopped run (even killed)
     resumes there when the same command runs again, and the progress goes once the rows are in the gallery."""
-    from .core.objectives import make_objective
-    from .examples import example_rows, merge_examples, scan_examples
+    from .examples import example_rows, merge_examples, plan_scan, scan_examples
     from .store.progress import clear_progress, progress_folder
 
     workers = workers or current_workers()
     GalleryFolder(out).check_destination()  # before the scan, not after it
+    target = plan_scan(model, int(layer), features, objective)  # checked once: the scan takes it as it is
     command = {key: value for key, value in scan_options.items() if key != "progress"}
     checkpoint = progress_folder(out, f"examples-r{workers.rank}", {
-        "model": model.model_id, "layer": int(layer), "features": features, "dataset": str(dataset),
-        "objective": make_objective(objective, int(layer)).name, "top_k": top_k, "world": workers.world, **command})
-    found = scan_examples(model, int(layer), features, dataset, objective=objective, top_k=top_k,
-                          num_shards=workers.world, shard_index=workers.rank, checkpoint=checkpoint, **scan_options)
+        "model": model.model_id, "layer": target.layer, "features": features, "dataset": str(dataset),
+        "objective": target.objective.name, "top_k": top_k, "world": workers.world, **command})
+    found = scan_examples(model, dataset=dataset, target=target, top_k=top_k, num_shards=workers.world,
+                          shard_index=workers.rank, checkpoint=checkpoint, **scan_options)
     parts = workers.gather(found)
     if workers.is_main:
-        rows = example_rows(model, int(layer), make_objective(objective, int(layer)).name, str(dataset),
-                            merge_examples(parts, top_k))
+        rows = example_rows(model, target.layer, target.objective.name, str(dataset), merge_examples(parts, top_k))
         GalleryFolder(out).add(rows, card_info={"backend": model.backend})
     workers.barrier()
     clear_progress(checkpoint)  # every process's rows are in the gallery now

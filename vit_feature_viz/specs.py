@@ -136,6 +136,15 @@ def _parse_text(spec: str, num_features: int | None, seed: int, max_count: int |
     return spans
 
 
+def given_name(value, kind: str, example: str) -> str:
+    """A stripped model/dataset id or path, or the one VizError for an empty one: the single place that refuses
+    an empty name, so the app and the library say it once, with the same words."""
+    name = str(value or "").strip()
+    if not name:
+        raise VizError(f"No {kind} given: enter a Hub {kind} id such as {example}.")
+    return name
+
+
 def looks_like_path(name: str) -> bool:
     """Whether `name` was meant as a local path rather than a Hub id (`name` or `namespace/name`): absolute,
     relative, ~, a backslash, more than one slash, or something that exists here."""

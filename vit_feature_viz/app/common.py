@@ -27,7 +27,7 @@ import gradio as gr
 from ..errors import VizError, Wording
 from ..lru import LRUCache
 from ..markup import inert
-from ..specs import looks_like_path, whole_number
+from ..specs import given_name, looks_like_path, whole_number
 
 try:  # ZeroGPU Spaces ship the `spaces` package; elsewhere the app runs unchanged
     import spaces
@@ -148,15 +148,20 @@ HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?$")  # name o
 
 
 def check_name(name: Any, kind: str, example: str) -> str:
-    """A stripped model/dataset id; on a Space only Hub ids are accepted (no reading the server's files): no
-    local path, and for a dataset nothing else either, such as the `datasets` builders (imagefolder, csv,
-    parquet, ...) that read the server's working directory."""
-    name = str(name or "").strip()
-    if not name:
-        raise VizError(f"No {kind} given: enter a Hub {kind} id such as {example}.")
-    if on_space() and looks_like_path(name):
+    """A stripped dataset id, never empty, that this server may read (see `space_checks`)."""
+    return space_checks(given_name(name, kind, example), kind, example)
+
+
+def space_checks(name: str, kind: str, example: str) -> str:
+    """`name` (stripped) if this server may read it: on a Space only Hub ids are accepted (no reading the
+    server's files): no local path, and for a dataset nothing else either, such as the `datasets` builders
+    (imagefolder, csv, parquet, ...) that read the server's working directory. An empty name passes: the loader
+    refuses it, once (`looks_like_path("")` is True, so it must not be called a local path here)."""
+    if not name or not on_space():
+        return name
+    if looks_like_path(name):
         raise VizError(f"'{name}' is a local path: on this Space enter a Hub {kind} id such as {example}.")
-    if on_space() and kind == "dataset":
+    if kind == "dataset":
         from ..image_datasets import packaged_builders
 
         if name.lower() in packaged_builders():
@@ -256,7 +261,7 @@ class ModelCache:
         needed."""
         from ..models.loader import load_model
 
-        name = check_name(model_id, "model", WELL_KNOWN_MODELS[0])
+        name = space_checks(str(model_id or "").strip(), "model", WELL_KNOWN_MODELS[0])  # load_model refuses ""
         key, *shared = self._keys(name, revision, token)
         return self._models.get_or_build(
             key, lambda: load_model(name, revision=revision, max_parameters=self.max_parameters, token=token), shared)
@@ -345,13 +350,20 @@ def forget_session(session: str | None) -> None:
 
 
 def session_folder(session: str | None):
-    """The session's gallery, or a VizError when nothing was rendered or found yet."""
-    from ..store.folder import GalleryFolder
+    """The session's gallery folder, or a VizError when nothing was rendered or found yet."""
+    return session_gallery(session).folder
+
+
+def session_gallery(session: str | None):
+    """The session's gallery with its shards found once (a push takes it as it is, `store.hub.push_gallery`), or
+    a VizError when nothing was rendered or found yet."""
+    from ..store.folder import CheckedGallery, GalleryFolder
 
     folder = GalleryFolder(session) if session else None
-    if folder is None or not folder.exists():
+    shards = folder.shard_paths() if folder is not None else []
+    if not shards:
         raise VizError("Your gallery is empty: render some features or find dataset examples first.")
-    return folder
+    return CheckedGallery(folder, tuple(shards))
 
 
 # ------------------------------------------------------------------------------------------ the context

@@ -32,13 +32,13 @@ class Explorer:
 
     def patch_map(self, model_id, layer, feature, image, oauth_token: gr.OAuthToken | None = None):
         """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay)."""
-        from ..core.patchmap import patch_map
+        from ..core.patchmap import draw_patch_map
 
         with user_errors("drawing the patch map"):
             image = open_image(image, self.uploads())
             model = self.models.get(model_id, token=visitor_token(oauth_token))
             target = self.check_feature(model, layer, feature)
-            return patch_map(model, image, target.layer, target.features[0])
+            return draw_patch_map(model, image, target.objective, target.features[0])  # as checked
 
     def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None,
                  oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):

@@ -152,7 +152,12 @@ class Galleries:
         the page slider and a note."""
         with user_errors("showing the layer"):
             gallery = self.gallery(source, oauth_token)
-            rows = gallery.layer_rows(model or None, layer, objective or None)
+            return self._grid(gallery, gallery.layer_rows(model or None, layer, objective or None), page)
+
+    @staticmethod
+    def _grid(gallery, rows, page: Any):
+        """The grid outputs of one page of a layer's rows (see `show_layer`)."""
+        with user_errors("showing the layer"):
             pages = max(1, -(-len(rows) // GRID_PAGE))
             page = grid_page(page, pages)
             shown = rows.entries((page - 1) * GRID_PAGE, page * GRID_PAGE)
@@ -224,17 +229,20 @@ class Galleries:
             gallery = self.gallery(wanted.gallery, oauth_token)
             model, layer, objective = self._choose(gallery, wanted.model, wanted.layer, wanted.objective)
             pickers = self._pickers(gallery, model, layer, objective)
+            key = gallery.key(model, layer, objective)  # resolved once: the grid and the page take it as it is
+            rows = gallery.rows_at(key)
             page = 1
             if wanted.feature is not None:
-                gallery.entry(model, layer, wanted.feature, objective)  # a one-line error when it has none
-                page = gallery.layer_rows(model, layer, objective).position(wanted.feature) // GRID_PAGE + 1
+                gallery.entry_in(rows, wanted.feature)  # a one-line error when it has none
+                page = rows.position(wanted.feature) // GRID_PAGE + 1
             opened = (gallery.label, *pickers, self._summary(gallery))
-            grid = self.show_layer(gallery.label, model, layer, objective, page, oauth_token)
+            grid = self._grid(gallery, rows, page)
             if wanted.feature is None:
                 shown = tuple(gr.skip() for _ in range(OUTPUTS_OF_PAGE))
             else:
-                shown = self.feature_page(gallery.label, model, layer, objective, wanted.feature, request,
-                                          oauth_token)
+                with user_errors("opening the feature"):
+                    shown = self._page_outputs(gallery.page_at(key, wanted.feature, max_examples=EXAMPLES_SHOWN),
+                                               base_url(request))
             return (*opened, *grid, *shown)
 
     @staticmethod

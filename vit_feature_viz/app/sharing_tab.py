@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import VizError
-from .common import DEFAULT_REPO_NAME, AppContext, inert, on_space, session_folder, user_errors
+from .common import DEFAULT_REPO_NAME, AppContext, inert, on_space, session_folder, session_gallery, user_errors
 
 
 class Sharing:
@@ -72,7 +72,7 @@ class Sharing:
         from ..store.hub import push_gallery
 
         with user_errors("pushing to the Hub"):
-            folder = session_folder(session)
+            gallery = session_gallery(session)  # checked once: the push takes it as it is
             name = str(repo_name or "").strip() or DEFAULT_REPO_NAME
             token = str(token or "").strip() or None
             if token is None and on_space() and oauth_token is not None and profile is not None:
@@ -88,9 +88,9 @@ class Sharing:
                      "VFV_PUSH_WITH_SERVER_TOKEN=1)") + " to push."
                 )
             started = time.monotonic()
-            url = push_gallery(folder.path, name, private=bool(private), token=token,
+            url = push_gallery(gallery, name, private=bool(private), token=token,
                                commit_message="Gallery from the vit-feature-viz app")
-            return (f"Pushed {len(folder.keys())} feature(s) to [{inert(url)}]({url}) in "
+            return (f"Pushed {gallery.feature_count} feature(s) to [{inert(url)}]({url}) in "
                     f"{time.monotonic() - started:.0f} s.")
 
 

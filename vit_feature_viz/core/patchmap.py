@@ -118,7 +118,13 @@ def patch_map(
     features = parse_features(feature, objective.num_channels(model))
     if len(features) != 1:
         raise VizError(f"A patch map shows one feature, not {len(features)}: pass a single index such as {features[0]}.")
-    feature = features[0]
+    return draw_patch_map(model, image, objective, features[0], rendered=rendered)
+
+
+def draw_patch_map(model: VisionModel, image: Image.Image, objective: Objective, feature: int, *,
+                   rendered: bool = False) -> Image.Image:
+    """`patch_map` for an objective and a feature index already checked against `model` (a render plan, a scan
+    target): drawn as they are, with no second check."""
     image = ImageOps.exif_transpose(image)  # photos straight from a camera; datasets already does this on decode
     pixels = preprocess_uint8([image], model.image_size) if rendered else model.preprocess_uint8(image)[None]
     values = patch_values_for(model, objective, pixels.float() / 255)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..device import limit_cpu_threads, resolve_device, resolve_precision
 from ..errors import VizError
+from ..specs import given_name
 from . import builtin
 from .backends import BACKENDS
 from .base import VisionModel
@@ -46,9 +47,7 @@ def load_model(
     reads with the local user's own login; False (anonymous) or a token loads for someone else, who must be
     granted the repo by the Hub even when its files are cached (hub_files.CheckpointFiles.require_access).
     """
-    if not name_or_path or not str(name_or_path).strip():
-        raise VizError("No model given: enter a Hub model id such as google/vit-base-patch16-224.")
-    name = str(name_or_path).strip()
+    name = given_name(name_or_path, "model", "google/vit-base-patch16-224")
     resolved_device = resolve_device(device)
     if resolved_device.type == "cpu":
         limit_cpu_threads()

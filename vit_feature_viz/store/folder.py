@@ -18,6 +18,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -125,8 +127,11 @@ class GalleryFolder:
         """The card README.md would get with ``card_info`` merged in, without writing anything (a push uses
         it to name the repo in the pushed card while the local folder stays as it is). Takes no lock, so it
         works on a read-only folder: every file is replaced atomically, so what it reads is whole."""
-        self.require_shards()
-        return self._card_text_unlocked(card_info)
+        return self.checked().card_text(card_info)
+
+    def checked(self) -> CheckedGallery:
+        """This folder with its shards found and checked once (VizError if it has none)."""
+        return CheckedGallery(self, tuple(self.require_shards()))
 
     # ----------------------------------------------------------------- internals
 
@@ -216,12 +221,46 @@ class GalleryFolder:
 
     def _card_text_unlocked(self, card_info: dict | None) -> str:
         old = load_card_data(self.card_path)
-        info = merge_card_info(old.get(CARD_INFO_KEY) or {}, card_info or {})
         shards = self.shard_paths()
-        chosen = info.get("license") or old.get("license")  # a licence set by hand in the card survives
-        text = render_card(read_card_rows(shards), info, license=chosen, fingerprint=content_fingerprint(shards))
-        DatasetCard(text)  # fail here, not on the Hub, if the YAML does not parse
-        return text
+        return card_from(old, read_card_rows(shards), content_fingerprint(shards), card_info)
+
+
+@dataclass(frozen=True)
+class CheckedGallery:
+    """A gallery folder whose shards were found and checked once (`GalleryFolder.checked`, or the app's session
+    check): a push takes it as it is, and its card (for any repo name) and feature count come from one read of
+    the shards."""
+
+    folder: GalleryFolder
+    shards: tuple[Path, ...]
+
+    @cached_property
+    def card_rows(self) -> list[dict]:
+        """The card's columns of every row, read once (a broken shard stops a push here, before the Hub)."""
+        return read_card_rows(list(self.shards))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return content_fingerprint(list(self.shards))
+
+    @property
+    def feature_count(self) -> int:
+        """How many features (keys) the gallery holds, from the rows the card was read from."""
+        return len({merge_key(row) for row in self.card_rows})
+
+    def card_text(self, card_info: dict | None = None) -> str:
+        """The card with `card_info` merged in (see `GalleryFolder.card_text`), without reading a shard again."""
+        old = load_card_data(self.folder.card_path)
+        return card_from(old, self.card_rows, self.fingerprint, card_info)
+
+
+def card_from(old: dict, rows: list[dict], fingerprint: str, card_info: dict | None) -> str:
+    """The card text for `rows`, keeping what the existing card (`old`, its YAML) holds and merging `card_info`."""
+    info = merge_card_info(old.get(CARD_INFO_KEY) or {}, card_info or {})
+    chosen = info.get("license") or old.get("license")  # a licence set by hand in the card survives
+    text = render_card(rows, info, license=chosen, fingerprint=fingerprint)
+    DatasetCard(text)  # fail here, not on the Hub, if the YAML does not parse
+    return text
 
 
 # --------------------------------------------------------------------- encoding rows

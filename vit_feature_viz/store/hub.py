@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
 
 from ..errors import VizError
 from .card import is_gallery_card
-from .folder import GalleryFolder
+from .folder import CheckedGallery, GalleryFolder
 from .schema import ANALYSIS_DIR, ANALYSIS_SUFFIXES
 from .shards import linked_file, shard_problem
 
@@ -45,7 +45,7 @@ MAX_CARD_BYTES = 1 << 20  # of a remote README.md read to tell whether the repo 
 
 
 def push_gallery(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike | CheckedGallery,
     repo_id: str,
     *,
     private: bool = False,
@@ -59,18 +59,19 @@ def push_gallery(
     existing repo must be empty or hold a gallery: a push never replaces another dataset's card. One commit;
     huggingface_hub drops the files the Hub already holds unchanged, and remote files missing locally are kept
     (never deleted). The local folder is only read, and checked whole (links, unreadable shards) before the Hub
-    is contacted.
+    is contacted. A `CheckedGallery` (the app's session gallery) is taken as it is, not checked again.
     """
-    folder = Path(folder)
-    shards = gallery_files(folder)
-    card = GalleryFolder(folder).card_text({"repo_id": repo_id})  # reads every shard: a broken one stops us here
+    gallery = folder if isinstance(folder, CheckedGallery) else checked_gallery(Path(folder))
+    folder = gallery.folder.path
+    shards = upload_files(gallery)
+    card = gallery.card_text({"repo_id": repo_id})  # reads every shard, once: a broken one stops us here
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(endpoint, repo_id, folder, pushing=True):
         repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         if (repo_url.repo_id or repo_id) != repo_id:  # a bare name lands in the token's namespace
             repo_id = repo_url.repo_id
-            card = GalleryFolder(folder).card_text({"repo_id": repo_id})
+            card = gallery.card_text({"repo_id": repo_id})  # from the rows read above
         info = api.dataset_info(repo_id)
         check_push_target(repo_id, info, folder, endpoint=endpoint, token=token)
         operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
@@ -219,20 +220,32 @@ def check_pull_destination(folder: Path) -> None:
         raise VizError(f"{folder} is not empty and not a gallery (it holds {name}): pull into a new or empty folder")
 
 
-def gallery_files(folder: Path) -> dict[str, Path]:
-    """The files a push uploads besides the card (rendered for the repo), by repo path; VizError if `folder` is not a
-    gallery, or if the card or any of these files is a symbolic link (or lies behind one). The files
-    `load_dataset` reads (data/*.parquet without hidden files) plus the experiment results
-    (analysis/<experiment>/<run>.csv|.png), nothing else."""
+def checked_gallery(folder: Path) -> CheckedGallery:
+    """The gallery in `folder` with its shards found once, for a push; VizError if `folder` is not a gallery (the
+    card's presence is checked with the files, `upload_files`, which also serves a gallery checked elsewhere)."""
     if not folder.is_dir():
         raise VizError(f"gallery folder {folder} does not exist: pass the folder a gallery was saved to")
     gallery = GalleryFolder(folder)
-    if not gallery.card_path.is_file() or not gallery.exists():
-        raise VizError(
-            f"{folder} is not a gallery folder (it needs README.md and data/*.parquet):"
-            " pass the folder a gallery was saved to"
-        )
-    files = gallery.shard_paths() + gallery.analysis_paths()
+    shards = gallery.shard_paths()
+    if not shards:
+        raise not_a_gallery(folder)
+    return CheckedGallery(gallery, tuple(shards))
+
+
+def not_a_gallery(folder: Path) -> VizError:
+    return VizError(f"{folder} is not a gallery folder (it needs README.md and data/*.parquet):"
+                    " pass the folder a gallery was saved to")
+
+
+def upload_files(checked: CheckedGallery) -> dict[str, Path]:
+    """The files a push uploads besides the card (rendered for the repo), by repo path; VizError if the gallery has
+    no card, or if the card or any of these files is a symbolic link (or lies behind one). The shards found when
+    the gallery was checked (the files `load_dataset` reads: data/*.parquet without hidden files) plus the
+    experiment results (analysis/<experiment>/<run>.csv|.png), nothing else."""
+    gallery, folder = checked.folder, checked.folder.path
+    if not gallery.card_path.is_file():
+        raise not_a_gallery(folder)
+    files = [*checked.shards, *gallery.analysis_paths()]
     problem = linked_file(folder, [gallery.card_path, *files])
     if problem is not None:
         raise VizError(problem, fix="a push sends only the gallery's own files, so replace it with a copy of the file"

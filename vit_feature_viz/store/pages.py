@@ -137,9 +137,9 @@ class Gallery:
         return self.layer_rows(model_id, layer, objective).entries()
 
     def entry(self, model_id: str | None, layer: Any, feature: Any, objective: str | None = None) -> Entry:
-        return self._entry_in(self.layer_rows(model_id, layer, objective), feature)
+        return self.entry_in(self.layer_rows(model_id, layer, objective), feature)
 
-    def _entry_in(self, rows: LayerRows, feature: Any) -> Entry:
+    def entry_in(self, rows: LayerRows, feature: Any) -> Entry:
         """The row of `feature` among a layer's rows, or a one-line error naming the features it has."""
         feature = whole(feature, "feature")
         at = rows.position(feature)
@@ -158,9 +158,13 @@ class Gallery:
                      max_examples: int | None = MAX_EXAMPLES, image_px: int | None = PAGE_PX) -> FeaturePage:
         """What a feature's page shows; reads this feature's row group(s) only, decodes at most `max_examples`
         top examples (None: all the row holds), each shrunk to `image_px`."""
-        key = self.key(model_id, layer, objective)
+        return self.page_at(self.key(model_id, layer, objective), feature, max_examples, image_px)
+
+    def page_at(self, key: LayerKey, feature: Any, max_examples: int | None = MAX_EXAMPLES,
+                image_px: int | None = PAGE_PX) -> FeaturePage:
+        """The page of `feature` under a resolved key (see `feature_page`), for a caller that resolved it already."""
         layer_rows = self.rows_at(key)
-        main = self._entry_in(layer_rows, feature)
+        main = self.entry_in(layer_rows, feature)
         rows = [main, *self._other_objectives(key, main.feature)]
         rows.sort(key=lambda e: (e is not main, e.objective))
         visualizations = [
