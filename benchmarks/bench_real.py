@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["fast", "fourier", "maco", "paper"])
     parser.add_argument("--blocks", nargs="+", type=int, default=[2, 6, 10])
     parser.add_argument("--features", type=int, default=8, help="features per block")
+    parser.add_argument("--first", type=int, default=None, help="render only the first N of those features (costly "
+                        "recipes: the same features as the full rows, fewer of them)")
     parser.add_argument("--photos", type=int, default=600, help="photo crops the measures compare against")
     parser.add_argument("--curve", default=None, help="comma-separated recipes to run at every --steps-list count")
     parser.add_argument("--steps-list", nargs="+", type=int, default=[32, 64, 128, 256])
@@ -172,11 +174,12 @@ def main() -> None:
         raise SystemExit(f"No real checkpoint at {CHECKPOINT}: build it with python scripts/build_real_checkpoints.py")
     recipes = args.recipes if args.curve is None else [f"{r}@{n}" for r in args.curve.split(",") for n in args.steps_list]
     measure(args.checkpoint, recipes, args.blocks, args.features, args.photos, args.out, args.pictures, args.seed,
-            time_only=args.time, plot=args.curve is not None)
+            time_only=args.time, plot=args.curve is not None, first=args.first)
 
 
 def measure(checkpoint: str, recipes: list[str], blocks: list[int], features: int, photos: int, out: Path,
-            pictures: Path | None, seed: int = 0, *, time_only: bool = False, plot: bool = False) -> list[dict]:
+            pictures: Path | None, seed: int = 0, *, time_only: bool = False, plot: bool = False,
+            first: int | None = None) -> list[dict]:
     """Judge every recipe at every block (resuming from `out`), or with `time_only` time the rows already there;
     `plot` draws each measure against seconds per feature next to `out`."""
     model = load_model(checkpoint, device="cpu")
@@ -192,7 +195,7 @@ def measure(checkpoint: str, recipes: list[str], blocks: list[int], features: in
     print(f"{model.model_id}: {model.num_layers} blocks, {model.image_size} px, {len(pool)} photo crops, "
           f"{torch.get_num_threads()} threads", flush=True)
     for layer in blocks:
-        chosen = pick_features(model, layer, uint8_to_pixels(pool), features, seed)
+        chosen = pick_features(model, layer, uint8_to_pixels(pool), features, seed)[:first]
         for name in recipes:
             if (name, layer) in done:
                 continue
