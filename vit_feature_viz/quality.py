@@ -361,14 +361,35 @@ class LooksReport:
         }
 
 
+@dataclass
+class PhotoReference:
+    """What the photos give every judgement at one block, computed once: their activations, embeddings and the
+    ranges of the picture measures."""
+
+    pixels: torch.Tensor  # [N, 3, S, S]
+    values: torch.Tensor  # [N, C] every channel of the block
+    embeddings: torch.Tensor  # [N, D]
+    grid_energy: float
+    contrast: tuple[float, float]
+    colourfulness: tuple[float, float]
+
+
+def photo_reference(model: VisionModel, layer: int, photos: np.ndarray) -> PhotoReference:
+    """The reference of a pool of photo crops ([N, S, S, 3] uint8 at the model's size) at `layer`."""
+    pixels = uint8_to_pixels(photos)
+    return PhotoReference(pixels, feature_values(model, layer, pixels), embeddings(model, pixels),
+                          float(np.median(patch_grid_energy(pixels, model.patch_size))), photo_range(contrast(pixels)),
+                          photo_range(colourfulness(pixels)))
+
+
 def judge_looks(model: VisionModel, layer: int, features: Sequence[int], images: Sequence[Image.Image],
-                photos: np.ndarray, *, top_crops: int = 8, views: int = 8, seed: int = 0) -> LooksReport:
+                photos: np.ndarray | PhotoReference, *, top_crops: int = 8, views: int = 8, seed: int = 0) -> LooksReport:
     """Judge saved visualizations (one PIL image per feature) against a pool of photo crops ([N, S, S, 3] uint8
-    at the model's size): activation and its robust version over the photos' best, patch-grid energy, contrast,
-    colour, and plausibility against each feature's `top_crops` photos."""
+    at the model's size, or its `photo_reference` at this layer): activation and its robust version over the
+    photos' best, patch-grid energy, contrast, colour, and plausibility against each feature's `top_crops` photos."""
     features = list(features)
-    photo_pixels = uint8_to_pixels(photos)
-    photo_values = feature_values(model, layer, photo_pixels)[:, features]  # [N, F]
+    reference = photos if isinstance(photos, PhotoReference) else photo_reference(model, layer, photos)
+    photo_values = reference.values[:, features]  # [N, F]
     best = photo_values.max(0).values.numpy()
     pixels = saved_pixels(model, images)
     own = torch.arange(len(features))
@@ -376,9 +397,9 @@ def judge_looks(model: VisionModel, layer: int, features: Sequence[int], images:
     def own_values(view: torch.Tensor) -> np.ndarray:
         return feature_values(model, layer, view)[own, features].numpy()
 
-    top = photo_values.topk(min(top_crops, len(photos)), dim=0).indices.T  # [F, K]
-    photo_embeddings = embeddings(model, photo_pixels)
-    chance = torch.randint(0, len(photos), top.shape, generator=torch.Generator().manual_seed(seed))
+    count = len(reference.pixels)
+    top = photo_values.topk(min(top_crops, count), dim=0).indices.T  # [F, K]
+    chance = torch.randint(0, count, top.shape, generator=torch.Generator().manual_seed(seed))
     return LooksReport(
         layer, features,
         ratios=activation_ratios(own_values(pixels), best),
@@ -386,9 +407,9 @@ def judge_looks(model: VisionModel, layer: int, features: Sequence[int], images:
         grid_energy=patch_grid_energy(pixels, model.patch_size),
         contrast=contrast(pixels),
         colourfulness=colourfulness(pixels),
-        plausibility=plausibility(embeddings(model, pixels), photo_embeddings[top]),
-        photo_grid_energy=float(np.median(patch_grid_energy(photo_pixels, model.patch_size))),
-        photo_contrast=photo_range(contrast(photo_pixels)),
-        photo_colourfulness=photo_range(colourfulness(photo_pixels)),
-        photo_plausibility=float(np.mean(plausibility(photo_embeddings[chance[:, 0]], photo_embeddings[top]))),
+        plausibility=plausibility(embeddings(model, pixels), reference.embeddings[top]),
+        photo_grid_energy=reference.grid_energy,
+        photo_contrast=reference.contrast,
+        photo_colourfulness=reference.colourfulness,
+        photo_plausibility=float(np.mean(plausibility(reference.embeddings[chance[:, 0]], reference.embeddings[top]))),
     )
