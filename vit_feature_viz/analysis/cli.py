@@ -25,7 +25,8 @@ def add_analyze_command(commands) -> None:
     sub.add_argument("models", nargs="+", metavar="MODEL", help="Hub model ids or local folders (CNNs too for "
                      "foreground-background and frequency)")
     sub.add_argument("--dataset", required=True, help="Hub dataset id or local folder with images and labels")
-    sub.add_argument("--split", default="test")
+    sub.add_argument("--split", default=None, help="the split evaluated (default: the first of test, validation, "
+                     "train the dataset has)")
     sub.add_argument("--max-images", type=int, default=None, help="use only the first N images of the split")
     sub.add_argument("--out", default=DEFAULT_OUT, help="gallery folder to write analysis/ into, made if missing")
     sub.add_argument("--batch-size", type=int, default=32)
