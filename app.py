@@ -22,9 +22,10 @@ import gradio as gr  # noqa: E402
 from spaces_config.presets import current_preset  # noqa: E402
 from vit_feature_viz.app import analysis_tab, explore_tab, galleries_tab, render_tab, sharing_tab  # noqa: E402
 from vit_feature_viz.app.common import (  # noqa: E402
-    WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed, loading_message, on_space,
-    pickers,
+    DEFAULT_DATASET, WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed,
+    loading_message, on_space, pickers,
 )
+from vit_feature_viz.image_datasets import DEFAULT_BUILTIN_DATASET  # noqa: E402
 from vit_feature_viz.models.builtin import DEFAULT_BUILTIN, default_model_id  # noqa: E402
 
 INTRO = """# ViT Feature Viz
@@ -73,7 +74,8 @@ def build_demo(preset=None) -> gr.Blocks:
         layer.release(feature_picker, [info, layer, feature], [feature], **private)
 
         ctx = AppContext(preset=preset, models=models, demo=demo, show_login=show_login, model_id=model_id,
-                         info=info, layer=layer, feature=feature, session=session)
+                         info=info, layer=layer, feature=feature, session=session,
+                         default_dataset=DEFAULT_BUILTIN_DATASET if notice else DEFAULT_DATASET)
         with gr.Tabs():
             for tab in TABS:
                 tab.build(ctx)

@@ -146,6 +146,18 @@ def test_examples_from_a_local_dataset(client, vit, image_folder):
     assert gallery[0]["caption"].startswith("#1 · row ") and gallery[1]["caption"] == "#1 patch map"
 
 
+def test_offline_the_dataset_box_holds_a_builtin_set_that_scans(server, client, vit, image_folder):
+    """Offline (the suite's HF_HUB_OFFLINE=1) the Explore tab's Dataset box starts on a built-in shapes set, which
+    scans with no network, and an empty Split box opens a folder at its own first split (this one has train only)."""
+    boxes = {block.label: block.value for block in server.app.demo.blocks.values() if isinstance(block, gr.Textbox)}
+    assert boxes["Dataset (Hub id or local folder)"] == "vit-feature-viz/shapes-shape"
+    assert boxes["Split"] == ""
+    gallery = client.predict(vit, 1, 4, "vit-feature-viz/shapes-shape", "", 12, 2, api_name="/examples")
+    assert len(gallery) == 4
+    gallery = client.predict(vit, 1, 4, str(image_folder), "", 12, 3, api_name="/examples")
+    assert len(gallery) == 6
+
+
 @pytest.fixture
 def vit_loaded(client, vit):
     """The app has the tiny ViT in its model cache (from the offline test cache) before `hub` points it elsewhere."""

@@ -102,6 +102,18 @@ def _render(args, model=None) -> int:
         image_size=args.image_size, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
     )
     print(f"rendered {len(done)} feature(s) of layer {args.layer} into {args.out}", file=sys.stderr)
+    if args.png:
+        from .core.scale import current_workers
+        from .jobs import export_pngs
+
+        if not current_workers().is_main:  # one process writes them, after every process has rendered its share
+            return 0
+
+        written = export_pngs(args.out, args.png, model.model_id, args.layer, args.objective)
+        print(f"wrote {len(written)} PNG file(s) of layer {args.layer} to {args.png}", file=sys.stderr)
+    else:
+        print(f"look at them: python app.py, then open {args.out} in \"Explore galleries\"; or add --png FOLDER "
+              "for image files", file=sys.stderr)
     return 0
 
 
@@ -250,6 +262,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--image-size", type=int, default=None, help="render size (default: the model's)")
         sub.add_argument("--seed", type=int, default=0, help="random seed of the starting images")
         sub.add_argument("--batch-size", type=int, default=None, help="features optimized together (default: as many as fill 8 images on CPU, 256 on GPU)")
+        sub.add_argument("--png", default=None, metavar="FOLDER", help="also write the layer's images as PNG files "
+                         "into FOLDER (layer<L>-<objective>-feature<F>.png)")
 
     def examples_args(sub):
         sub.add_argument("--dataset", required=True, help="Hub dataset name or local imagefolder/parquet folder")

@@ -29,6 +29,13 @@ IMAGE_COLUMN_NAMES = ("image", "img", "pixel_values")
 # The split scanned when none is given (CLI and app alike): held-out images first, as the model saw them least.
 SPLIT_PREFERENCE = ("test", "validation", "train")
 EXAMPLE_HUB_DATASET = "uoft-cs/cifar10"
+# Generated offline by vit_feature_viz.data.shapes, with labels and boxes, under Hub-style names that every command
+# and tab accepts with no network. Split "test" holds the test images of the trained shapes fixtures (the seed
+# their validation used, which no training batch uses); "train" other images, e.g. to fit a linear probe on.
+BUILTIN_DATASETS = {"vit-feature-viz/shapes-color": "color", "vit-feature-viz/shapes-shape": "shape"}
+BUILTIN_SPLITS = {"test": 999_983, "train": 999_979}  # split -> seed
+BUILTIN_COUNT = 1200
+DEFAULT_BUILTIN_DATASET = "vit-feature-viz/shapes-shape"
 
 
 def default_split(available) -> str:
@@ -59,8 +66,31 @@ def open_image_dataset(name_or_path, *, split: str | None = None, image_column: 
     name = str(name_or_path).strip()
     if not name:
         raise VizError(f"No dataset given: pass a Hub dataset id such as {EXAMPLE_HUB_DATASET} or a local folder.")
+    if name in BUILTIN_DATASETS:
+        dataset = builtin_dataset(name, split)  # in memory already: nothing to stream
+        return dataset, find_image_column(dataset, image_column, name)
     dataset = _load_split(name, split, streaming, token)
     return dataset, find_image_column(dataset, image_column, name)
+
+
+@functools.lru_cache(maxsize=4)
+def builtin_dataset(name: str, split: str | None = None) -> datasets.Dataset:
+    """A built-in shapes set (BUILTIN_DATASETS), generated once per process and split."""
+    split = default_split(BUILTIN_SPLITS) if split is None else split
+    if split not in BUILTIN_SPLITS:
+        raise _no_split(name, split, list(BUILTIN_SPLITS))
+    from .data.shapes import shapes_dataset
+
+    generated = shapes_dataset(BUILTIN_COUNT, variant=BUILTIN_DATASETS[name], seed=BUILTIN_SPLITS[split])
+    return datasets.Dataset(generated.data, info=generated.info, split=datasets.NamedSplit(split))
+
+
+def split_of(dataset, requested: str | None = None) -> str | None:
+    """The split a dataset was opened at: the one asked for, else the one `datasets` recorded when it picked."""
+    if requested:
+        return requested
+    recorded = getattr(dataset, "split", None)
+    return str(recorded) if recorded is not None else None
 
 
 def _load_split(name: str, split: str | None, streaming: bool, token: str | bool | None = None):

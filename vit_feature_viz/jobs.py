@@ -53,6 +53,20 @@ def render_to_folder(
     return todo
 
 
+def export_pngs(out: str | Path, png_folder: str | Path, model_id: str, layer: int, objective: str) -> list[Path]:
+    """Each image of one layer and objective in the gallery `out` as a PNG file in `png_folder`, to look at with
+    any image viewer (the gallery folder holds only the dataset's own files)."""
+    target = Path(png_folder)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for row in GalleryFolder(out).rows():
+        if (row["model_id"], row["layer"], row["objective"]) == (model_id, layer, objective):
+            path = target / f"layer{layer}-{objective}-feature{row['feature']}.png"
+            row["image"].save(path)
+            written.append(path)
+    return written
+
+
 def with_patch_map(model: VisionModel, row: dict, objective) -> dict:
     """The paper's third view for the optimized image too: where in it the feature fires (`objective` and the
     row's feature come from a checked plan, so they are drawn as they are)."""

@@ -14,7 +14,7 @@ from .probe import with_probe_head
 Walk = Callable[[TokenStages, torch.Tensor], dict]
 
 
-def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split="test", max_images=None, batch_size=32,
+def run_blockwise(experiment: str, models, dataset, walk: Walk, *, split=None, max_images=None, batch_size=32,
                   streaming=False, image_column=None, label_column=None, progress=True, checkpoint=None, token=None,
                   **load_options):
     """Returns (classifiers, stages by model id, accuracy counts by (model id, key), settings); `token` reads the

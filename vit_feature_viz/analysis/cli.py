@@ -19,24 +19,29 @@ def add_analyze_command(commands) -> None:
     sub = commands.add_parser(
         "analyze", help="run one of the paper's experiments and write a table and a plot",
         description="Run an experiment on one or more checkpoints and write analysis/<experiment>/<run>.csv and "
-                    ".png into --out (a gallery folder, so `push` shares them).",
+                    ".png into --out (a gallery folder, so `push` shares them); the folder is the experiment's name "
+                    "with underscores (analysis/cls_isolation/).",
     )
     sub.add_argument("experiment", choices=EXPERIMENTS.names())
-    sub.add_argument("models", nargs="+", metavar="MODEL", help="Hub model ids or local folders (CNNs too for "
-                     "foreground-background and frequency)")
+    sub.add_argument("models", nargs="*", metavar="MODEL", help="Hub model ids or local folders (CNNs too for "
+                     "foreground-background and frequency); none: google/vit-base-patch16-224, or the built-in "
+                     "vit-feature-viz/shapes-vit when the Hub cannot be reached")
     sub.add_argument("--dataset", required=True, help="Hub dataset id or local folder with images and labels")
-    sub.add_argument("--split", default="test")
+    sub.add_argument("--split", default=None, help="the split evaluated (default: the first of test, validation, "
+                     "train the dataset has)")
     sub.add_argument("--max-images", type=int, default=None, help="use only the first N images of the split")
     sub.add_argument("--out", default=DEFAULT_OUT, help="gallery folder to write analysis/ into, made if missing")
-    sub.add_argument("--batch-size", type=int, default=32)
+    sub.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     sub.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
-    sub.add_argument("--image-column", default=None)
-    sub.add_argument("--label-column", default=None)
+    sub.add_argument("--image-column", default=None, help="column holding the images (default: found)")
+    sub.add_argument("--label-column", default=None, help="column holding the labels (default: found: label, "
+                     "labels, fine_label, class, target or category)")
     sub.add_argument("--probe-split", default=None, help="models without a classifier head (DINOv2, MAE): fit a "
                      "linear probe on their frozen CLS features of this labelled split of --dataset, e.g. train")
     sub.add_argument("--probe-images", type=int, default=5000, help="use at most N images of --probe-split")
     sub.add_argument("--box-column", default=None, help="foreground-background: boxes x0,y0,x1,y1 in pixels")
-    sub.add_argument("--box-format", default="xyxy", choices=["xyxy", "xywh"])
+    sub.add_argument("--box-format", default="xyxy", choices=["xyxy", "xywh"],
+                     help="foreground-background: x0,y0,x1,y1 or x,y,width,height")
     sub.add_argument("--mask-column", default=None, help="foreground-background: foreground masks")
     sub.add_argument("--fill", default="black", choices=["black", "grey"], help="what replaces the removed part")
     sub.add_argument("--cutoffs", default=None, help="frequency: fractions of Nyquist, e.g. 0.0625,0.125,0.25,0.5,1")
@@ -46,11 +51,12 @@ def add_analyze_command(commands) -> None:
                      "(default: the shipped list of common visual concepts)")
     sub.add_argument("--top-images", type=int, default=16, help="clip-names: images per feature that define it")
     sub.add_argument("--top-names", type=int, default=5, help="clip-names: names kept per feature")
-    sub.add_argument("--revision", default=None)
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    sub.add_argument("--trust-remote-code", action="store_true")
-    sub.add_argument("--allow-pickle", action="store_true")
+    sub.add_argument("--revision", default=None, help="branch, tag or commit of the model repos")
+    sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                     help="auto: bf16 where the CPU or GPU runs it fast, else fp32")
+    sub.add_argument("--trust-remote-code", action="store_true", help="run the repos' own model code (only if you trust them)")
+    sub.add_argument("--allow-pickle", action="store_true", help="load pickle weights (only if you trust the repos)")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.set_defaults(run=run_analyze)
 
@@ -60,6 +66,13 @@ def run_analyze(args) -> int:
     from ..store.progress import PROGRESS_DIR, Resumed, clear_progress, progress_folder
 
     GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it
+    if not args.models:  # like the other commands: a popular Hub ViT, or the built-in one offline
+        from ..models.builtin import default_model_id
+
+        name, notice = default_model_id()
+        if notice:
+            print(f"note: {notice}", file=sys.stderr)
+        args.models = [name]
     options = dict(
         split=args.split, max_images=args.max_images, batch_size=args.batch_size, streaming=args.streaming,
         image_column=args.image_column, progress=not args.quiet, revision=args.revision, device=args.device,

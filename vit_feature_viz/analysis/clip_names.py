@@ -76,7 +76,7 @@ def rank_names(top_embeddings: torch.Tensor, all_mean: torch.Tensor, text: torch
 
 def clip_names(
     models, dataset, *, layer: int | None = None, features="0-7", vocabulary=None, prompt: str = DEFAULT_PROMPT,
-    top_images: int = 16, top_names: int = 5, split: str = "test", max_images: int | None = None, batch_size: int = 32,
+    top_images: int = 16, top_names: int = 5, split: str | None = None, max_images: int | None = None, batch_size: int = 32,
     streaming: bool = False, image_column: str | None = None, progress: bool = True, checkpoint=None,
     token: str | bool | None = None, **load_options,
 ) -> AnalysisResult:
@@ -121,7 +121,7 @@ def clip_names(
                      for rank, (name, score) in enumerate(zip(names, best.values.tolist()))]
             panels.append((f"{short_name(model.model_id)} L{layer} F{feature}", names, best.values.tolist()))
             notes.append(f"{short_name(model.model_id)} layer {layer} feature {feature}: {', '.join(names)}")
-    settings = {"experiment": EXPERIMENT, "models": [m.model_id for m in loaded], "dataset": data.name, "split": split,
+    settings = {"experiment": EXPERIMENT, "models": [m.model_id for m in loaded], "dataset": data.name, "split": data.split or split,
                 "max_images": max_images, "images": seen, "layer": layer, "features": str(features),
                 "vocabulary": f"{source} ({len(words)} entries)", "prompt": prompt, "top_images": top_images}
     figure = names_figure(f"Names of CLIP features: {data.name} ({split}, {seen} images, top {k} images each)", panels)

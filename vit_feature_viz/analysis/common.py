@@ -206,7 +206,7 @@ def base_settings(experiment: str, classifiers, data: LabeledData, split: str, m
         "experiment": experiment,
         "models": [c.model_id for c in classifiers],
         "dataset": data.name,
-        "split": split,
+        "split": data.split or split,
         "max_images": max_images,
         "images": images,
         **({"probes": {c.model_id: c.probe.describe() for c in classifiers if c.probe is not None}}

@@ -23,18 +23,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import VizError
-from ..image_datasets import as_pil, find_image_column, open_image_dataset
+from ..image_datasets import BUILTIN_DATASETS, as_pil, find_image_column, open_image_dataset, split_of  # noqa: F401
 from ..images import to_rgb
 
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")
 BOX_COLUMN_NAMES = ("bbox", "box", "boxes", "bboxes")
 MASK_COLUMN_NAMES = ("mask", "foreground", "segmentation")
 DECODE_THREADS = min(8, os.cpu_count() or 1)
-# Generated offline by vit_feature_viz.data.shapes, with boxes: the test images of the trained shapes fixtures
-# (the seed their validation used, which no training batch uses).
-BUILTIN_DATASETS = {"vit-feature-viz/shapes-color": "color", "vit-feature-viz/shapes-shape": "shape"}
-BUILTIN_SEED, BUILTIN_COUNT = 999_983, 1200
-BUILTIN_TRAIN_SEED = 999_979  # split "train": other images, e.g. to fit a linear probe on (see probe.py)
 
 
 @dataclass
@@ -49,6 +44,7 @@ class LabeledData:
     box_column: str | None = None
     mask_column: str | None = None
     box_format: str = "xyxy"
+    split: str | None = None  # the split read (the default one when none was asked for)
 
 
 @dataclass
@@ -63,7 +59,7 @@ class Batch:
 def open_labeled(
     dataset,
     *,
-    split: str = "test",
+    split: str | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
     box_column: str | None = None,
@@ -76,15 +72,8 @@ def open_labeled(
 ) -> LabeledData:
     """Open `dataset` (Hub id, local folder, a built-in shapes set name (BUILTIN_DATASETS) or (Iterable)Dataset)
     and find its columns, failing in one line. `token` is the reader's, as in `image_datasets.open_image_dataset`."""
-    builtin = BUILTIN_DATASETS.get(dataset.strip()) if isinstance(dataset, str) else None
-    if builtin:
-        from ..data.shapes import shapes_dataset
-
-        name = dataset.strip()
-        opened = shapes_dataset(BUILTIN_COUNT, variant=builtin, seed=BUILTIN_TRAIN_SEED if split == "train" else BUILTIN_SEED)
-        image = find_image_column(opened, image_column, name)
-    elif isinstance(dataset, (str, os.PathLike)):
-        name = str(dataset)
+    if isinstance(dataset, (str, os.PathLike)):
+        name = str(dataset).strip()
         opened, image = open_image_dataset(name, split=split, image_column=image_column, streaming=streaming,
                                            token=token)
     else:
@@ -109,7 +98,7 @@ def open_labeled(
     if box_format not in ("xyxy", "xywh"):
         raise VizError(f"Unknown box format '{box_format}': use xyxy (x0, y0, x1, y1) or xywh (x, y, width, height).")
     names = _label_names(opened, label) if label else None
-    return LabeledData(opened, name, image, label, names, box, mask, box_format)
+    return LabeledData(opened, name, image, label, names, box, mask, box_format, split_of(opened, split))
 
 
 def _columns(dataset) -> list[str]:

@@ -25,7 +25,7 @@ def split_by_mask(image: Image.Image, mask: Image.Image, fill: float) -> tuple[I
 
 
 def foreground_background(
-    models, dataset, *, fill: str = "black", box_column=None, mask_column=None, box_format="xyxy", split="test",
+    models, dataset, *, fill: str = "black", box_column=None, mask_column=None, box_format="xyxy", split=None,
     max_images=None, batch_size=32, streaming=False, image_column=None, label_column=None, progress=True,
     checkpoint=None, token=None, **load_options,
 ) -> AnalysisResult:

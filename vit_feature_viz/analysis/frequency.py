@@ -41,7 +41,7 @@ def check_cutoffs(cutoffs) -> list[float]:
 
 
 def frequency(
-    models, dataset, *, cutoffs=DEFAULT_CUTOFFS, split="test", max_images=None, batch_size=32, streaming=False,
+    models, dataset, *, cutoffs=DEFAULT_CUTOFFS, split=None, max_images=None, batch_size=32, streaming=False,
     image_column=None, label_column=None, progress=True, checkpoint=None, token=None, **load_options,
 ) -> AnalysisResult:
     """Top-1/top-5 of each model (ViTs and CNNs) on low-pass and high-pass filtered images at each cutoff."""

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..errors import VizError
 from .common import (
-    AppContext, ModelCache, as_int, check_name, inert, on_gpu, over_cap, session_path, user_errors, visitor_token,
+    DEFAULT_SPLIT, AppContext, ModelCache, as_int, check_name, inert, on_gpu, over_cap, session_path, user_errors, visitor_token,
 )
 
 DEFAULT_ANALYSIS_DATASET = "vit-feature-viz/shapes-color"  # built in: works offline with the shapes fixtures
@@ -42,7 +42,7 @@ class Analyst:
             if name not in EXPERIMENT_LABELS.values():
                 raise VizError(f"Unknown experiment '{experiment}': pick one of {', '.join(EXPERIMENT_LABELS)}.")
             dataset = check_name(dataset, "dataset", DEFAULT_ANALYSIS_DATASET)
-            split = str(split or "").strip() or "test"
+            split = str(split or "").strip() or None
             cap = self.preset.max_scan_images
             max_images = as_int(max_images if max_images not in (None, "") else cap, "max images", minimum=1)
             if max_images > cap:
@@ -111,7 +111,7 @@ def build(ctx: AppContext) -> Analyst:
                                      elem_id="analysis-experiment")
             dataset = gr.Textbox(DEFAULT_ANALYSIS_DATASET, label="Labelled dataset (Hub id or local folder)",
                                  elem_id="analysis-dataset")
-            split = gr.Textbox("test", label="Split")
+            split = gr.Textbox(DEFAULT_SPLIT, label="Split", placeholder="first of test, validation, train")
             max_images = gr.Number(min(200, preset.max_scan_images), precision=0, minimum=1,
                                    maximum=preset.max_scan_images, label="Max images")
         run = gr.Button("Run analysis", variant="primary", elem_id="analysis-run")

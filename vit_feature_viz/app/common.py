@@ -42,8 +42,8 @@ WELL_KNOWN_MODELS = [
     "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
     "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
 ]
-DEFAULT_DATASET = "uoft-cs/cifar10"
-DEFAULT_SPLIT = "test"
+DEFAULT_DATASET = "uoft-cs/cifar10"  # where the Hub answers; offline, the built-in shapes set (AppContext)
+DEFAULT_SPLIT = ""  # empty: the dataset's first of test, validation, train (a local folder may have train only)
 DEFAULT_REPO_NAME = "vit-feature-viz-gallery"
 SESSION_ROOT = Path(tempfile.gettempdir()) / "vit-feature-viz-sessions"
 
@@ -387,6 +387,7 @@ class AppContext:
     layer: gr.Slider
     feature: gr.Slider  # the one feature a tab explores
     session: gr.State  # the visitor's session gallery folder (str or None)
+    default_dataset: str = DEFAULT_DATASET  # the built-in shapes set when the Hub cannot be reached
     jobs: list = field(default_factory=list)
     stop_buttons: list = field(default_factory=list)
 

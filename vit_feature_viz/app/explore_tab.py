@@ -18,9 +18,11 @@ SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
 class Explorer:
     """/examples and /patch_map for one hardware preset, on the shared model cache."""
 
-    def __init__(self, preset, models: ModelCache, uploads: Callable[[], Collection[str]] = tuple):
+    def __init__(self, preset, models: ModelCache, uploads: Callable[[], Collection[str]] = tuple,
+                 default_dataset: str = DEFAULT_DATASET):
         self.preset = preset
         self.models = models
+        self.default_dataset = default_dataset  # an empty Dataset box scans this one
         self.uploads = uploads  # the paths gradio received as uploads: the only files /patch_map may read
         self._scan_on_device = on_gpu(self._scan, duration=self._scan_duration)
 
@@ -49,8 +51,8 @@ class Explorer:
         with user_errors("scanning the dataset"):
             preset = self.preset
             token = visitor_token(oauth_token)
-            dataset = check_name(dataset, "dataset", DEFAULT_DATASET)
-            split = str(split or "").strip() or DEFAULT_SPLIT
+            dataset = check_name(dataset, "dataset", self.default_dataset)
+            split = str(split or "").strip() or None
             max_images = as_int(max_images if max_images not in (None, "") else preset.max_scan_images,
                                 "max images", minimum=1)
             if max_images > preset.max_scan_images:
@@ -88,11 +90,11 @@ class Explorer:
 def build(ctx: AppContext) -> Explorer:
     """The "Explore a feature" tab inside the open gr.Tabs, for the shared layer and feature pickers."""
     preset = ctx.preset
-    explorer = Explorer(preset, ctx.models, uploads=lambda: ctx.demo.upload_file_set)
+    explorer = Explorer(preset, ctx.models, uploads=lambda: ctx.demo.upload_file_set, default_dataset=ctx.default_dataset)
     with gr.Tab("Explore a feature"):
         with gr.Row():
-            dataset = gr.Textbox(DEFAULT_DATASET, label="Dataset (Hub id or local folder)")
-            split = gr.Textbox(DEFAULT_SPLIT, label="Split")
+            dataset = gr.Textbox(ctx.default_dataset, label="Dataset (Hub id or local folder)")
+            split = gr.Textbox(DEFAULT_SPLIT, label="Split", placeholder="first of test, validation, train")
             max_images = gr.Number(min(200, preset.max_scan_images), precision=0, minimum=1,
                                    maximum=preset.max_scan_images, label="Max images to scan")
             top_k = gr.Slider(1, preset.max_top_k, value=min(8, preset.max_top_k), step=1, label="Top k")
