@@ -23,7 +23,7 @@ from spaces_config.presets import current_preset  # noqa: E402
 from vit_feature_viz.app import analysis_tab, explore_tab, galleries_tab, render_tab, sharing_tab  # noqa: E402
 from vit_feature_viz.app.common import (  # noqa: E402
     DEFAULT_DATASET, WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed,
-    loading_message, on_space, pickers,
+    loading_message, on_space, pickers, structure_reader,
 )
 from vit_feature_viz.image_datasets import DEFAULT_BUILTIN_DATASET  # noqa: E402
 from vit_feature_viz.models.builtin import DEFAULT_BUILTIN, default_model_id  # noqa: E402
@@ -72,9 +72,12 @@ def build_demo(preset=None) -> gr.Blocks:
         loaded.success(pickers, [info, layer], [layer, feature, summary], **private)
         loaded.failure(load_failed, [model_id], [summary], **private)
         layer.release(feature_picker, [info, layer, feature], [feature], **private)
+        reads = dict(inputs=[model_id, layer], outputs=[info, layer, feature, summary], **private)  # no download: no Load
+        demo.load(structure_reader(models, at_start=True), **reads)
+        model_id.change(structure_reader(models), **reads)
 
         ctx = AppContext(preset=preset, models=models, demo=demo, show_login=show_login, model_id=model_id,
-                         info=info, layer=layer, feature=feature, session=session,
+                         info=info, layer=layer, feature=feature, session=session, summary=summary,
                          default_dataset=DEFAULT_BUILTIN_DATASET if notice else DEFAULT_DATASET)
         with gr.Tabs():
             for tab in TABS:

@@ -318,3 +318,20 @@ def test_nothing_a_gallery_or_a_link_holds_becomes_markup(app_url, page, recorde
     page.screenshot(path=str(ARTIFACTS / "browser-hostile-link.png"), full_page=False)
     assert recorder.requests == [], f"the page fetched injected addresses: {recorder.requests[:3]}"
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
+
+
+def test_the_sliders_describe_the_model_in_the_box_from_the_start(app_url, page, tiny_repos):
+    """Offline the box starts on the built-in model: its structure is read at start (it needs no download), so the
+    sliders never describe a model that is not there; typing a model that is in the local cache re-reads it
+    without Load."""
+    page, outside = page
+    page.goto(app_url, wait_until="domcontentloaded")
+    summary = page.locator("#model-summary")
+    summary.get_by_text("6 blocks, MLP width 384").wait_for(timeout=60_000)
+    assert "No model loaded yet" not in summary.inner_text()
+    assert page.locator("#layer input[type=number]").get_attribute("max") == "5"
+    model = page.locator("#model-id input, #model-id textarea").first
+    model.fill(tiny_repos["vit"])
+    summary.get_by_text("4 blocks, MLP width 128").wait_for(timeout=60_000)
+    assert page.locator("#layer input[type=number]").get_attribute("max") == "3"
+    assert not outside

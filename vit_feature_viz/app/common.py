@@ -314,6 +314,34 @@ def pickers(info: dict | None, layer: Any):
     )
 
 
+def structure_reader(models: "ModelCache", *, at_start: bool = False):
+    """The sliders' source when no one pressed Load: the structure of the model in the box, read when it needs no
+    download (a built-in model, or one in the local Hub cache), at start, whenever the box changes and after a
+    render. Other names wait for Load, and a failure leaves the page as it was (Load reports it). At start, a
+    deep link sets the box and the sliders itself (its model box change reads the structure then)."""
+    from ..models.builtin import builtin_path, is_cached
+    from .links import LINK_KEYS
+
+    def read(model_id: Any, layer: Any, request: gr.Request, oauth_token: gr.OAuthToken | None = None):
+        name = str(model_id or "").strip()
+        skip = (gr.skip(),) * 4
+        if at_start and request is not None and set(request.query_params) & set(LINK_KEYS):
+            return skip
+        try:
+            at_hand = bool(name) and (builtin_path(name) is not None or is_cached(name))
+        except Exception:  # noqa: BLE001 - not a repo id the cache can look up: wait for Load
+            return skip
+        if not at_hand:
+            return skip
+        try:
+            info = models.layers(name, oauth_token)
+        except gr.Error:
+            return skip
+        return (info, *pickers(info, layer))
+
+    return read
+
+
 def feature_picker(info: dict | None, layer: Any, feature: Any):
     """When the layer changes, the feature slider follows that block's width."""
     if not info or not info.get("layers"):
@@ -387,9 +415,15 @@ class AppContext:
     layer: gr.Slider
     feature: gr.Slider  # the one feature a tab explores
     session: gr.State  # the visitor's session gallery folder (str or None)
+    summary: Any = None  # the line under the model box that says which model the sliders describe
     default_dataset: str = DEFAULT_DATASET  # the built-in shapes set when the Hub cannot be reached
     jobs: list = field(default_factory=list)
     stop_buttons: list = field(default_factory=list)
+
+    def refresh_structure(self, event) -> None:
+        """After `event` succeeds (a render loads the model in the box), the sliders describe that model."""
+        event.success(structure_reader(self.models), [self.model_id, self.layer],
+                      [self.info, self.layer, self.feature, self.summary], api_visibility="private", queue=False)
 
     def device_job(self) -> dict:
         """Event options of a model job: at most preset.concurrency of them run at once, all tabs together.

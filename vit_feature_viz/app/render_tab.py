@@ -244,6 +244,7 @@ def build(ctx: AppContext) -> Renderer:
         [gallery, table, ctx.session], api_name="render", show_progress_on=[status], **ctx.device_job(),
     )
     rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)
+    ctx.refresh_structure(rendering)
     stop.click(lambda: gr.Button(interactive=True), None, [render], **private)
     ctx.jobs.append(rendering)
     ctx.stop_buttons.append(stop)
