@@ -228,6 +228,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     """Built from torch-free modules only, so `--help` and `--version` answer at once."""
+    from .analysis.cli import add_analyze_command, add_load_options
+
     parser = _Parser(prog="vit-feature-viz", description="See what Vision Transformers learn.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -237,12 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("model", nargs="?", default=None,
                          help="Hub model id (org/name), local folder or built-in name (default: google/vit-base-patch16-224, "
                               "or the built-in vit-feature-viz/shapes-vit when the Hub cannot be reached)")
-        sub.add_argument("--revision", default=None, help="branch, tag or commit of the model repo")
-        sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-        sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                         help="auto: bf16 where the CPU or GPU runs it fast, else fp32")
-        sub.add_argument("--trust-remote-code", action="store_true", help="run the repo's own model code (only if you trust it)")
-        sub.add_argument("--allow-pickle", action="store_true", help="load pickle weights (only if you trust the repo)")
+        add_load_options(sub)
         sub.set_defaults(run=run)
         return sub
 
@@ -299,8 +296,6 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("folder", help="new or empty folder, or a gallery folder to add the files to")
     pull.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     pull.set_defaults(run=_pull)
-
-    from .analysis.cli import add_analyze_command
 
     add_analyze_command(commands)
     return parser

@@ -51,14 +51,21 @@ def add_analyze_command(commands) -> None:
                      "(default: the shipped list of common visual concepts)")
     sub.add_argument("--top-images", type=int, default=16, help="clip-names: images per feature that define it")
     sub.add_argument("--top-names", type=int, default=5, help="clip-names: names kept per feature")
-    sub.add_argument("--revision", default=None, help="branch, tag or commit of the model repos")
+    add_load_options(sub, "repos")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.set_defaults(run=run_analyze)
+
+
+def add_load_options(sub, repos: str = "repo") -> None:
+    """How models are loaded, the same in every command: revision, device, precision and the two trust flags."""
+    sub.add_argument("--revision", default=None, help=f"branch, tag or commit of the model {repos}")
     sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                      help="auto: bf16 where the CPU or GPU runs it fast, else fp32")
-    sub.add_argument("--trust-remote-code", action="store_true", help="run the repos' own model code (only if you trust them)")
-    sub.add_argument("--allow-pickle", action="store_true", help="load pickle weights (only if you trust the repos)")
-    sub.add_argument("--quiet", action="store_true", help="no progress bar")
-    sub.set_defaults(run=run_analyze)
+    them = "it" if repos == "repo" else "them"
+    sub.add_argument("--trust-remote-code", action="store_true",
+                     help=f"run model code shipped in the {repos} (only if you trust {them})")
+    sub.add_argument("--allow-pickle", action="store_true", help=f"load pickle weights (only if you trust the {repos})")
 
 
 def run_analyze(args) -> int:
