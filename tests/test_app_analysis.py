@@ -16,7 +16,7 @@ def analyze(client, model, experiment="CLS isolation", dataset="vit-feature-viz/
 def test_analyze_runs_on_the_loaded_model_and_saves_into_the_session_gallery(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert [p["parameter_name"] for p in endpoints["/analyze"]["parameters"]] == [
-        "model_id", "experiment", "dataset", "split", "max_images", "layer", "feature"]
+        "model_id", "experiment", "dataset", "split", "max_images", "layer", "feature", "probe_split"]
     plot, table, summary = analyze(client, FIXTURE)
     assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert table["headers"][:4] == ["model_id", "isolated_blocks", "top1", "top5"]
@@ -34,3 +34,14 @@ def test_analysis_caps_and_bad_input_are_one_line(client, server):
     message = app_error(lambda: analyze(client, FIXTURE, experiment="Foreground / background (needs boxes or masks)",
                                         dataset=str(ROOT / "no-such-folder")))
     assert "No dataset folder" in message
+
+
+def test_a_model_without_a_head_runs_through_a_probe_fitted_on_the_probe_split(client, tiny_repos):
+    """The tiny DINOv2 has no head: refused with the fix named as this tab's control, then run through a linear
+    probe fitted on the built-in set's train split (capped like the evaluation)."""
+    message = app_error(lambda: analyze(client, tiny_repos["dinov2"], experiment="Per-block CLS"))
+    assert "no classification head: set Probe split to train" in message
+    plot, table, summary = client.predict(tiny_repos["dinov2"], "Per-block CLS", "vit-feature-viz/shapes-color",
+                                          "test", 20, 0, 0, "train", api_name="/analyze")
+    assert [row[1] for row in table["data"]] == [0, 1, 2, 3]
+    assert "read through a linear probe on 20 images" in summary

@@ -31,11 +31,12 @@ class Analyst:
         self.models = models
         self._run_on_device = on_gpu(self._run, duration=self._duration)
 
-    def analyze(self, model_id, experiment, dataset, split, max_images, layer, feature, session=None,
+    def analyze(self, model_id, experiment, dataset, split, max_images, layer, feature, probe_split="", session=None,
                 oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
         """/analyze: run `experiment` on the loaded model over at most the preset's image cap; returns the plot,
         the table, a summary and the session gallery folder the results were saved into. The model and the
-        dataset are read as the visitor may read them (visitor_token)."""
+        dataset are read as the visitor may read them (visitor_token). `probe_split`: for a model without a
+        classifier head, fit a linear probe on that split of the dataset first (at most the same image cap)."""
         with user_errors("running the analysis"):
             token = visitor_token(oauth_token)
             name = EXPERIMENT_LABELS.get(experiment, experiment)
@@ -51,13 +52,17 @@ class Analyst:
             layer, feature = as_int(layer, "layer"), as_int(feature, "feature", minimum=0)
             if name == "clip-names":
                 model.check_layer(layer)
+            probe_split = str(probe_split or "").strip() or None
             progress(None, desc=f"{experiment} on up to {max_images} images of {dataset}")
-            result = self._run_on_device(model.model_id, name, dataset, split, max_images, layer, feature, token)
+            result = self._run_on_device(model.model_id, name, dataset, split, max_images, layer, feature, token,
+                                         probe_split)
             session = session_path(session)
             files = result.save(session)
             columns = list(result.rows[0]) if result.rows else []
             table = [[_cell(row.get(c)) for c in columns] for row in result.rows]
-            return str(files["plot"]), {"headers": columns, "data": table}, notes_markdown(result.notes), session
+            probes = [f"{model} read through a {probe}" for model, probe in result.settings.get("probes", {}).items()]
+            return (str(files["plot"]), {"headers": columns, "data": table}, notes_markdown(result.notes + probes),
+                    session)
 
     def feature_names(self, model_id, layer, feature, session=None) -> str:
         """/feature_names: the CLIP names saved in the session gallery for this feature, or a hint."""
@@ -71,17 +76,23 @@ class Analyst:
                 return f"No CLIP names yet for layer {layer}, feature {feature}: run *Name CLIP features* on a CLIP model."
             return f"**CLIP names of layer {layer}, feature {feature}:** {', '.join(map(inert, names))}"
 
-    def _duration(self, model_id, experiment, dataset, split, max_images, layer, feature, token=None) -> int:
-        return int(min(self.preset.max_gpu_seconds, 30 + SECONDS_PER_IMAGE * max_images))
+    def _duration(self, model_id, experiment, dataset, split, max_images, layer, feature, token=None,
+                  probe_split=None) -> int:
+        images = max_images * (2 if probe_split else 1)
+        return int(min(self.preset.max_gpu_seconds, 30 + SECONDS_PER_IMAGE * images))
 
-    def _run(self, model_id, experiment, dataset, split, max_images, layer, feature, token=None):
+    def _run(self, model_id, experiment, dataset, split, max_images, layer, feature, token=None, probe_split=None):
         from ..analysis import EXPERIMENTS
+        from ..analysis.probe import ProbeRequest
 
         with user_errors("running the analysis"):
             model = self.models.get(model_id, token=token)
             options = dict(split=split, max_images=max_images, progress=False, token=token)
             if experiment == "clip-names":
                 options.update(layer=layer, features=[feature], top_images=min(16, max_images))
+            elif probe_split:
+                options["probe"] = ProbeRequest(dataset, probe_split, max_images=max_images, token=token,
+                                                progress=False)
             return EXPERIMENTS[experiment](model, dataset, **options)
 
 
@@ -114,6 +125,8 @@ def build(ctx: AppContext) -> Analyst:
             split = gr.Textbox(DEFAULT_SPLIT, label="Split", placeholder="first of test, validation, train")
             max_images = gr.Number(min(200, preset.max_scan_images), precision=0, minimum=1,
                                    maximum=preset.max_scan_images, label="Max images")
+            probe_split = gr.Textbox("", label="Probe split", placeholder="e.g. train, for models without a head",
+                                     info="DINOv2, MAE: fit a linear probe on this split first", elem_id="probe-split")
         run = gr.Button("Run analysis", variant="primary", elem_id="analysis-run")
         with gr.Row():
             plot = gr.Image(type="filepath", label="Plot", format="png", interactive=False, elem_id="analysis-plot")
@@ -124,7 +137,8 @@ def build(ctx: AppContext) -> Analyst:
                              elem_id="analysis-table")
 
     running = run.click(
-        analyst.analyze, [ctx.model_id, experiment, dataset, split, max_images, ctx.layer, ctx.feature, ctx.session],
+        analyst.analyze, [ctx.model_id, experiment, dataset, split, max_images, ctx.layer, ctx.feature, probe_split,
+                          ctx.session],
         [plot, table, summary, ctx.session], api_name="analyze", **ctx.device_job(),
     )
     show_names = dict(fn=analyst.feature_names, inputs=[ctx.model_id, ctx.layer, ctx.feature, ctx.session],
