@@ -14,7 +14,7 @@ from vit_feature_viz.registry import Registry
 def test_unknown_name_is_one_line_naming_the_choices():
     with pytest.raises(VizError) as caught:
         RECIPES.get("magic")
-    assert str(caught.value) == "Unknown recipe 'magic': use one of paper, fourier, maco, fast, tuned."
+    assert str(caught.value) == "Unknown recipe 'magic': use one of paper, fourier, maco, fast, fast-std, tuned."
     assert "\n" not in str(caught.value)
 
 

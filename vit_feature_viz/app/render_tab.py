@@ -189,7 +189,8 @@ OBJECTIVE_HELP = ("What to maximize. feature: an MLP unit over all patches (the 
                   "cls: at the CLS token · residual: a channel of the block's output · logit: a class of a classifier")
 RECIPE_HELP = ("How the image is made. fast: Fourier image, 2 copies, the saved image polished in the second half · "
                "paper: pixels with jitter (Ghiasi et al.) · fourier: Lucid's 1/f image · "
-               "maco: phase only, with a natural spectrum · tuned: Fourier at the paper's compute, one un-augmented copy")
+               "maco: phase only, with a natural spectrum · tuned: Fourier at the paper's compute, one un-augmented copy · "
+               "fast-std: fast's budget, photo contrast by construction")
 
 
 def preset_defaults(preset) -> tuple[str, int]:

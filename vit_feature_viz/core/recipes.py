@@ -86,10 +86,12 @@ class Recipe:
         return T.centre_crop(canvas, int(round(canvas.shape[-1] * self.view_frac)))
 
 
-def _lucid_fourier(name: str, *, copies: int, steps: int, description: str, phases: tuple[Phase, ...] = ()) -> Recipe:
-    """Lucid's Fourier image, augmentations and learning rate, which fourier, fast and tuned share: they differ
-    only in how much they spend and whether the saved image itself is optimized."""
-    return Recipe(name=name, parametrization="fourier", build_transforms=T.lucid_transforms, copies=copies,
+def _lucid_fourier(name: str, *, copies: int, steps: int, description: str, phases: tuple[Phase, ...] = (),
+                   parametrization: str = "fourier") -> Recipe:
+    """Lucid's Fourier image, augmentations and learning rate, which fourier, fast, fast-std and tuned share: they
+    differ only in how much they spend, whether the saved image itself is optimized and whether the image is
+    standardized."""
+    return Recipe(name=name, parametrization=parametrization, build_transforms=T.lucid_transforms, copies=copies,
                   steps=steps, lr=0.05, lr_clip=0.05, phases=phases, description=description)
 
 
@@ -131,6 +133,12 @@ FAST = _lucid_fourier(
     "feature's first copy is the un-augmented image, so the image that is saved is itself optimized while the "
     "other copy keeps it robust. Chosen by benchmarks/bench_speed.py: on the trained fixtures it beats the paper "
     "recipe's activation ratio and transfer.",
+)
+FAST_STD = _lucid_fourier(
+    "fast-std", copies=2, steps=128, parametrization="fourier-std",
+    description="fast's budget (128 steps x 2 copies) on the standardized Fourier image (photo contrast by "
+    "construction) and without the un-augmented copy. On the real DINOv2-S/14 (block 6, benchmarks/bench_real.py) "
+    "its images keep photos' contrast and colour and are more plausible and more robust than fast's.",
 )
 TUNED = _lucid_fourier(
     "tuned", copies=4, steps=800, phases=(Phase(1.0, clean=True),),

@@ -20,6 +20,7 @@ RECIPES.register("paper", ".recipes:PAPER")
 RECIPES.register("fourier", ".recipes:FOURIER")
 RECIPES.register("maco", ".recipes:MACO")
 RECIPES.register("fast", ".recipes:FAST")
+RECIPES.register("fast-std", ".recipes:FAST_STD")
 RECIPES.register("tuned", ".recipes:TUNED")
 DEFAULT_RECIPE = "fast"  # the best measured by benchmarks/bench_quality.py (README: Which recipe); CLI, app, library
 
