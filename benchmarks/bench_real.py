@@ -73,6 +73,11 @@ def pick_features(model, layer: int, reference: PhotoReference, count: int, seed
     return sorted(int(f) for f in rng.choice(alive, size=min(count, len(alive)), replace=False))
 
 
+def picture_folder(pictures: Path, recipe_name: str, layer: int) -> Path:
+    """Where a row's images go: one folder per recipe variant (tweaks and steps in its name) and block."""
+    return pictures / recipe_name.replace(":", "-").replace("@", "-") / f"block{layer}"
+
+
 def run(model, recipe_name: str, layer: int, features: list[int], photos: PhotoReference, seed: int,
         pictures: Path | None):
     recipe, steps = variant(recipe_name)
@@ -82,7 +87,7 @@ def run(model, recipe_name: str, layer: int, features: list[int], photos: PhotoR
     images = [r.image for r in results]
     report = judge_looks(model, layer, features, images, photos, seed=seed)
     if pictures is not None:
-        folder = pictures / recipe_name.replace(":", "-").replace("@", "-") / f"block{layer}"
+        folder = picture_folder(pictures, recipe_name, layer)
         folder.mkdir(parents=True, exist_ok=True)
         for feature, image in zip(features, images):
             image.save(folder / f"feature{feature}.png")

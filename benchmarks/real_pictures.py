@@ -12,17 +12,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from bench_real import CHECKPOINT, RESULTS
+from bench_real import CHECKPOINT, RESULTS, picture_folder
 from vit_feature_viz import load_model
 from vit_feature_viz.core.patchmap import patch_map
 from vit_feature_viz.data.photos import photo_crops
 from vit_feature_viz.quality import feature_values, uint8_to_pixels
 
 TILE = 160
-
-
-def folder_name(recipe: str) -> str:
-    return recipe.replace(":", "-").replace("@", "-")
 
 
 def main() -> None:
@@ -49,7 +45,7 @@ def main() -> None:
     for r, (feature, photo_index) in enumerate(zip(features, best)):
         tiles = []
         for recipe in args.recipes:
-            path = args.pictures / folder_name(recipe) / f"block{args.block}" / f"feature{feature}.png"
+            path = picture_folder(args.pictures, recipe, args.block) / f"feature{feature}.png"
             tiles.append(Image.open(path).convert("RGB") if path.exists() else None)
         photo = Image.fromarray(photos[photo_index])
         tiles += [photo, patch_map(model, photo, args.block, feature)]

@@ -192,15 +192,10 @@ def _checked_out(args):
 def _load(args):
     from .models import load_model
 
-    name = args.model
-    if not name:  # no model given: a popular Hub ViT, or the built-in one when the Hub cannot be reached
-        from .models.builtin import default_model_id
+    from .analysis.cli import model_or_default
 
-        name, notice = default_model_id()
-        if notice:
-            print(f"note: {notice}", file=sys.stderr)
     return load_model(
-        name, revision=args.revision, device=args.device, precision=args.precision,
+        model_or_default(args.model), revision=args.revision, device=args.device, precision=args.precision,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
     )
 

@@ -68,18 +68,25 @@ def add_load_options(sub, repos: str = "repo") -> None:
     sub.add_argument("--allow-pickle", action="store_true", help=f"load pickle weights (only if you trust the {repos})")
 
 
+def model_or_default(name: str | None) -> str:
+    """The model a command names, else the default every command starts with: a popular Hub ViT, or the built-in
+    one when the Hub cannot be reached (said in a note on stderr)."""
+    if name:
+        return name
+    from ..models.builtin import default_model_id
+
+    name, notice = default_model_id()
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
+    return name
+
+
 def run_analyze(args) -> int:
     from ..store.folder import GalleryFolder
     from ..store.progress import PROGRESS_DIR, Resumed, clear_progress, progress_folder
 
     GalleryFolder(args.out).check_destination()  # a bad --out is found before the work, not after it
-    if not args.models:  # like the other commands: a popular Hub ViT, or the built-in one offline
-        from ..models.builtin import default_model_id
-
-        name, notice = default_model_id()
-        if notice:
-            print(f"note: {notice}", file=sys.stderr)
-        args.models = [name]
+    args.models = args.models or [model_or_default(None)]  # like the other commands
     options = dict(
         split=args.split, max_images=args.max_images, batch_size=args.batch_size, streaming=args.streaming,
         image_column=args.image_column, progress=not args.quiet, revision=args.revision, device=args.device,

@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import VizError
-from ..image_datasets import BUILTIN_DATASETS, as_pil, find_image_column, open_image_dataset, split_of  # noqa: F401
+from ..image_datasets import as_pil, find_image_column, open_image_dataset, split_of
 from ..images import to_rgb
 
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")
@@ -70,7 +70,7 @@ def open_labeled(
     streaming: bool = False,
     token: str | bool | None = None,
 ) -> LabeledData:
-    """Open `dataset` (Hub id, local folder, a built-in shapes set name (BUILTIN_DATASETS) or (Iterable)Dataset)
+    """Open `dataset` (Hub id, local folder, a built-in shapes set name (image_datasets.BUILTIN_DATASETS) or (Iterable)Dataset)
     and find its columns, failing in one line. `token` is the reader's, as in `image_datasets.open_image_dataset`."""
     if isinstance(dataset, (str, os.PathLike)):
         name = str(dataset).strip()
