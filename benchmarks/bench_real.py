@@ -46,8 +46,8 @@ PAPER_COMPUTE = 400 * 8
 
 def variant(name: str):
     """A recipe by name, with optional tweaks after colons and steps after @: `fast@256`, `fast:noclean` (no
-    un-augmented copy), `fast:std` (the standardized Fourier image: photo contrast by construction), `maco:c2` (2
-    copies per step)."""
+    un-augmented copy), `fast:std` (the standardized Fourier image: photo contrast by construction), `fast:gridfree` (no
+    energy on the patch grid's frequencies), `maco:c2` (2 copies per step)."""
     base, _, steps = name.partition("@")
     base, *tweaks = base.split(":")
     recipe = get_recipe(base)
@@ -56,10 +56,12 @@ def variant(name: str):
             recipe = dataclasses.replace(recipe, phases=tuple(dataclasses.replace(p, clean=False) for p in recipe.phases))
         elif tweak == "std":
             recipe = dataclasses.replace(recipe, parametrization="fourier-std")
+        elif tweak == "gridfree":
+            recipe = dataclasses.replace(recipe, grid_free=True)
         elif tweak.startswith("c") and tweak[1:].isdigit():
             recipe = dataclasses.replace(recipe, copies=int(tweak[1:]))
         else:
-            raise SystemExit(f"Unknown tweak ':{tweak}' in '{name}': use :noclean, :std or :cN.")
+            raise SystemExit(f"Unknown tweak ':{tweak}' in '{name}': use :noclean, :std, :gridfree or :cN.")
     return dataclasses.replace(recipe, name=name), (int(steps) if steps else recipe.steps)
 
 

@@ -225,3 +225,39 @@ def test_standardized_fourier_images_have_a_photos_contrast_from_the_start():
         before = standardized().clone()
         standardized.spectrum.mul_(0.01)
         torch.testing.assert_close(standardized(), before, atol=1e-5, rtol=1e-4)
+
+
+def test_a_grid_free_fourier_image_cannot_ripple_on_the_patch_grid():
+    """A spectrum pushed hard onto the patch grid's frequencies (what a ripple with the patch's period is) shows as
+    patch-grid energy in a plain Fourier image and is absent from a grid-free one, which keeps every other frequency."""
+    from vit_feature_viz.core.params import StandardizedFourierImage, patch_grid_lattice
+    from vit_feature_viz.quality import patch_grid_energy
+
+    size, patch = 128, 8
+    lattice = torch.from_numpy(patch_grid_lattice(size, size // patch))
+    assert lattice[size // patch, size // patch] and lattice[0, 2 * size // patch] and not lattice[0, 0]
+    assert not lattice[3, 5] and lattice.float().mean() < 0.1  # a sliver of the spectrum
+    plain = StandardizedFourierImage(2, size, generators([0, 1]))
+    free = StandardizedFourierImage(2, size, generators([0, 1]), patch_grid=size // patch)
+    with torch.no_grad():
+        for image in (plain, free):
+            image.spectrum[:, :, lattice] *= 1e4  # the optimizer found the ripple
+        rippled, clean = plain().detach(), free().detach()
+    assert (patch_grid_energy(rippled, patch) > 0.5).all()
+    assert (patch_grid_energy(clean, patch) < 0.05).all()
+    assert not torch.equal(clean[0], clean[1])  # the rest of the spectrum still draws the image
+
+
+def test_a_grid_free_recipe_renders_on_a_vit(tiny_repos):
+    """The recipe passes the model's patch grid to the parametrization (render's path, not a hand-built image)."""
+    import dataclasses
+
+    from vit_feature_viz import load_model, render
+    from vit_feature_viz.core.recipes import get_recipe
+
+    tiny_vit = load_model(tiny_repos["vit"], device="cpu")
+    recipe = dataclasses.replace(get_recipe("fast-std"), grid_free=True)
+    assert recipe.param_options(64, 8) == {"patch_grid": 8} and get_recipe("paper").param_options(64, 8) == {}
+    assert recipe.param_options(60, 8) == {}  # no whole-patch grid on the canvas: nothing to take out
+    results = render(tiny_vit, 0, [0], recipe=recipe, steps=2, seed=0, progress=False)
+    assert results[0].image.size == (tiny_vit.image_size, tiny_vit.image_size)

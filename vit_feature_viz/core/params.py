@@ -43,6 +43,24 @@ def _frequency_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
 
 
+def patch_grid_lattice(size: int, patches: int) -> np.ndarray:
+    """[size, size//2+1] True on the rfft2 bins of a ViT's patch grid (both frequencies within one bin of a multiple
+    of `patches` cycles per image, the lowest frequencies excepted). A ripple with the patch's period lives only there:
+    the patch embedding sees it as a constant per patch, so an optimizer can raise a feature through it without
+    drawing anything; an image with no energy there cannot ripple on the grid."""
+    cycles_y = np.rint(np.fft.fftfreq(size) * size).astype(int)[:, None]
+    cycles_x = np.rint(np.fft.rfftfreq(size) * size).astype(int)[None, :]
+
+    def near_grid(cycles):
+        offset = np.abs(cycles) % patches
+        return (offset <= 1) | (offset >= patches - 1)
+
+    def near_zero(cycles):
+        return np.abs(cycles) <= 1
+
+    return near_grid(cycles_y) & near_grid(cycles_x) & ~(near_zero(cycles_y) & near_zero(cycles_x))
+
+
 class ImageParametrization(nn.Module):
     """F square images of side `size` in [0, 1], built by forward(); after_step() runs after each optimizer step."""
 
@@ -86,11 +104,14 @@ class FourierImage(ImageParametrization):
         generators: Sequence[torch.Generator],
         sd: float = 0.01,
         decay_power: float = 1.0,
+        patch_grid: int | None = None,
     ):
         super().__init__(num_images, size, generators)
         fy, fx = _frequency_grid(size, size)
         frequency = np.sqrt(fy**2 + fx**2)
         scale = 1.0 / np.maximum(frequency, 1.0 / size) ** decay_power * size  # size = sqrt(w * h)
+        if patch_grid:
+            scale = scale * ~patch_grid_lattice(size, patch_grid)
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
         self.register_buffer("color_matrix", torch.from_numpy(color_correlation_normalized()))
         self.spectrum = nn.Parameter(sd * draw(generators, 1, (3, size, size // 2 + 1, 2), "normal"))

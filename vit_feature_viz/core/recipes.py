@@ -60,6 +60,7 @@ class Recipe:
     view_frac: float = 1.0  # the returned image is the centre crop of this fraction of the canvas side
     phases: tuple[Phase, ...] = ()  # cheaper early steps; the steps after the last phase run at full size
     plateau: Plateau | None = None  # stop features whose objective has stopped rising
+    grid_free: bool = False  # Fourier images without the patch grid's frequencies (no ripple on the patch grid)
     description: str = ""
 
     def learning_rate(self, is_clip: bool) -> float:
@@ -79,6 +80,14 @@ class Recipe:
         """Model work of a render in image-steps at full size (tokens scale with the side squared)."""
         steps = self.steps if steps is None else steps
         return sum(p.copies * p.scale**2 for p in (self.phase_at(s, steps) for s in range(steps)))
+
+    def param_options(self, canvas: int, patch_size: int) -> dict:
+        """What the parametrization needs to know of the model: the patch grid's size on the canvas, for a
+        grid-free image (only where the canvas is the model's input cut into whole patches)."""
+        fourier = self.parametrization.startswith("fourier")
+        if self.grid_free and fourier and canvas % patch_size == 0 and canvas // patch_size >= 4:
+            return {"patch_grid": canvas // patch_size}
+        return {}
 
     def view(self, canvas: Tensor) -> Tensor:
         """The image a user gets from the optimized canvas: its centre `view_frac`. A canvas optimized through

@@ -238,7 +238,8 @@ def plan_render(model: VisionModel, layer, features, *, objective: str | Objecti
 def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) -> list[RenderResult]:
     recipe, device = plan.recipe, model.device
     generators = [torch.Generator().manual_seed(feature_seed(seed, plan.layer, f)) for f in chunk]
-    param = PARAMETRIZATIONS.get(recipe.parametrization)(len(chunk), plan.canvas, generators).to(device)
+    options = recipe.param_options(plan.canvas, model.patch_size)
+    param = PARAMETRIZATIONS.get(recipe.parametrization)(len(chunk), plan.canvas, generators, **options).to(device)
     channels = torch.tensor(chunk, device=device)
     augment = recipe.build_transforms(plan.canvas, plan.image_size)
     view_side = None if recipe.view_frac == 1.0 else int(round(plan.canvas * recipe.view_frac))
