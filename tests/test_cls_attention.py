@@ -92,7 +92,7 @@ def test_a_map_built_to_point_at_the_box_scores_1_and_a_uniform_map_scores_chanc
     assert attention_scores(edge, coverage)[1].item() == 1 and attention_scores(edge, coverage)[0].item() == 0.5
 
 
-def _boxed(count=24, seed=0):
+def _boxed(count, seed=0):
     import datasets
     import numpy as np
 
@@ -105,8 +105,8 @@ def _boxed(count=24, seed=0):
 
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, monkeypatch):
     module = importlib.import_module("vit_feature_viz.analysis.cls_attention")  # the package attribute is the function
-    data = _boxed()
-    whole = cls_attention(tiny["vit"], data, batch_size=8, **RUN)
+    data = _boxed(12)
+    whole = cls_attention(tiny["vit"], data, batch_size=4, **RUN)
     calls = []
 
     def stopped_in_batch_3(*args, **kwargs):
@@ -117,15 +117,15 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(tiny, tmp_path, monke
 
     monkeypatch.setattr(module, "read_cls_attention", stopped_in_batch_3)
     with pytest.raises(KeyboardInterrupt):
-        cls_attention(tiny["vit"], data, batch_size=8, checkpoint=tmp_path / "progress", **RUN)
+        cls_attention(tiny["vit"], data, batch_size=4, checkpoint=tmp_path / "progress", **RUN)
     monkeypatch.undo()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Resumed)
-        resumed = cls_attention(tiny["vit"], data, batch_size=8, checkpoint=tmp_path / "progress", **RUN)
+        resumed = cls_attention(tiny["vit"], data, batch_size=4, checkpoint=tmp_path / "progress", **RUN)
     assert [str(w.message) for w in caught if w.category is Resumed] == [
-        "Resumed a stopped run: the 16 image(s) it had scored are skipped."]
+        "Resumed a stopped run: the 8 image(s) it had scored are skipped."]
     assert resumed.rows == whole.rows and len(whole.rows) == 3  # 2 heads and their mean
-    assert resumed.settings == whole.settings and whole.settings["images"] == 24
+    assert resumed.settings == whole.settings and whole.settings["images"] == 12
 
 
 def test_the_trained_builtin_models_cls_attention_finds_the_shape(tmp_path):

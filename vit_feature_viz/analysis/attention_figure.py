@@ -95,7 +95,7 @@ def _bars(axes, model: ModelMaps) -> None:
     axes.set_ylim(0, 1.02)
     axes.set_xlabel("head", fontsize=8)
     axes.set_title(f"{model.name}, block {model.layer}: CLS attention against the object's box", fontsize=9)
-    axes.legend(fontsize=7, ncols=2, loc="upper left")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, which reach 1
     axes.grid(axis="y", alpha=0.3)
 
 
