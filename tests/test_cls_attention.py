@@ -25,14 +25,14 @@ RUN = dict(device="cpu", precision="fp32", progress=False)
 @pytest.fixture(scope="module")
 def tiny(tiny_repos):
     return {role: load_model(tiny_repos[role], device="cpu", precision="fp32")
-            for role in ("vit", "deit", "clip", "timm_vit", "open_clip", "siglip")}
+            for role in ("vit", "deit", "dinov2", "clip", "timm_vit", "open_clip", "siglip")}
 
 
 def _images(model, count=2):
     return torch.rand(count, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("role", ["vit", "deit", "clip"])
+@pytest.mark.parametrize("role", ["vit", "deit", "dinov2", "clip"])
 def test_transformers_attention_read_from_q_and_k_is_the_models_own(tiny, role):
     model, images = tiny[role], _images(tiny[role])
     for layer in (0, model.num_layers - 1):
