@@ -45,3 +45,28 @@ def test_a_model_without_a_head_runs_through_a_probe_fitted_on_the_probe_split(c
                                           "test", 20, 0, 0, "train", api_name="/analyze")
     assert [row[1] for row in table["data"]] == [0, 1, 2, 3]
     assert "read through a linear probe on 20 images" in summary
+
+
+def test_cls_attention_and_cue_conflict_run_in_the_analyses_tab_and_explore_draws_an_uploaded_image(client, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    plot, table, summary = analyze(client, FIXTURE, "CLS attention maps of this block (needs boxes or masks)",
+                                   max_images=8, layer=5)
+    assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert table["headers"][:5] == ["model_id", "layer", "head", "mass_in_box", "pointing_game"]
+    assert [row[2] for row in table["data"]] == [0, 1, 2, 3, "mean"] and {row[1] for row in table["data"]} == {5}
+    assert "pointing game" in summary
+
+    cue = "Cue conflict: shape bias (needs shape and colour/texture columns)"
+    plot, table, summary = analyze(client, FIXTURE, cue, dataset="vit-feature-viz/shapes-cue-conflict", max_images=8)
+    row = dict(zip(table["headers"], table["data"][0]))
+    assert row["conflict_images"] == 8 and row["shape_bias"] < 0.2  # the colour-coded model follows the colour
+    message = app_error(lambda: analyze(client, FIXTURE, cue, dataset="vit-feature-viz/shapes-color", max_images=4))
+    assert "has no cue column besides the shape column 'label'" in message and "this app reads a shape column" in message
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (80, 64), (30, 200, 40)).save(photo)
+    strip = client.predict(FIXTURE, 5, handle_file(str(photo)), api_name="/cls_attention")
+    with Image.open(strip) as image:
+        assert image.size == (96 * 5, 96 + 14)  # the mean, then each of the 4 heads

@@ -98,6 +98,8 @@ CASES = [
     Case("app", "huge seed", "Seed must be at least 0 and at most 9223372036854775807", _app_render(seed=10**20)),
     Case("app", "server file as image", "The image was not uploaded to this app",
          ("/patch_map", "{vit}", 0, 0, {"path": "{a_file}"})),
+    Case("app", "server file as CLS attention image", "The image was not uploaded to this app",
+         ("/cls_attention", "{vit}", 0, {"path": "{a_file}"})),
     # galleries a visitor names in the Explore galleries tab: bounded cost, one line
     Case("app", "9400x9400 PNG in a gallery", "holds a 9400x9400 image, larger than 4 megapixels, more than this "
          "browser decodes", ("/show_layer", "{bomb_gallery}", MODEL, 0, "feature", 1)),
@@ -229,6 +231,17 @@ CASES = [
          _analyze("foreground-background", "{short_boxes}")),
     Case("cli", "streamed NaN box", "A row of column 'bbox' holds [6.0, nan, 30.0, 28.0], not boxes",
          _analyze("foreground-background", "{nan_boxes}", "--streaming")),
+    Case("cli", "CLS attention without boxes", "has no bounding-box or mask column", _analyze("cls-attention", "{images}")),
+    Case("cli", "CLS attention of block 9", "Layer 9 is out of range: 'tiny-org/vit-classifier' has 4 blocks",
+         _analyze("cls-attention", "{images}", "--layer", "9")),
+    Case("cli", "CLS attention NaN box", "Row 2 of column 'bbox' holds [6.0, nan, 30.0, 28.0], not boxes",
+         _analyze("cls-attention", "{nan_boxes}")),
+    Case("cli", "cue conflict without labels", "has no shape label column (columns: image): pass --shape-column NAME",
+         _analyze("cue-conflict", "{images}")),
+    Case("cli", "cue conflict without a cue column", "has no cue column besides the shape column 'label' (columns: "
+         "image, label, bbox): pass --cue-column NAME", _analyze("cue-conflict", "{nan_boxes}")),
+    Case("cli", "cue conflict naming a missing column", "has no cue column 'hue' besides the shape column 'label'",
+         _analyze("cue-conflict", "{nan_boxes}", "--cue-column", "hue")),
     Case("cli", "Latin-1 vocabulary", "is not UTF-8 text (byte 0xe9 at position 3): save it with UTF-8 encoding",
          ("analyze", "clip-names", "{open_clip}", "--dataset", "{images}", "--split", "train", "--layer", "0",
           "--features", "0", "--vocabulary", "{latin1_vocabulary}", "--device", "cpu", "--quiet", *OUT)),

@@ -127,6 +127,8 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.locator("#map-image").click()
     page.wait_for_function("(() => { const img = document.querySelector('#overlay img');"
                            " return img && img.complete && img.naturalWidth === 32; })()", timeout=60_000)
+    page.wait_for_function("(() => { const img = document.querySelector('#cls-attention img');"  # mean + 2 heads
+                           " return img && img.complete && img.naturalWidth === 3 * 96; })()", timeout=60_000)
     page.get_by_role("tab", name="Render").click()
 
     # a bad request shows its one-line message in the page

@@ -32,7 +32,8 @@ EXAMPLE_HUB_DATASET = "uoft-cs/cifar10"
 # Generated offline by vit_feature_viz.data.shapes, with labels and boxes, under Hub-style names that every command
 # and tab accepts with no network. Split "test" holds the test images of the trained shapes fixtures (the seed
 # their validation used, which no training batch uses); "train" other images, e.g. to fit a linear probe on.
-BUILTIN_DATASETS = {"vit-feature-viz/shapes-color": "color", "vit-feature-viz/shapes-shape": "shape"}
+BUILTIN_DATASETS = {"vit-feature-viz/shapes-color": "color", "vit-feature-viz/shapes-shape": "shape",
+                    "vit-feature-viz/shapes-cue-conflict": "cue-conflict"}  # columns shape and color: cue-conflict
 BUILTIN_SPLITS = {"test": 999_983, "train": 999_979}  # split -> seed
 BUILTIN_COUNT = 1200
 DEFAULT_BUILTIN_DATASET = "vit-feature-viz/shapes-shape"
@@ -73,7 +74,7 @@ def open_image_dataset(name_or_path, *, split: str | None = None, image_column: 
     return dataset, find_image_column(dataset, image_column, name)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=6)  # every built-in set's two splits
 def builtin_dataset(name: str, split: str | None = None) -> datasets.Dataset:
     """A built-in shapes set (BUILTIN_DATASETS), generated once per process and split."""
     split = default_split(BUILTIN_SPLITS) if split is None else split

@@ -17,6 +17,8 @@ _EXPORTS = {
     "clip_names": ".clip_names", "feature_names": ".clip_names", "cls_isolation": ".cls_isolation",
     "AnalysisResult": ".common", "ANALYSIS_DIR": ".common", "foreground_background": ".foreground_background", "frequency": ".frequency",
     "per_block_cls": ".per_block_cls", "token_pooling": ".token_pooling",
+    "cls_attention": ".cls_attention",
+    "cue_conflict": ".cue_conflict",
 }
 # The experiments by the names the CLI offers (`analyze EXPERIMENT`), each function imported when first run.
 EXPERIMENTS = Registry("experiment", __name__)
@@ -26,6 +28,8 @@ EXPERIMENTS.register("per-block-cls", ".per_block_cls:per_block_cls")
 EXPERIMENTS.register("foreground-background", ".foreground_background:foreground_background")
 EXPERIMENTS.register("frequency", ".frequency:frequency")
 EXPERIMENTS.register("clip-names", ".clip_names:clip_names")
+EXPERIMENTS.register("cls-attention", ".cls_attention:cls_attention")
+EXPERIMENTS.register("cue-conflict", ".cue_conflict:cue_conflict")
 
 
 def __getattr__(name: str):
@@ -48,5 +52,5 @@ class _Package(types.ModuleType):
 
 sys.modules[__name__].__class__ = _Package
 
-__all__ = ["ANALYSIS_DIR", "AnalysisResult", "EXPERIMENTS", "clip_names", "cls_isolation", "feature_names",
-           "foreground_background", "frequency", "per_block_cls", "token_pooling"]
+__all__ = ["ANALYSIS_DIR", "AnalysisResult", "EXPERIMENTS", "clip_names", "cls_attention", "cls_isolation",
+           "cue_conflict", "feature_names", "foreground_background", "frequency", "per_block_cls", "token_pooling"]

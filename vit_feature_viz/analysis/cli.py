@@ -45,12 +45,17 @@ def add_analyze_command(commands) -> None:
     sub.add_argument("--mask-column", default=None, help="foreground-background: foreground masks")
     sub.add_argument("--fill", default="black", choices=["black", "grey"], help="what replaces the removed part")
     sub.add_argument("--cutoffs", default=None, help="frequency: fractions of Nyquist, e.g. 0.0625,0.125,0.25,0.5,1")
-    sub.add_argument("--layer", type=int, default=None, help="clip-names: block index, from 0")
+    sub.add_argument("--layer", type=int, default=None,
+                     help="clip-names, cls-attention (default: the last): block index, from 0")
     sub.add_argument("--features", default=None, help="clip-names: e.g. 7, 0,5,9 or 0-15")
     sub.add_argument("--vocabulary", default=None, help="clip-names: text file, one word or phrase a line "
                      "(default: the shipped list of common visual concepts)")
     sub.add_argument("--top-images", type=int, default=16, help="clip-names: images per feature that define it")
     sub.add_argument("--top-names", type=int, default=5, help="clip-names: names kept per feature")
+    sub.add_argument("--shape-column", default=None,
+                     help="cue-conflict: the shape's class (default: shape, else the label column)")
+    sub.add_argument("--cue-column", default=None,
+                     help="cue-conflict: the other cue's class (default: color, colour, texture or cue)")
     add_load_options(sub, "repos")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.set_defaults(run=run_analyze)
@@ -108,6 +113,11 @@ def run_analyze(args) -> int:
                        fill=args.fill)
     if args.experiment == "frequency" and args.cutoffs:
         options["cutoffs"] = _floats(args.cutoffs)
+    if args.experiment == "cls-attention":
+        options.update(layer=args.layer, box_column=args.box_column, mask_column=args.mask_column,
+                       box_format=args.box_format)
+    if args.experiment == "cue-conflict":
+        options.update(shape_column=args.shape_column, cue_column=args.cue_column)
     command = {"experiment": args.experiment, "models": args.models, "dataset": args.dataset,
                **{key: value for key, value in options.items() if key != "progress"}}
     checkpoint = progress_folder(args.out, "analyze", command)  # saved after every batch: the same command resumes

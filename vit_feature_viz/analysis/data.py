@@ -14,7 +14,7 @@ import re
 import reprlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
@@ -45,6 +45,7 @@ class LabeledData:
     mask_column: str | None = None
     box_format: str = "xyxy"
     split: str | None = None  # the split read (the default one when none was asked for)
+    extra_columns: tuple[str, ...] = ()  # more columns each Batch carries as they are (a second label, ...)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Batch:
     images: list[Image.Image]  # RGB
     labels: list  # dataset labels: ints (ClassLabel ids / class indices) or strings; [] without a label column
     masks: list[Image.Image] | None  # "L" foreground masks (255 = object) at the images' size, when asked for
+    extra: dict[str, list] = field(default_factory=dict)  # LabeledData.extra_columns' values, by column
 
 
 def open_labeled(
@@ -191,6 +193,7 @@ def batches(
     if max_images is not None and max_images < 1:
         raise VizError(f"max_images must be at least 1, not {max_images}: leave it unset to use the whole split.")
     columns = [c for c in (data.image_column, data.label_column, data.box_column, data.mask_column) if c]
+    columns += data.extra_columns
     dataset = data.dataset.select_columns(list(dict.fromkeys(columns)))
     for column in (data.image_column, data.mask_column):
         feature = (dataset.features or {}).get(column) if column else None
@@ -207,7 +210,8 @@ def batches(
             bar.update(len(rows))
             masks = [mask for _, mask in loaded] if data.box_column or data.mask_column else None
             labels = [row[data.label_column] for row in rows] if data.label_column else []
-            yield Batch([image for image, _ in loaded], labels, masks)
+            yield Batch([image for image, _ in loaded], labels, masks,
+                        {c: [row[c] for row in rows] for c in data.extra_columns})
 
 
 def prepare(images: list[Image.Image], preprocess, pool: ThreadPoolExecutor | None = None) -> torch.Tensor:

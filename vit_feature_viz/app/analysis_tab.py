@@ -19,6 +19,8 @@ EXPERIMENT_LABELS = {
     "Foreground / background (needs boxes or masks)": "foreground-background",
     "Low-pass / high-pass filtering": "frequency",
     "Name CLIP features (this feature)": "clip-names",
+    "CLS attention maps of this block (needs boxes or masks)": "cls-attention",
+    "Cue conflict: shape bias (needs shape and colour/texture columns)": "cue-conflict",
 }
 SECONDS_PER_IMAGE = 0.05  # ZeroGPU duration estimate: the per-block experiments run the blocks ~L/2 times
 
@@ -50,7 +52,7 @@ class Analyst:
                 raise over_cap(self.preset, "max dataset images", max_images, cap, "images")
             model = self.models.get(model_id, token=token)
             layer, feature = as_int(layer, "layer"), as_int(feature, "feature", minimum=0)
-            if name == "clip-names":
+            if name in ("clip-names", "cls-attention"):
                 model.check_layer(layer)
             probe_split = str(probe_split or "").strip() or None
             progress(None, desc=f"{experiment} on up to {max_images} images of {dataset}")
@@ -88,6 +90,8 @@ class Analyst:
         with user_errors("running the analysis"):
             model = self.models.get(model_id, token=token)
             options = dict(split=split, max_images=max_images, progress=False, token=token)
+            if experiment == "cls-attention":
+                options["layer"] = layer
             if experiment == "clip-names":
                 options.update(layer=layer, features=[feature], top_images=min(16, max_images))
             elif probe_split:

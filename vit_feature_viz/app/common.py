@@ -106,6 +106,8 @@ APP_DECIDES = {
                   "column",
     "device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
     "token": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
+    "cue_column": "this app reads a shape column and a color, colour, texture or cue column, so pick a dataset "
+                  "that has both, e.g. vit-feature-viz/shapes-cue-conflict",
 }
 
 

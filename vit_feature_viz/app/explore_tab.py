@@ -42,6 +42,15 @@ class Explorer:
             target = self.check_feature(model, layer, feature)
             return draw_patch_map(model, image, target.objective, target.features[0])  # as checked
 
+    def cls_attention(self, model_id, layer, image, oauth_token: gr.OAuthToken | None = None):
+        """/cls_attention: where the CLS token of block `layer` looks in an uploaded image (mean, then each head)."""
+        from ..analysis.cls_attention import attention_overlay
+
+        with user_errors("drawing the CLS attention"):
+            image = open_image(image, self.uploads())
+            model = self.models.get(model_id, token=visitor_token(oauth_token))
+            return attention_overlay(model, image, model.check_layer(as_int(layer, "layer")).index)
+
     def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None,
                  oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
         """/examples: the dataset images that activate `feature` most, each followed by its patch map; the
@@ -105,6 +114,8 @@ def build(ctx: AppContext) -> Explorer:
                               elem_id="upload")
             overlay = gr.Image(type="pil", label="Patch activation map", format="png", interactive=False, height=320,
                                elem_id="overlay")
+            attention = gr.Image(type="pil", label="CLS attention of this block (mean, then each head)", format="png",
+                                 interactive=False, height=320, elem_id="cls-attention")
         map_button = gr.Button("Map this image", elem_id="map-image")
 
     scanning = find.click(
@@ -113,5 +124,7 @@ def build(ctx: AppContext) -> Explorer:
     )
     mapping = map_button.click(explorer.patch_map, [ctx.model_id, ctx.layer, ctx.feature, upload], [overlay],
                                api_name="patch_map", **ctx.device_job())
-    ctx.jobs.extend([scanning, mapping])
+    attending = map_button.click(explorer.cls_attention, [ctx.model_id, ctx.layer, upload], [attention],
+                                 api_name="cls_attention", **ctx.device_job())
+    ctx.jobs.extend([scanning, mapping, attending])
     return explorer

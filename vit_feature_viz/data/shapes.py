@@ -15,6 +15,7 @@ import numpy as np
 
 SHAPE_CLASSES = ("disc", "square", "triangle", "ring", "bar", "cross")
 VARIANTS = ("color", "shape")
+CUE_CONFLICT = "cue-conflict"  # shapes_dataset's name for generate_cue_conflict's images
 
 # Per-class colours of the "color" variant (RGB in [0, 1]): saturated and far apart.
 CLASS_COLORS = np.array([
@@ -40,6 +41,7 @@ class ShapeSet:
     boxes: np.ndarray  # int64 [N, 4]
     masks: np.ndarray  # bool [N, size, size]
     class_names: tuple[str, ...] = SHAPE_CLASSES
+    cues: np.ndarray | None = None  # int64 [N]: the colour's class, in cue-conflict sets (generate_cue_conflict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -58,24 +60,50 @@ def generate_shapes(count: int, *, variant: str = "shape", size: int = 64, seed:
     boxes = np.empty((count, 4), np.int64)
     grid = _Grid(size)
     for i, label in enumerate(labels):
-        background = _background(rng, grid)
-        mask = _shape_mask(rng, grid, int(label))
-        color = _shape_color(rng, variant, int(label), background[::4, ::4].reshape(-1, 3).mean(0))
-        shading = 1.0 + 0.08 * (grid.x * rng.uniform(-1, 1) + grid.y * rng.uniform(-1, 1))  # a little light
-        image = np.where(mask[..., None], color * shading[..., None], background)
-        image += rng.standard_normal(image.shape, dtype=np.float32) * GRAIN
-        np.clip(image * 255.0 + 0.5, 0, 255, out=image)
-        images[i] = image
-        masks[i] = mask
-        boxes[i] = _box(mask)
+        images[i], masks[i] = _draw(rng, grid, int(label), variant, int(label))
+        boxes[i] = _box(masks[i])
     return ShapeSet(images=images, labels=labels, boxes=boxes, masks=masks)
 
 
+def generate_cue_conflict(count: int, *, size: int = 64, seed: int = 0) -> ShapeSet:
+    """Cue-conflict images (Geirhos et al. 2019) for the shapes models: a shape of one class drawn in the colour
+    another class has in the "color" variant, on the same backgrounds. `labels` is the shape's class, `cues` the
+    colour's; the 30 ordered pairs of different classes come equally often, shuffled, deterministic in `seed`."""
+    if count < 0 or size < 16:
+        raise ValueError("count must be >= 0 and size >= 16")
+    rng = np.random.default_rng(seed)
+    pairs = np.array([(s, c) for s in range(len(SHAPE_CLASSES)) for c in range(len(SHAPE_CLASSES)) if s != c])
+    labels, cues = pairs[rng.permutation(np.arange(count) % len(pairs))].T.astype(np.int64).reshape(2, count)
+    images = np.empty((count, size, size, 3), np.uint8)
+    masks = np.empty((count, size, size), bool)
+    boxes = np.empty((count, 4), np.int64)
+    grid = _Grid(size)
+    for i, (label, cue) in enumerate(zip(labels, cues)):
+        images[i], masks[i] = _draw(rng, grid, int(label), "color", int(cue))
+        boxes[i] = _box(masks[i])
+    return ShapeSet(images=images, labels=labels, boxes=boxes, masks=masks, cues=cues)
+
+
+def _draw(rng: np.random.Generator, grid: "_Grid", label: int, variant: str, color_label: int):
+    """(uint8 image, mask) of one shape of class `label` coloured as `color_label` is in `variant`."""
+    background = _background(rng, grid)
+    mask = _shape_mask(rng, grid, label)
+    color = _shape_color(rng, variant, color_label, background[::4, ::4].reshape(-1, 3).mean(0))
+    shading = 1.0 + 0.08 * (grid.x * rng.uniform(-1, 1) + grid.y * rng.uniform(-1, 1))  # a little light
+    image = np.where(mask[..., None], color * shading[..., None], background)
+    image += rng.standard_normal(image.shape, dtype=np.float32) * GRAIN
+    np.clip(image * 255.0 + 0.5, 0, 255, out=image)
+    return image, mask
+
+
 def shapes_dataset(count: int, *, variant: str = "shape", size: int = 64, seed: int = 0):
-    """The same images as a `datasets.Dataset`: `image` (Image), `label` (ClassLabel), `bbox` ([x0, y0, x1, y1])."""
+    """The same images as a `datasets.Dataset`: `image` (Image), `label` (ClassLabel), `bbox` ([x0, y0, x1, y1]).
+    Variant CUE_CONFLICT: `generate_cue_conflict`'s images with two label columns, `shape` and `color`."""
     import datasets
     from PIL import Image
 
+    if variant == CUE_CONFLICT:
+        return _cue_conflict_dataset(generate_cue_conflict(count, size=size, seed=seed))
     shapes = generate_shapes(count, variant=variant, size=size, seed=seed)
     features = datasets.Features({
         "image": datasets.Image(),
@@ -88,6 +116,20 @@ def shapes_dataset(count: int, *, variant: str = "shape", size: int = 64, seed: 
             "label": shapes.labels.tolist(),
             "bbox": shapes.boxes.tolist(),
         },
+        features=features,
+    )
+
+
+def _cue_conflict_dataset(shapes: ShapeSet):
+    import datasets
+    from PIL import Image
+
+    label = datasets.ClassLabel(names=list(SHAPE_CLASSES))
+    features = datasets.Features({"image": datasets.Image(), "shape": label, "color": label,
+                                  "bbox": datasets.List(datasets.Value("int64"), length=4)})
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(image) for image in shapes.images], "shape": shapes.labels.tolist(),
+         "color": shapes.cues.tolist(), "bbox": shapes.boxes.tolist()},
         features=features,
     )
 
