@@ -18,6 +18,7 @@ _EXPORTS = {
     "AnalysisResult": ".common", "ANALYSIS_DIR": ".common", "foreground_background": ".foreground_background", "frequency": ".frequency",
     "per_block_cls": ".per_block_cls", "token_pooling": ".token_pooling",
 }
+_EXPORTS.update(block_removal=".block_removal", occlusion=".occlusion", patch_shuffle=".patch_shuffle")
 # The experiments by the names the CLI offers (`analyze EXPERIMENT`), each function imported when first run.
 EXPERIMENTS = Registry("experiment", __name__)
 EXPERIMENTS.register("cls-isolation", ".cls_isolation:cls_isolation")
@@ -26,6 +27,9 @@ EXPERIMENTS.register("per-block-cls", ".per_block_cls:per_block_cls")
 EXPERIMENTS.register("foreground-background", ".foreground_background:foreground_background")
 EXPERIMENTS.register("frequency", ".frequency:frequency")
 EXPERIMENTS.register("clip-names", ".clip_names:clip_names")
+EXPERIMENTS.register("block-removal", ".block_removal:block_removal")
+EXPERIMENTS.register("occlusion", ".occlusion:occlusion")
+EXPERIMENTS.register("patch-shuffle", ".patch_shuffle:patch_shuffle")
 
 
 def __getattr__(name: str):
@@ -50,3 +54,4 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = ["ANALYSIS_DIR", "AnalysisResult", "EXPERIMENTS", "clip_names", "cls_isolation", "feature_names",
            "foreground_background", "frequency", "per_block_cls", "token_pooling"]
+__all__ += ["block_removal", "occlusion", "patch_shuffle"]
