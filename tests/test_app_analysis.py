@@ -45,3 +45,14 @@ def test_a_model_without_a_head_runs_through_a_probe_fitted_on_the_probe_split(c
                                           "test", 20, 0, 0, "train", api_name="/analyze")
     assert [row[1] for row in table["data"]] == [0, 1, 2, 3]
     assert "read through a linear probe on 20 images" in summary
+
+
+def test_the_robustness_experiments_are_offered_and_run_on_the_loaded_model(client):
+    """Block removal, occlusion and patch shuffling from the tab, on the trained fixture (6 blocks) and its boxes."""
+    expected = {"Block removal (each block, its attention or its MLP skipped)": ("removed", "block 0 removed", 19),
+                "Occlusion (patches dropped: random, object first, background first)": ("order", "foreground-first", 18),
+                "Patch shuffling (tiles of an N x N grid)": ("grid", "top-1 by grid", 5)}
+    for label, (column, words, rows) in expected.items():
+        plot, table, summary = analyze(client, FIXTURE, experiment=label, max_images=4)
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert column in table["headers"] and len(table["data"]) == rows and words in summary

@@ -19,6 +19,9 @@ EXPERIMENT_LABELS = {
     "Foreground / background (needs boxes or masks)": "foreground-background",
     "Low-pass / high-pass filtering": "frequency",
     "Name CLIP features (this feature)": "clip-names",
+    "Block removal (each block, its attention or its MLP skipped)": "block-removal",
+    "Occlusion (patches dropped: random, object first, background first)": "occlusion",
+    "Patch shuffling (tiles of an N x N grid)": "patch-shuffle",
 }
 SECONDS_PER_IMAGE = 0.05  # ZeroGPU duration estimate: the per-block experiments run the blocks ~L/2 times
 
