@@ -1,15 +1,14 @@
 """Occlusion (Naseer et al. 2021, *Intriguing Properties of Vision Transformers*): accuracy against the fraction
 of image patches dropped, at random and, when the dataset has boxes or masks, the object's patches first
-(foreground-first) or last (background-first). Their finding: ViTs stay accurate with many patches gone (DeiT-S
-keeps ~70% top-1 with half of the patches dropped at random), CNNs do not.
+(foreground-first) or last (background-first). Their finding: ViTs stay accurate with many patches gone (up to 60%
+top-1 on ImageNet with 80% of the patches occluded at random), CNNs do not.
 
 What "drop" means: for a ViT, by default (`drop="tokens"`), a dropped patch's token is removed from the sequence
 after the position embeddings are added, so the model never sees it and the kept tokens keep their positions.
-Zeroing its pixels instead would feed the model a black patch, a token it did see in training rarely and that
-still takes part in attention, which measures robustness to an odd-looking patch more than to missing
-information. `drop="pixels"` sets the patch's pixels to the fill colour instead, which is the only way for a
-CNN (it has no tokens; its patches are CNN_PATCH-pixel cells) and lets a ViT be compared with a CNN under the
-same intervention.
+Naseer et al.'s PatchDrop sets the patch's pixels to zero instead, which feeds the model a black patch: a token
+it rarely saw in training that still takes part in attention, so it measures tolerance of an odd-looking patch as
+much as of missing information. `drop="pixels"` does that (with the fill colour): the only way for a CNN (it has
+no tokens; its patches are CNN_PATCH-pixel cells), and the paper's own protocol for a ViT.
 """
 
 from __future__ import annotations
