@@ -211,6 +211,19 @@ def test_frequency_compares_a_vit_with_a_cnn_and_low_pass_at_nyquist_is_the_natu
         frequency(tiny["vit"], dataset, cutoffs=[2], **RUN)
 
 
+def test_occlusion_and_shuffling_run_a_cnn_by_masking_pixels_and_leave_it_unchanged_at_zero(tiny, resnet):
+    from vit_feature_viz.analysis import occlusion, patch_shuffle
+
+    dataset = _dataset(6)
+    natural = _natural(load_classifier(resnet, device="cpu"), dataset)
+    dropped = occlusion([tiny["vit"], resnet], dataset, fractions=[0, 0.5], **RUN)
+    cnn = {(r["order"], r["fraction"]): r for r in dropped.rows if r["model_id"] == resnet}
+    assert {(r["drop"], r["grid"]) for r in cnn.values()} == {("pixels", 10)}  # 160 px in 16 px cells
+    assert cnn[("random", 0)]["top1"] == natural.top1 and cnn[("random", 0.5)]["patches_dropped"] == 50
+    shuffled = patch_shuffle([tiny["vit"], resnet], dataset, grids=[1, 4], **RUN)
+    assert next(r["top1"] for r in shuffled.rows if r["model_id"] == resnet and r["grid"] == 1) == natural.top1
+
+
 def test_cnns_load_by_name_with_the_pickle_rule_and_are_refused_where_blocks_are_run(resnet):
     classifier = load_classifier(resnet, device="cpu")
     assert classifier.kind == "cnn" and classifier.image_size == 160 and len(classifier.class_names) == 10

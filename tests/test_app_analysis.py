@@ -70,3 +70,14 @@ def test_cls_attention_and_cue_conflict_run_in_the_analyses_tab_and_explore_draw
     strip = client.predict(FIXTURE, 5, handle_file(str(photo)), api_name="/cls_attention")
     with Image.open(strip) as image:
         assert image.size == (96 * 5, 96 + 14)  # the mean, then each of the 4 heads
+
+
+def test_the_robustness_experiments_are_offered_and_run_on_the_loaded_model(client):
+    """Block removal, occlusion and patch shuffling from the tab, on the trained fixture (6 blocks) and its boxes."""
+    expected = {"Block removal (each block, its attention or its MLP skipped)": ("removed", "block 0 removed", 19),
+                "Occlusion (patches dropped: random, object first, background first)": ("order", "foreground-first", 18),
+                "Patch shuffling (tiles of an N x N grid)": ("grid", "top-1 by grid", 5)}
+    for label, (column, words, rows) in expected.items():
+        plot, table, summary = analyze(client, FIXTURE, experiment=label, max_images=4)
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert column in table["headers"] and len(table["data"]) == rows and words in summary

@@ -81,7 +81,8 @@ def test_every_experiment_loads_and_analyze_help_imports_no_torch():
     from vit_feature_viz.analysis import EXPERIMENTS
 
     assert EXPERIMENTS.names() == ("cls-isolation", "token-pooling", "per-block-cls", "foreground-background",
-                                   "frequency", "clip-names", "cls-attention", "cue-conflict")
+                                   "frequency", "clip-names", "cls-attention", "cue-conflict", "block-removal",
+                                   "occlusion", "patch-shuffle")
     assert all(callable(EXPERIMENTS.get(name)) for name in EXPERIMENTS)
     code = ("import runpy, sys\nsys.argv = ['vit-feature-viz', 'analyze', '--help']\n"
             "try:\n    runpy.run_module('vit_feature_viz', run_name='__main__')\nexcept SystemExit:\n    pass\n"

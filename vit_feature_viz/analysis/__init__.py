@@ -16,9 +16,9 @@ from ..registry import Registry
 _EXPORTS = {
     "clip_names": ".clip_names", "feature_names": ".clip_names", "cls_isolation": ".cls_isolation",
     "AnalysisResult": ".common", "ANALYSIS_DIR": ".common", "foreground_background": ".foreground_background", "frequency": ".frequency",
-    "per_block_cls": ".per_block_cls", "token_pooling": ".token_pooling",
-    "cls_attention": ".cls_attention",
-    "cue_conflict": ".cue_conflict",
+    "per_block_cls": ".per_block_cls", "token_pooling": ".token_pooling", "cls_attention": ".cls_attention",
+    "cue_conflict": ".cue_conflict", "block_removal": ".block_removal", "occlusion": ".occlusion",
+    "patch_shuffle": ".patch_shuffle",
 }
 # The experiments by the names the CLI offers (`analyze EXPERIMENT`), each function imported when first run.
 EXPERIMENTS = Registry("experiment", __name__)
@@ -30,6 +30,9 @@ EXPERIMENTS.register("frequency", ".frequency:frequency")
 EXPERIMENTS.register("clip-names", ".clip_names:clip_names")
 EXPERIMENTS.register("cls-attention", ".cls_attention:cls_attention")
 EXPERIMENTS.register("cue-conflict", ".cue_conflict:cue_conflict")
+EXPERIMENTS.register("block-removal", ".block_removal:block_removal")
+EXPERIMENTS.register("occlusion", ".occlusion:occlusion")
+EXPERIMENTS.register("patch-shuffle", ".patch_shuffle:patch_shuffle")
 
 
 def __getattr__(name: str):
@@ -54,3 +57,4 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = ["ANALYSIS_DIR", "AnalysisResult", "EXPERIMENTS", "clip_names", "cls_attention", "cls_isolation",
            "cue_conflict", "feature_names", "foreground_background", "frequency", "per_block_cls", "token_pooling"]
+__all__ += ["block_removal", "occlusion", "patch_shuffle"]

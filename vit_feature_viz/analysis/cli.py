@@ -39,14 +39,18 @@ def add_analyze_command(commands) -> None:
     sub.add_argument("--probe-split", default=None, help="models without a classifier head (DINOv2, MAE): fit a "
                      "linear probe on their frozen CLS features of this labelled split of --dataset, e.g. train")
     sub.add_argument("--probe-images", type=int, default=5000, help="use at most N images of --probe-split")
-    sub.add_argument("--box-column", default=None, help="foreground-background: boxes x0,y0,x1,y1 in pixels")
+    sub.add_argument("--box-column", default=None, help="foreground-background, occlusion, cls-attention: boxes x0,y0,x1,y1 in pixels")
     sub.add_argument("--box-format", default="xyxy", choices=["xyxy", "xywh"],
-                     help="foreground-background: x0,y0,x1,y1 or x,y,width,height")
-    sub.add_argument("--mask-column", default=None, help="foreground-background: foreground masks")
+                     help="boxes as x0,y0,x1,y1 or x,y,width,height")
+    sub.add_argument("--mask-column", default=None, help="foreground-background, occlusion, cls-attention: foreground masks")
     sub.add_argument("--fill", default="black", choices=["black", "grey"], help="what replaces the removed part")
     sub.add_argument("--cutoffs", default=None, help="frequency: fractions of Nyquist, e.g. 0.0625,0.125,0.25,0.5,1")
     sub.add_argument("--layer", type=int, default=None,
                      help="clip-names, cls-attention (default: the last): block index, from 0")
+    sub.add_argument("--fractions", default=None, help="occlusion: fractions of patches dropped, e.g. 0,0.25,0.5,0.75")
+    sub.add_argument("--drop", default="tokens", choices=["tokens", "pixels"], help="occlusion: how a ViT loses a "
+                     "patch: its token leaves the sequence, or its pixels take the --fill colour (CNNs: always pixels)")
+    sub.add_argument("--grids", default=None, help="patch-shuffle: tiles per side shuffled, e.g. 1,2,4,8,16")
     sub.add_argument("--features", default=None, help="clip-names: e.g. 7, 0,5,9 or 0-15")
     sub.add_argument("--vocabulary", default=None, help="clip-names: text file, one word or phrase a line "
                      "(default: the shipped list of common visual concepts)")
@@ -118,6 +122,12 @@ def run_analyze(args) -> int:
                        box_format=args.box_format)
     if args.experiment == "cue-conflict":
         options.update(shape_column=args.shape_column, cue_column=args.cue_column)
+    if args.experiment == "occlusion":
+        options.update(box_column=args.box_column, mask_column=args.mask_column, box_format=args.box_format,
+                       fill=args.fill, drop=args.drop, **({"fractions": _floats(args.fractions, "--fractions")}
+                                                          if args.fractions else {}))
+    if args.experiment == "patch-shuffle" and args.grids:
+        options["grids"] = _floats(args.grids, "--grids")
     command = {"experiment": args.experiment, "models": args.models, "dataset": args.dataset,
                **{key: value for key, value in options.items() if key != "progress"}}
     checkpoint = progress_folder(args.out, "analyze", command)  # saved after every batch: the same command resumes
@@ -137,10 +147,11 @@ def run_analyze(args) -> int:
     return 0
 
 
-def _floats(text: str) -> list[float]:
+def _floats(text: str, option: str = "--cutoffs") -> list[float]:
     from ..errors import VizError
 
     try:
         return [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise VizError(f"--cutoffs must be numbers separated by commas, not '{text}': use e.g. 0.125,0.25,0.5,1.") from None
+        example = {"--grids": "1,2,4,8", "--fractions": "0,0.25,0.5,0.75"}.get(option, "0.125,0.25,0.5,1")
+        raise VizError(f"{option} must be numbers separated by commas, not '{text}': use e.g. {example}.") from None

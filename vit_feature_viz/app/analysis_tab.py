@@ -21,6 +21,9 @@ EXPERIMENT_LABELS = {
     "Name CLIP features (this feature)": "clip-names",
     "CLS attention maps of this block (needs boxes or masks)": "cls-attention",
     "Cue conflict: shape bias (needs shape and colour/texture columns)": "cue-conflict",
+    "Block removal (each block, its attention or its MLP skipped)": "block-removal",
+    "Occlusion (patches dropped: random, object first, background first)": "occlusion",
+    "Patch shuffling (tiles of an N x N grid)": "patch-shuffle",
 }
 SECONDS_PER_IMAGE = 0.05  # ZeroGPU duration estimate: the per-block experiments run the blocks ~L/2 times
 
