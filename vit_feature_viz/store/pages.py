@@ -22,6 +22,7 @@ from PIL import Image
 from ..errors import VizError
 from ..lru import LRUCache
 from ..specs import HUB_ID, looks_like_path, whole_number
+from .builtin import builtin_gallery_path
 from .encoding import decode_image
 from .index import MAX_ROWS, GalleryIndex
 from .records import Entry, FeaturePage, TopExample, Visualization, entry_of
@@ -38,7 +39,8 @@ MAX_INDEX = 2**31 - 1  # a layer or feature index: the gallery's columns are int
 
 def open_gallery(source: Any, *, revision: str | None = None, token: str | bool | None = None,
                  allow_local: bool = True, max_rows: int = MAX_ROWS, indexes: GalleryCache | None = None) -> Gallery:
-    """Open a gallery folder or a Hub dataset repo (`org/name` or its URL) for browsing.
+    """Open a gallery folder or a Hub dataset repo (`org/name` or its URL) for browsing; `BUILTIN_GALLERY`
+    (vit-feature-viz/shapes-gallery) is the gallery shipped in the package, opened read only with no network.
 
     With `allow_local=False` (a public Space) only Hub ids are accepted, never paths on the server. A gallery
     declaring more than `max_rows` rows is refused from its shards' footers; `indexes` (a GalleryCache) shares one
@@ -47,6 +49,8 @@ def open_gallery(source: Any, *, revision: str | None = None, token: str | bool 
     read too).
     """
     source = normalize_source(source)
+    if (shipped := builtin_gallery_path(source)) is not None:  # package data: opens anywhere, read only
+        return Gallery(FolderSource(shipped, label=source), max_rows=max_rows, indexes=indexes)
     if not source:
         raise VizError(f"No gallery given: enter a Hub dataset id such as {EXAMPLE_ID}"
                        + (" or a gallery folder." if allow_local else "."))
