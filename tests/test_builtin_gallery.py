@@ -68,7 +68,7 @@ def test_the_shipped_gallery_holds_learned_features_examples_and_analyses(shippe
     assert not [p for p in BUILTIN_GALLERY_DIR.rglob(".*")], "hidden files (locks, progress) were shipped"
 
 
-def test_the_build_script_writes_what_is_shipped(shipped, tmp_path):
+def test_the_build_script_writes_what_is_shipped(shipped, tmp_path, capfd):
     """One layer, one feature, a few steps and images: the same kinds of files and rows as the shipped gallery."""
     spec = importlib.util.spec_from_file_location("build_builtin_gallery", ROOT / "scripts/build_builtin_gallery.py")
     script = importlib.util.module_from_spec(spec)
@@ -76,6 +76,9 @@ def test_the_build_script_writes_what_is_shipped(shipped, tmp_path):
     out = tmp_path / "gallery"
     assert script.main(["--out", str(out), "--layers", "3", "--features", "2", "--steps", "2", "--scan-images", "8",
                         "--experiments", "per-block-cls", "--max-images", "8"]) == 0
+    err = capfd.readouterr().err  # `gallery` ends by naming the command that shows it, once its examples are in
+    assert err.count("look at them: vit-feature-viz open ") == 1
+    assert err.index("top-5 examples of 1 feature(s)") < err.index("look at them: vit-feature-viz open ")
 
     def kinds(folder):
         return sorted({(p.relative_to(folder).parent.as_posix(), p.suffix) for p in folder.rglob("*") if p.is_file()
