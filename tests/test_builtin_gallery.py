@@ -63,6 +63,9 @@ def test_the_shipped_gallery_holds_learned_features_examples_and_analyses(shippe
     assert all({p.suffix for p in analyses if p.parent.name == name} == {".csv", ".png"} for name in EXPERIMENTS)
     per_block = next(p for p in analyses if p.parent.name == "per_block_cls" and p.suffix == ".csv").read_text()
     assert "shapes-vit" in per_block
+    plots = shipped.analysis_plots()  # what the app shows under the grid
+    assert sorted(name for _, name in plots) == [e.replace("_", "-") for e in EXPERIMENTS]
+    assert all(image.width > 300 for image, _ in plots)
     size = sum(p.stat().st_size for p in BUILTIN_GALLERY_DIR.rglob("*") if p.is_file())
     assert size < 3 * 2**20, f"the shipped gallery grew to {size / 2**20:.1f} MB"
     assert not [p for p in BUILTIN_GALLERY_DIR.rglob(".*")], "hidden files (locks, progress) were shipped"
@@ -109,3 +112,18 @@ def test_the_app_features_the_builtin_gallery_last_and_opens_the_first_that_open
     assert opened[2].value == 1 and "24 features of vit-feature-viz/shapes-vit in 3 layer(s)" in opened[4]
     grid = outputs[5]
     assert [caption.split(" · ")[0] for _, caption in grid] == [str(f) for f in FEATURES]
+    shown, plots = Galleries().analyses(BUILTIN_GALLERY)  # the tab's box of the gallery's experiment plots
+    assert shown.visible and len(plots) == len(EXPERIMENTS)
+    assert Galleries().analyses("")[0].visible is False  # nothing opened: no box, no error
+
+
+@pytest.mark.usefixtures("shipped")
+def test_pushed_to_the_hub_its_analyses_show_from_the_repo(hub, monkeypatch):
+    """A gallery's experiment plots are read from a Hub repo as from a folder (the app shows them under the grid)."""
+    from vit_feature_viz.store.hub import push_gallery
+
+    monkeypatch.setenv("HF_TOKEN", hub.write_token)
+    push_gallery(BUILTIN_GALLERY_DIR, "alice/shapes-gallery")
+    monkeypatch.delenv("HF_TOKEN")
+    pulled = open_gallery("alice/shapes-gallery", token=False)
+    assert sorted(name for _, name in pulled.analysis_plots()) == [e.replace("_", "-") for e in EXPERIMENTS]

@@ -364,6 +364,7 @@ def test_first_screen_shows_learned_features_and_a_clicked_feature_in_view(app_u
     page.screenshot(path=str(ARTIFACTS / "first-screen.png"))
     boxes = [page.locator("#layer-grid img").nth(i).bounding_box() for i in range(8)]
     assert all(b["y"] >= 0 and b["y"] + b["height"] <= FIRST_SCREEN["height"] for b in boxes), boxes  # on the first screen
+    images_loaded(page, "#analysis-plots", 5)  # below the grid: the paper's analyses saved with the gallery
 
     page.locator("#layer-grid img").nth(3).click()  # feature 3
     page.locator("#feature-header").get_by_text("Layer 1 · feature 3").wait_for(timeout=30_000)

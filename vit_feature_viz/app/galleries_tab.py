@@ -181,6 +181,14 @@ class Galleries:
                 f"{', '.join(inert(m) for m in models)} in "
                 f"{gallery.layer_count} layer(s). Click a feature to open its page.")
 
+    def analyses(self, source: Any, oauth_token: gr.OAuthToken | None = None):
+        """The opened gallery's experiment plots (the paper's analyses saved with it), and whether their box shows."""
+        if not str(source or "").strip():  # nothing opened (yet)
+            return gr.Accordion(visible=False), []
+        with user_errors("reading the gallery's analyses"):
+            plots = self.gallery(source, oauth_token).analysis_plots()
+            return gr.Accordion(visible=bool(plots)), plots
+
     # --- a layer ----------------------------------------------------------------------------------------
     def show_layer(self, source: Any, model: Any, layer: Any, objective: Any, page: Any = 1,
                    oauth_token: gr.OAuthToken | None = None):
@@ -396,6 +404,10 @@ def build(ctx: AppContext) -> Galleries:
                                      interactive=False, elem_id="feature-stats")
             examples = gr.Gallery(label="Top dataset examples and their patch maps", columns=6, fit_columns=False,
                                   format="png", height="auto", elem_id="feature-examples")
+        with gr.Accordion("The paper's analyses saved with this gallery", visible=False,
+                          elem_id="gallery-analyses") as analyses_box:
+            analyses = gr.Gallery(label="Experiment plots (the gallery's analysis/ folder)", columns=3,
+                                  fit_columns=False, format="png", height="auto", elem_id="analysis-plots")
         with gr.Accordion("Compare with another gallery (same layer and features)", open=False):
             with gr.Row(equal_height=True):
                 other = gr.Textbox(label="Second gallery", scale=3, elem_id="compare-source")
@@ -436,8 +448,13 @@ def build(ctx: AppContext) -> Galleries:
                          [left, right, compare_note], api_name="compare", **fast)
 
     opening.append(source_box.select(galleries.open, [source_box], opened, api_visibility="private", **fast))
+
+    def then_analyses(event):
+        event.success(galleries.analyses, [source], [analyses_box, analyses], api_visibility="private", **fast)
+
     for event in opening:
         then_layer(event)
+        then_analyses(event)
     then_layer(model.input(galleries.pick_model, [source, model], [model, layer, objective],
                            api_visibility="private", **fast))
     then_layer(layer.input(galleries.pick_layer, [source, model, layer], [model, layer, objective],
@@ -448,7 +465,8 @@ def build(ctx: AppContext) -> Galleries:
     then_feature(following.click(lambda f: f, [next_feature], [feature], api_visibility="private", queue=False))
     ctx.demo.load(galleries.model_from_link, None, [ctx.model_id, ctx.layer, ctx.feature], api_visibility="private",
                   queue=False)
-    ctx.demo.load(galleries.from_link, None, [*opened, *layer_view, *page_view, source_box], api_visibility="private",
-                  **fast) \
-        .success(None, [link], None, js=UPDATE_URL_JS)
+    on_start = ctx.demo.load(galleries.from_link, None, [*opened, *layer_view, *page_view, source_box],
+                             api_visibility="private", **fast)
+    on_start.success(None, [link], None, js=UPDATE_URL_JS)
+    then_analyses(on_start)
     return galleries
