@@ -152,6 +152,8 @@ CASES = [
          call=lambda c: scan_examples(c.model, 0, 0, c.images, batch_size=0, progress=False)),
     # destinations, found before any work
     Case("cli", "--out is a file", "is a file, not a folder", _render("--out", "{a_file}")),
+    Case("cli", "open a folder that is no gallery", "is not a gallery folder (no data/*.parquet shards)",
+         ("open", "{images}")),  # before the app is started: no server is left running
     Case("cli", "--out is not ours", "is not a gallery folder and not empty (has notes.txt)", _render("--out", "{foreign}")),
     Case("cli", "--out read-only", "Cannot write to /sys/vfv-out", _render("--out", "/sys/vfv-out")),
     Case("cli", "examples --out is a file", "is a file, not a folder",

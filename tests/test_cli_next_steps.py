@@ -25,7 +25,7 @@ def test_render_without_png_says_how_to_look_at_the_gallery(tiny_repos, tmp_path
     code = main(["render", tiny_repos["vit"], "--layer", "0", "--features", "0", "--steps", "1", "--quiet",
                  "--out", str(tmp_path / "g")])
     assert code == 0
-    assert 'open ' + str(tmp_path / "g") + ' in "Explore galleries"' in capfd.readouterr().err
+    assert f"look at them: vit-feature-viz open {tmp_path / 'g'} (the app, on this gallery)" in capfd.readouterr().err
 
 
 def test_analyze_without_a_model_uses_the_default_one(tmp_path, capfd):

@@ -20,6 +20,7 @@ from app_fixtures import app_error
 from gallery_fixtures import MODEL, TOP_K, write_synthetic_gallery
 from vit_feature_viz.app import galleries_tab
 from vit_feature_viz.app.galleries_tab import ENV_FEATURED, featured_galleries
+from vit_feature_viz.store.builtin import BUILTIN_GALLERY, BUILTIN_GALLERY_DIR
 from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.index import GalleryIndex
 from vit_feature_viz.store.pages import MAX_EXAMPLES
@@ -92,33 +93,44 @@ def test_a_public_space_opens_only_hub_ids_and_links_to_its_page(client, browse_
 def test_featured_galleries_from_the_file_or_the_environment(tmp_path):
     config = tmp_path / "featured.yaml"
     config.write_text("galleries:\n  - id: org/a\n    title: A gallery\n  - id: org/b\n  - nonsense\n")
-    assert [g["id"] for g in featured_galleries({}, config)] == ["org/a", "org/b"]
+    assert [g["id"] for g in featured_galleries({}, config)] == ["org/a", "org/b", BUILTIN_GALLERY]
     assert featured_galleries({}, config)[0]["title"] == "A gallery"
-    assert [g["id"] for g in featured_galleries({ENV_FEATURED: "x/y, z/w"}, config)] == ["x/y", "z/w"]
-    assert featured_galleries({}, tmp_path / "missing.yaml") == []
-    assert featured_galleries({}) == []  # the shipped file parses (and lists none until galleries are pushed)
+    assert [g["id"] for g in featured_galleries({ENV_FEATURED: "x/y, z/w"}, config)] == ["x/y", "z/w", BUILTIN_GALLERY]
+    assert [g["id"] for g in featured_galleries({}, tmp_path / "missing.yaml")] == [BUILTIN_GALLERY]
+    # the shipped file parses (and lists no Hub gallery until some are pushed): the built-in one is the fallback
+    assert [g["id"] for g in featured_galleries({})] == [BUILTIN_GALLERY]
 
 
 @pytest.mark.slow
-def test_an_installed_wheel_ships_the_featured_galleries_file(tmp_path):
-    """The file is package data: a wheel holds it and the app installed from it reads it (it once lived outside
-    the package, so an installed app silently listed none)."""
+def test_an_installed_wheel_ships_the_featured_galleries_file_and_the_builtin_gallery(tmp_path):
+    """Both are package data: a wheel holds them and the app installed from it reads them (the featured list once
+    lived outside the package, so an installed app silently listed none); the built-in gallery opens from the
+    installation by name and shows a feature page without writing a byte into it (no lock, no cache)."""
     root = Path(__file__).resolve().parents[1]
     build = tmp_path / "src"
     shutil.copytree(root, build, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".venv",
-                                                               "tests", "benchmarks"))
+                                                               "tests", "benchmarks", "test-artifacts"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path / "dist"), str(build)], check=True, capture_output=True)
     [wheel] = (tmp_path / "dist").glob("vit_feature_viz-*.whl")
+    shipped = {p.relative_to(root).as_posix() for p in BUILTIN_GALLERY_DIR.rglob("*") if p.is_file()}
     assert "vit_feature_viz/data/featured_galleries.yaml" in zipfile.ZipFile(wheel).namelist()
-    zipfile.ZipFile(wheel).extractall(tmp_path / "installed")
+    assert shipped and shipped <= set(zipfile.ZipFile(wheel).namelist())
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)
+    gallery_dir = installed / "vit_feature_viz/data/builtin_gallery"
+    before = {p: p.stat().st_mtime_ns for p in gallery_dir.rglob("*")}
     probe = ("import vit_feature_viz.app.galleries_tab as tab; print(tab.__file__); "
              "print(tab.FEATURED_FILE.is_file()); print(tab.FEATURED_FILE.read_text() == "
-             f"{(root / 'vit_feature_viz/data/featured_galleries.yaml').read_text()!r})")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "installed")}
+             f"{(root / 'vit_feature_viz/data/featured_galleries.yaml').read_text()!r}); "
+             "from vit_feature_viz.store.pages import open_gallery; "
+             f"g = open_gallery({BUILTIN_GALLERY!r}, allow_local=False); print(g.source.path); "
+             "p = g.feature_page(None, 3, 0); print(len(p.examples), p.visualizations[0].image.size)")
+    env = {**os.environ, "PYTHONPATH": str(installed)}
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out[0].startswith(str(tmp_path / "installed")) and out[1:] == ["True", "True"]
+                         check=True).stdout.splitlines()
+    assert out[0].startswith(str(installed)) and out[1:] == ["True", "True", str(gallery_dir), "5 (64, 64)"]
+    assert {p: p.stat().st_mtime_ns for p in gallery_dir.rglob("*")} == before
 
 
 # --- bounded cost for any gallery a visitor can name -----------------------------------------------------------

@@ -16,13 +16,15 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from gallery_fixtures import TOP_K, hostile, make_hostile_gallery
+from gallery_fixtures import TOP_K, hostile, make_hostile_gallery, write_synthetic_gallery
 from helpers import free_port
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING
+from vit_feature_viz.store.builtin import BUILTIN_GALLERY
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
+FIRST_SCREEN = {"width": 1400, "height": 1000}  # what a newcomer sees without scrolling
 # Headless, fresh profile, no background traffic (shared reference: browser-testing.md). Playwright gives the
 # browser its own empty profile through launch_persistent_context(user_data_dir=...).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -187,6 +189,7 @@ def test_browse_a_pushed_gallery_and_follow_a_deep_link(app_url, page, hub, brow
     page.goto(app_url, wait_until="domcontentloaded")
     source = page.locator("#gallery-source input")
     source.wait_for(timeout=30_000)
+    page.get_by_text(f"{BUILTIN_GALLERY}: 24 features").wait_for(timeout=30_000)  # the start gallery opened first
     source.fill("alice/browse-me")
     source.press("Enter")
     page.locator("#open-gallery").click()
@@ -271,6 +274,7 @@ def test_nothing_a_gallery_or_a_link_holds_becomes_markup(app_url, page, recorde
     page.goto(app_url, wait_until="domcontentloaded")
     source = page.locator("#gallery-source input")
     source.wait_for(timeout=30_000)
+    page.get_by_text(f"{BUILTIN_GALLERY}: 24 features").wait_for(timeout=30_000)  # the start gallery opened first
     source.fill(str(folder))
     source.press("Enter")
     page.locator("#open-gallery").click()
@@ -337,3 +341,44 @@ def test_the_sliders_describe_the_model_in_the_box_from_the_start(app_url, page,
     summary.get_by_text("4 blocks, MLP width 128").wait_for(timeout=60_000)
     assert page.locator("#layer input[type=number]").get_attribute("max") == "3"
     assert not outside
+
+
+def wait_in_viewport(page, selector: str) -> None:
+    """Until the element's box lies inside the window (what is seen without scrolling; sub-pixel scroll allowed)."""
+    page.wait_for_function(
+        "sel => { const el = document.querySelector(sel); if (!el) return false;"
+        " const r = el.getBoundingClientRect();"
+        " return r.height > 0 && r.top > -1 && r.bottom < window.innerHeight + 1; }", arg=selector, timeout=15_000)
+
+
+def test_first_screen_shows_learned_features_and_a_clicked_feature_in_view(app_url, page, tmp_path):
+    """Issue 19's "Done when": the app offline on the suite's fresh offline cache shows the built-in gallery's learned
+    features on its first screen (1400 x 1000) without anyone typing; a clicked feature's page, and a deep link's,
+    land inside the viewport (not 1,300 px below it). Leaves first-screen.png and feature-page.png."""
+    page, outside = page
+    page.set_viewport_size(FIRST_SCREEN)
+    page.goto(app_url, wait_until="domcontentloaded")
+    images_loaded(page, "#layer-grid", 8)  # nothing typed: the built-in gallery opened on start, layer 1
+    page.get_by_text("24 features of vit-feature-viz/shapes-vit in 3 layer(s)").wait_for(timeout=15_000)
+    assert page.locator("#gallery-source input").input_value() == BUILTIN_GALLERY
+    assert page.evaluate("window.scrollY") == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "first-screen.png"))
+    boxes = [page.locator("#layer-grid img").nth(i).bounding_box() for i in range(8)]
+    assert all(b["y"] >= 0 and b["y"] + b["height"] <= FIRST_SCREEN["height"] for b in boxes), boxes  # on the first screen
+    images_loaded(page, "#analysis-plots", 5)  # below the grid: the paper's analyses saved with the gallery
+
+    page.locator("#layer-grid img").nth(3).click()  # feature 3
+    page.locator("#feature-header").get_by_text("Layer 1 · feature 3").wait_for(timeout=30_000)
+    wait_in_viewport(page, "#feature-header")
+    images_loaded(page, "#feature-visualizations", 2)  # the visualization and where it fires
+    wait_in_viewport(page, "#feature-visualizations img")
+    page.screenshot(path=str(ARTIFACTS / "feature-page.png"))
+
+    # a shared link to another gallery: the Gallery box names the gallery it opened, and the page is in view at once
+    other = str(write_synthetic_gallery(tmp_path / "shared", 2, 40, top_images=2))
+    page.goto(f"{app_url}?gallery={other}&layer=1&feature=33", wait_until="domcontentloaded")
+    page.locator("#feature-header").get_by_text("Layer 1 · feature 33").wait_for(timeout=30_000)
+    wait_in_viewport(page, "#feature-header")
+    page.wait_for_function(f"document.querySelector('#gallery-source input').value === {other!r}", timeout=10_000)
+    assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"

@@ -1,4 +1,4 @@
-"""The command line: `vit-feature-viz layers|render|examples|gallery|push|pull|analyze`.
+"""The command line: `vit-feature-viz layers|render|examples|gallery|push|pull|analyze|open`.
 
 Every user mistake ends as one line on stderr and exit code 2; nothing here knows how rendering works.
 """
@@ -111,10 +111,14 @@ def _render(args, model=None) -> int:
 
         written = export_pngs(args.out, args.png, model.model_id, args.layer, args.objective)
         print(f"wrote {len(written)} PNG file(s) of layer {args.layer} to {args.png}", file=sys.stderr)
-    else:
-        print(f"look at them: python app.py, then open {args.out} in \"Explore galleries\"; or add --png FOLDER "
-              "for image files", file=sys.stderr)
+    elif args.command == "render":  # `gallery` says it once its examples are in too
+        _say_how_to_look(args.out)
     return 0
+
+
+def _say_how_to_look(out) -> None:
+    print(f"look at them: vit-feature-viz open {out} (the app, on this gallery); or add --png FOLDER for image "
+          "files", file=sys.stderr)
 
 
 def _print_estimate(model, args) -> None:
@@ -163,7 +167,10 @@ def _examples(args, model=None) -> int:
 def _gallery(args) -> int:
     model = _load(_checked_out(args))  # once: both steps use the same weights
     _render(args, model)
-    return _examples(args, model)
+    _examples(args, model)
+    if not args.png:
+        _say_how_to_look(args.out)
+    return 0
 
 
 def _push(args) -> int:
@@ -179,6 +186,45 @@ def _pull(args) -> int:
 
     print(pull_gallery(args.repo_id, args.folder, revision=args.revision))
     return 0
+
+
+def _open(args) -> int:
+    """Serve the app with `args.gallery` opened in "Explore galleries": the gallery is opened here first, so a bad
+    one is one line and exit 2 before anything starts; then the app runs until Ctrl-C."""
+    import os
+    from pathlib import Path
+
+    from .specs import looks_like_path
+    from .store.builtin import BUILTIN_GALLERY
+    from .store.pages import open_gallery
+
+    gallery = open_gallery(args.gallery)
+    from .app.galleries_tab import ENV_OPEN  # imports gradio: only once there is a gallery to serve
+
+    app_file = Path(__file__).resolve().parents[1] / "app.py"
+    if not app_file.is_file():
+        raise VizError(f"The app (app.py) is not beside this installation of vit-feature-viz ({app_file.parent}): "
+                       "run the command from a clone of the repository installed with pip install -e .")
+    # a folder by its absolute path: the app may look it up from elsewhere; a Hub id or built-in name as given
+    os.environ[ENV_OPEN] = (gallery.label if gallery.label == BUILTIN_GALLERY or not looks_like_path(gallery.label)
+                            else str(Path(gallery.label).expanduser().resolve()))
+    app = _load_app(app_file)
+    app.demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True,
+                    max_file_size="20mb")
+    print(app.demo.local_url, flush=True)
+    print(f"serving the app with {gallery.label} open in \"Explore galleries\"; Ctrl-C stops it", file=sys.stderr)
+    app.demo.block_thread()
+    return 0
+
+
+def _load_app(app_file):
+    """app.py as a module (it builds its `demo` from the environment when imported)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vit_feature_viz_app", app_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _checked_out(args):
@@ -293,6 +339,16 @@ def _parser() -> argparse.ArgumentParser:
     pull.set_defaults(run=_pull)
 
     add_analyze_command(commands)
+
+    opening = commands.add_parser("open", help="start the app with a gallery opened in Explore galleries",
+                                  description="Start the app (python app.py) with a gallery opened in its Explore "
+                                              "galleries tab, and print its URL; Ctrl-C stops it.")
+    opening.add_argument("gallery", help="gallery folder, Hub dataset id of a pushed gallery, or "
+                                         "vit-feature-viz/shapes-gallery (the built-in one)")
+    opening.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT, else 7860)")
+    opening.add_argument("--host", default=None, help="address to serve on (default: GRADIO_SERVER_NAME, else "
+                                                      "127.0.0.1)")
+    opening.set_defaults(run=_open)
     return parser
 
 

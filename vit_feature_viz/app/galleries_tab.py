@@ -9,6 +9,7 @@ Named API endpoints: /open_gallery, /show_layer, /feature_page, /compare.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from importlib import resources
@@ -19,10 +20,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import VizError
+from ..store.builtin import BUILTIN_GALLERY
 from ..store.pages import MAX_EXAMPLES, GalleryCache, compact_ranges
 from .common import AppContext, error_text, inert, on_space, user_errors, visitor_token
 from .links import feature_link, parse_deep_link
 
+log = logging.getLogger("vit_feature_viz.app")
 GRID_PAGE = 48  # features per page of a layer's grid
 COMPARE_MAX = 24  # features per comparison
 THUMB_PX = 192  # grid thumbnails are shrunk to this (the feature page shows full size)
@@ -30,9 +33,16 @@ EXAMPLES_SHOWN = MAX_EXAMPLES  # top dataset examples on a feature page, however
 # Shipped in the package (a wheel, or the Space's copy of the repo), so an installed app finds it too
 FEATURED_FILE = resources.files("vit_feature_viz.data") / "featured_galleries.yaml"
 ENV_FEATURED = "VFV_FEATURED_GALLERIES"  # comma-separated Hub ids; replaces the file's list when set
+ENV_OPEN = "VFV_OPEN_GALLERY"  # the gallery `vit-feature-viz open` starts the app on (a folder or a Hub id)
+# Always offered, last: shipped in the package, it opens offline, so the first screen is never empty
+BUILTIN_FEATURED = {"id": BUILTIN_GALLERY, "title": "Built-in: the shapes ViT that ships with the package",
+                    "description": "3 of its 6 blocks, top examples from the built-in shapes set, the paper's analyses"}
 NO_GALLERY = ("Open a gallery: a Hub dataset id made with `vit-feature-viz push` (or the Sharing tab)"
               " such as org/name{local}.")
-# Keep the address bar (and, inside a Space's iframe, the Space page's) on the feature being shown.
+# Keep the address bar (and, inside a Space's iframe, the Space page's) on the feature being shown, and bring
+# its page into view: it lies below the layer's grid, out of sight after a click (or a deep link) otherwise.
+# The page's column turns visible a frame or two after the outputs arrive, and a link's grid images load after
+# that and push the page down: scroll once both are in (or after 3 s).
 UPDATE_URL_JS = """(link) => {
   if (!link || !link.includes("?")) return;
   const query = link.slice(link.indexOf("?"));
@@ -40,12 +50,30 @@ UPDATE_URL_JS = """(link) => {
   if (window.parent !== window) {
     try { window.parent.postMessage({ queryString: query }, "https://huggingface.co"); } catch (e) {}
   }
+  let tries = 0;
+  const show = () => {
+    const page = document.getElementById("feature-page");
+    const grid = [...document.querySelectorAll("#layer-grid img")];
+    const ready = page && page.getBoundingClientRect().height > 0 && grid.every((img) => img.complete);
+    if (ready || (page && tries >= 60)) {
+      page.scrollIntoView({ block: "start", behavior: "instant" });
+    } else if (++tries <= 60) {
+      setTimeout(show, 50);
+    }
+  };
+  requestAnimationFrame(show);
 }"""
 
 
 def featured_galleries(env=os.environ, path=FEATURED_FILE) -> list[dict]:
     """Featured galleries offered on the first screen: [{id, title, description}] from the env or the YAML file
-    (`path`: a Path or an importlib.resources file)."""
+    (`path`: a Path or an importlib.resources file), then the built-in gallery, the fallback that needs no
+    network."""
+    return [*(g for g in listed_galleries(env, path) if g["id"] != BUILTIN_GALLERY), BUILTIN_FEATURED]
+
+
+def listed_galleries(env, path) -> list[dict]:
+    """The featured galleries a Space owner lists: VFV_FEATURED_GALLERIES, else the YAML file."""
     if env.get(ENV_FEATURED, "").strip():
         return [{"id": i.strip(), "title": i.strip(), "description": ""}
                 for i in env[ENV_FEATURED].split(",") if i.strip()]
@@ -56,6 +84,14 @@ def featured_galleries(env=os.environ, path=FEATURED_FILE) -> list[dict]:
     items = (yaml.safe_load(path.read_text()) or {}).get("galleries") or []
     return [{"id": str(i["id"]), "title": str(i.get("title") or i["id"]),
              "description": str(i.get("description") or "")} for i in items if isinstance(i, dict) and i.get("id")]
+
+
+def start_galleries(env=os.environ, path=FEATURED_FILE) -> list[str]:
+    """What the tab opens on start, the first that opens wins: the gallery `vit-feature-viz open` named, the
+    featured ones, the built-in one last (it opens offline, so a Hub gallery that cannot be reached falls back
+    to it)."""
+    asked = env.get(ENV_OPEN, "").strip()
+    return list(dict.fromkeys([*([asked] if asked else []), *(g["id"] for g in featured_galleries(env, path))]))
 
 
 def featured_markdown(featured: list[dict]) -> str:
@@ -145,6 +181,14 @@ class Galleries:
                 f"{', '.join(inert(m) for m in models)} in "
                 f"{gallery.layer_count} layer(s). Click a feature to open its page.")
 
+    def analyses(self, source: Any, oauth_token: gr.OAuthToken | None = None):
+        """The opened gallery's experiment plots (the paper's analyses saved with it), and whether their box shows."""
+        if not str(source or "").strip():  # nothing opened (yet)
+            return gr.Accordion(visible=False), []
+        with user_errors("reading the gallery's analyses"):
+            plots = self.gallery(source, oauth_token).analysis_plots()
+            return gr.Accordion(visible=bool(plots)), plots
+
     # --- a layer ----------------------------------------------------------------------------------------
     def show_layer(self, source: Any, model: Any, layer: Any, objective: Any, page: Any = 1,
                    oauth_token: gr.OAuthToken | None = None):
@@ -224,7 +268,7 @@ class Galleries:
         except VizError as err:
             raise gr.Error(error_text(f"{err} (in the page's link)"), print_exception=False) from None
         if wanted is None or wanted.gallery is None:
-            return tuple(gr.skip() for _ in range(OUTPUTS_ON_LOAD))
+            return self.open_on_start(oauth_token)
         with user_errors("opening the link"):
             gallery = self.gallery(wanted.gallery, oauth_token)
             model, layer, objective = self._choose(gallery, wanted.model, wanted.layer, wanted.objective)
@@ -243,7 +287,23 @@ class Galleries:
                 with user_errors("opening the feature"):
                     shown = self._page_outputs(gallery.page_at(key, wanted.feature, max_examples=EXAMPLES_SHOWN),
                                                base_url(request))
-            return (*opened, *grid, *shown)
+            return (*opened, *grid, *shown, gallery.label)  # the last fills the Gallery box
+
+    def open_on_start(self, oauth_token: gr.OAuthToken | None = None, sources: list[str] | None = None):
+        """A page loaded without a gallery link: the first of `sources` (default: `start_galleries()`) that opens,
+        at its first layer, so the first screen shows features before anyone types. A gallery that fails (a Hub
+        one offline) is logged and the next is tried; the built-in one comes last and needs no network."""
+        for source in start_galleries() if sources is None else sources:
+            try:
+                gallery = self.gallery(source, oauth_token)
+                model, layer, objective = self._choose(gallery, None, None, None)
+                grid = self._grid(gallery, gallery.rows_at(gallery.key(model, layer, objective)), 1)
+            except Exception as err:  # noqa: BLE001 - any failure at start means: show the next one
+                log.warning("could not open the start gallery %s: %s", source, getattr(err, "message", err))
+                continue
+            opened = (gallery.label, *self._pickers(gallery, model, layer, objective), self._summary(gallery))
+            return (*opened, *grid, *(gr.skip() for _ in range(OUTPUTS_OF_PAGE)), gallery.label)
+        return tuple(gr.skip() for _ in range(OUTPUTS_ON_LOAD))
 
     @staticmethod
     def model_from_link(request: gr.Request):
@@ -300,7 +360,7 @@ class Galleries:
 
 
 OUTPUTS_OF_PAGE = 11  # what _page_outputs returns
-OUTPUTS_ON_LOAD = 5 + 4 + OUTPUTS_OF_PAGE  # open + show_layer + feature page
+OUTPUTS_ON_LOAD = 5 + 4 + OUTPUTS_OF_PAGE + 1  # open + show_layer + feature page + the Gallery box
 
 
 def build(ctx: AppContext) -> Galleries:
@@ -308,20 +368,20 @@ def build(ctx: AppContext) -> Galleries:
     galleries = Galleries(GalleryCache(max_rows=ctx.preset.max_gallery_rows))
     featured = featured_galleries()
     with gr.Tab("Explore galleries", id="galleries"):
+        # one row for where to look, so the grid's first row of images is on the first screen (1400 x 1000)
         with gr.Row(equal_height=True):
-            source_box = gr.Dropdown([g["id"] for g in featured], value=featured[0]["id"] if featured else None,
-                                     allow_custom_value=True, scale=4, elem_id="gallery-source",
+            source_box = gr.Dropdown([g["id"] for g in featured], value=start_galleries()[0],
+                                     allow_custom_value=True, scale=4, min_width=240, elem_id="gallery-source",
                                      label="Gallery (Hub dataset id" + (")" if on_space() else " or folder)"))
-            open_button = gr.Button("Open", scale=1, variant="primary", elem_id="open-gallery")
+            open_button = gr.Button("Open", scale=1, min_width=80, variant="primary", elem_id="open-gallery")
+            model = gr.Dropdown([], label="Model", scale=2, min_width=160, elem_id="gallery-model")
+            layer = gr.Dropdown([], label="Layer", scale=1, min_width=80, elem_id="gallery-layer")
+            objective = gr.Dropdown([], label="Objective", scale=1, min_width=120, visible=False)
         summary = gr.Markdown(featured_markdown(featured), elem_id="gallery-summary")
         # the opened gallery (the box may be edited without opening it); a hidden textbox, not a State, so that
         # API callers pass it too
         source = gr.Textbox(visible=False, label="gallery")
-        with gr.Row():
-            model = gr.Dropdown([], label="Model", elem_id="gallery-model")
-            layer = gr.Dropdown([], label="Layer", elem_id="gallery-layer")
-            objective = gr.Dropdown([], label="Objective", visible=False)
-            page = gr.Slider(1, 2, value=1, step=1, label="Grid page", visible=False, elem_id="grid-page")
+        page = gr.Slider(1, 2, value=1, step=1, label="Grid page", visible=False, elem_id="grid-page")
         layer_note = gr.Markdown()
         grid = gr.Gallery(label="Features of the layer (click one)", columns=8, fit_columns=False,
                           allow_preview=False, format="png", height="auto", elem_id="layer-grid")
@@ -344,6 +404,10 @@ def build(ctx: AppContext) -> Galleries:
                                      interactive=False, elem_id="feature-stats")
             examples = gr.Gallery(label="Top dataset examples and their patch maps", columns=6, fit_columns=False,
                                   format="png", height="auto", elem_id="feature-examples")
+        with gr.Accordion("The paper's analyses saved with this gallery", visible=False,
+                          elem_id="gallery-analyses") as analyses_box:
+            analyses = gr.Gallery(label="Experiment plots (the gallery's analysis/ folder)", columns=3,
+                                  fit_columns=False, format="png", height="auto", elem_id="analysis-plots")
         with gr.Accordion("Compare with another gallery (same layer and features)", open=False):
             with gr.Row(equal_height=True):
                 other = gr.Textbox(label="Second gallery", scale=3, elem_id="compare-source")
@@ -384,8 +448,13 @@ def build(ctx: AppContext) -> Galleries:
                          [left, right, compare_note], api_name="compare", **fast)
 
     opening.append(source_box.select(galleries.open, [source_box], opened, api_visibility="private", **fast))
+
+    def then_analyses(event):
+        event.success(galleries.analyses, [source], [analyses_box, analyses], api_visibility="private", **fast)
+
     for event in opening:
         then_layer(event)
+        then_analyses(event)
     then_layer(model.input(galleries.pick_model, [source, model], [model, layer, objective],
                            api_visibility="private", **fast))
     then_layer(layer.input(galleries.pick_layer, [source, model, layer], [model, layer, objective],
@@ -396,6 +465,8 @@ def build(ctx: AppContext) -> Galleries:
     then_feature(following.click(lambda f: f, [next_feature], [feature], api_visibility="private", queue=False))
     ctx.demo.load(galleries.model_from_link, None, [ctx.model_id, ctx.layer, ctx.feature], api_visibility="private",
                   queue=False)
-    ctx.demo.load(galleries.from_link, None, [*opened, *layer_view, *page_view], api_visibility="private", **fast) \
-        .success(None, [link], None, js=UPDATE_URL_JS)
+    on_start = ctx.demo.load(galleries.from_link, None, [*opened, *layer_view, *page_view, source_box],
+                             api_visibility="private", **fast)
+    on_start.success(None, [link], None, js=UPDATE_URL_JS)
+    then_analyses(on_start)
     return galleries

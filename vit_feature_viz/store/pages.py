@@ -22,6 +22,7 @@ from PIL import Image
 from ..errors import VizError
 from ..lru import LRUCache
 from ..specs import HUB_ID, looks_like_path, whole_number
+from .builtin import builtin_gallery_path
 from .encoding import decode_image
 from .index import MAX_ROWS, GalleryIndex
 from .records import Entry, FeaturePage, TopExample, Visualization, entry_of
@@ -34,11 +35,14 @@ EXAMPLE_ID = "org/name"
 PAGE_PX = 1024  # images of a feature page are shrunk to this side at most
 MAX_EXAMPLES = 32  # top dataset examples shown per feature, however many a row holds
 MAX_INDEX = 2**31 - 1  # a layer or feature index: the gallery's columns are int32
+MAX_PLOTS = 12  # experiment plots shown per gallery
+MAX_PLOT_BYTES = 8 * 2**20  # a larger plot file is skipped unread
 
 
 def open_gallery(source: Any, *, revision: str | None = None, token: str | bool | None = None,
                  allow_local: bool = True, max_rows: int = MAX_ROWS, indexes: GalleryCache | None = None) -> Gallery:
-    """Open a gallery folder or a Hub dataset repo (`org/name` or its URL) for browsing.
+    """Open a gallery folder or a Hub dataset repo (`org/name` or its URL) for browsing; `BUILTIN_GALLERY`
+    (vit-feature-viz/shapes-gallery) is the gallery shipped in the package, opened read only with no network.
 
     With `allow_local=False` (a public Space) only Hub ids are accepted, never paths on the server. A gallery
     declaring more than `max_rows` rows is refused from its shards' footers; `indexes` (a GalleryCache) shares one
@@ -47,6 +51,8 @@ def open_gallery(source: Any, *, revision: str | None = None, token: str | bool 
     read too).
     """
     source = normalize_source(source)
+    if (shipped := builtin_gallery_path(source)) is not None:  # package data: opens anywhere, read only
+        return Gallery(FolderSource(shipped, label=source), max_rows=max_rows, indexes=indexes)
     if not source:
         raise VizError(f"No gallery given: enter a Hub dataset id such as {EXAMPLE_ID}"
                        + (" or a gallery folder." if allow_local else "."))
@@ -268,6 +274,18 @@ class Gallery:
             return []
         values = values if limit is None else values.slice(0, limit)
         return [image for value in values.to_pylist() if (image := decode_image(value, self.label, size))]
+
+    def analysis_plots(self, limit: int = MAX_PLOTS, size: int | None = PAGE_PX) -> list[tuple[Image.Image, str]]:
+        """The plots of the paper's experiments kept in the gallery (analysis/<experiment>/<run>.png) with their
+        experiment's name, at most `limit`, each read only if small and decoded within the page's pixel budget."""
+        plots = []
+        with self.source.reading():
+            for name in self.source.analysis_plots[:limit]:
+                with self.source.open(name) as file:
+                    data = file.read(MAX_PLOT_BYTES + 1)
+                if len(data) <= MAX_PLOT_BYTES and (image := decode_image(data, self.label, size)) is not None:
+                    plots.append((image, Path(name).parent.name.replace("_", "-")))
+        return plots
 
     # --- checks -----------------------------------------------------------------------------------------
     def _layer(self, model_id: str, layer: Any) -> int:

@@ -11,7 +11,7 @@ import re
 import pyarrow as pa
 
 from ..errors import VizError
-from .schema import CONCEPTS_DIR
+from .schema import ANALYSIS_DIR, CONCEPTS_DIR
 from .shards import first_error_line
 
 HUB_DATASET_URL = re.compile(r"^(?:https?://[^/]+/)?datasets/")  # https://huggingface.co/datasets/org/name -> org/name
@@ -27,6 +27,7 @@ class Source:
     key: tuple  # the revision read: sources with the same key share one index (GalleryCache)
     shards: list[str]
     concept_tables: list[str]  # CSVs under CONCEPTS_DIR, the preferred (newest) first
+    analysis_plots: list[str]  # the experiments' plots, analysis/<experiment>/<run>.png, by experiment
 
     def open(self, shard: str):
         raise NotImplementedError
@@ -37,14 +38,16 @@ class Source:
 
 
 class FolderSource(Source):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, label: str | None = None):
         from .folder import GalleryFolder
 
-        self.label = str(path)
+        self.label = label or str(path)
         self.path = path
         self.shards = [p.relative_to(path).as_posix() for p in GalleryFolder(path).require_shards()]
         tables = sorted((path / CONCEPTS_DIR).glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
         self.concept_tables = [p.relative_to(path).as_posix() for p in tables]
+        self.analysis_plots = [p.relative_to(path).as_posix() for p in GalleryFolder(path).analysis_paths()
+                               if p.suffix == ".png"]
         self.key = ("folder", str(path.resolve()), file_versions(path, [*self.shards, *self.concept_tables]))
 
     def open(self, shard: str):
@@ -76,6 +79,7 @@ class HubSource(Source):
                              and p.endswith(".parquet") and not PurePosixPath(p).name.startswith("."))
         self.concept_tables = sorted(p for p in paths if PurePosixPath(p).parent == PurePosixPath(CONCEPTS_DIR)
                                      and p.endswith(".csv"))  # no dates on the Hub: file name order
+        self.analysis_plots = sorted(p for p in paths if is_analysis_plot(p))
         self.fs = HfFileSystem(endpoint=self.endpoint, token=token)
         with self.reading():  # one listing gives every shard's size: opening a shard then costs no extra request
             self.fs.ls(f"datasets/{repo_id}@{self.revision}/data", detail=True)
@@ -100,6 +104,13 @@ def readable_shard(source: Source, shard: str):
     except (pa.ArrowException, OSError) as err:
         raise VizError(f"The gallery {source.label} holds {shard}, which is not a readable parquet file "
                        f"({first_error_line(err)}): {source.repair}.") from None
+
+
+def is_analysis_plot(path: str) -> bool:
+    """analysis/<experiment>/<run>.png, nothing hidden: what `push` uploads of an experiment's plots."""
+    parts = PurePosixPath(path).parts
+    return (len(parts) == 3 and parts[0] == ANALYSIS_DIR and parts[2].endswith(".png")
+            and not any(part.startswith(".") for part in parts))
 
 
 def normalize_source(source: Any) -> str:
