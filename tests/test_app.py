@@ -119,14 +119,6 @@ def test_the_model_cache_loads_each_model_once(vit, tiny_repos, monkeypatch):
     assert cache.get(vit) is not first and loads == [vit, tiny_repos["clip"], vit]  # size 1: the vit was dropped
 
 
-def test_time_left_comes_from_the_pace_so_far():
-    from vit_feature_viz.app.render_tab import time_left
-
-    assert time_left(0.5, 3, 10) == "estimating time left"  # too early to tell
-    assert time_left(10, 25, 100) == "about 30 s left"
-    assert time_left(60, 10, 100) == "about 9 min left"
-
-
 def test_render_open_clip_with_another_recipe(client, tiny_repos):
     images, table = render(client, tiny_repos["open_clip"], 3, "5", recipe="fourier", steps=2)
     assert len(images) == 1 and table["data"][0][0] == 5
