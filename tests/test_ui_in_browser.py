@@ -335,3 +335,37 @@ def test_the_sliders_describe_the_model_in_the_box_from_the_start(app_url, page,
     summary.get_by_text("4 blocks, MLP width 128").wait_for(timeout=60_000)
     assert page.locator("#layer input[type=number]").get_attribute("max") == "3"
     assert not outside
+
+
+def test_render_with_defaults_then_open_in_explore_also_after_a_reload(app_url, page, tmp_path, monkeypatch):
+    """Issue 19's "Done when", second half: render with the defaults (offline: the built-in model), "Open in Explore"
+    shows the Explore galleries tab on the session gallery with the new features; after a reload (same browser) the
+    button still opens it."""
+    from vit_feature_viz.app import common
+
+    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")  # the app runs in this process
+    page, outside = page
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.locator("#model-summary").get_by_text("6 blocks").wait_for(timeout=60_000)  # the page's load events ran
+    page.get_by_role("tab", name="Render").click()
+    page.locator("#render").click()
+    page.locator("#gallery").get_by_text("feature 2 · activation").wait_for(timeout=180_000)
+
+    def open_in_explore():
+        page.locator("#open-in-explore").click()
+        images_loaded(page, "#layer-grid", 3)  # the three new features, in the Explore galleries tab
+        assert page.locator("#gallery-source input").input_value() == common.SESSION_GALLERY
+        captions = page.locator("#layer-grid").inner_text()
+        assert all(f"{feature} · " in captions for feature in range(3)), captions
+        box = page.locator("#layer-grid img").first.bounding_box()
+        assert box and box["width"] > 0 and box["y"] < page.viewport_size["height"]
+
+    open_in_explore()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-open-in-explore.png"), full_page=False)
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#model-summary").get_by_text("6 blocks").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Render").click()
+    open_in_explore()
+    assert len(list((tmp_path / "sessions").iterdir())) == 1  # one browser, one gallery
+    assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"

@@ -233,6 +233,7 @@ def build(ctx: AppContext) -> Renderer:
         with gr.Row():
             render = gr.Button("Render", variant="primary", elem_id="render")
             stop = gr.Button("Stop", variant="stop", elem_id="stop")
+            explore = gr.Button("Open in Explore", elem_id="open-in-explore")  # the session gallery, in Explore
         status = gr.Markdown(elem_id="render-status", min_height=48)  # where the progress bar is drawn
         gallery = gr.Gallery(label="Rendered features", columns=4, fit_columns=False, format="png", elem_id="gallery")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Activations", interactive=False, elem_id="activations")
@@ -247,6 +248,8 @@ def build(ctx: AppContext) -> Renderer:
     rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)
     ctx.refresh_structure(rendering)
     stop.click(lambda: gr.Button(interactive=True), None, [render], **private)
+    if ctx.open_in_explore is not None:
+        ctx.open_in_explore(explore)
     ctx.jobs.append(rendering)
     ctx.stop_buttons.append(stop)
     return renderer
