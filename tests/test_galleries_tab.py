@@ -240,3 +240,21 @@ def test_a_browsers_key_brings_back_its_gallery_after_a_reload_and_no_other(tmp_
     assert not Path(api).exists()
     common.prune_sessions(now=time.time() + common.SESSION_TTL_S + 60)
     assert not Path(folder).exists() and not Path(other).exists()
+
+
+def test_offline_errors_in_the_app_name_what_a_visitor_can_do():
+    """HF_HUB_OFFLINE (set for this suite) is the server owner's setting: the CLI says to unset it, the app names
+    what works without the Hub instead (issue 19 item 7)."""
+    from vit_feature_viz.app.common import APP
+    from vit_feature_viz.errors import VizError
+    from vit_feature_viz.image_datasets import builtin_dataset
+    from vit_feature_viz.models.builtin import builtin_path
+    from vit_feature_viz.store.pages import open_gallery
+
+    with pytest.raises(VizError) as caught:
+        open_gallery("org/not-here")
+    assert str(caught.value).endswith(": unset it to pull")  # the CLI's line, as before
+    line = caught.value.worded(APP)
+    assert line.startswith("HF_HUB_OFFLINE is set, so the Hub cannot be reached: this app runs without the Hub")
+    assert "unset" not in line and "\n" not in line
+    assert builtin_path("vit-feature-viz/shapes-vit") is not None and builtin_dataset("vit-feature-viz/shapes-shape")

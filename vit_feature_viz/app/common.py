@@ -108,6 +108,12 @@ APP_DECIDES = {
                   "column",
     "device": "the device comes with this Space's hardware (its owner picks it in the Space's settings)",
     "token": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
+    # HF_HUB_OFFLINE is the server's setting (its owner's), not the visitor's
+    "hub_offline": "this app runs without the Hub (its owner set HF_HUB_OFFLINE), so use what it has at hand: "
+                   "the built-in model vit-feature-viz/shapes-vit, the built-in datasets vit-feature-viz/shapes-shape "
+                   "and vit-feature-viz/shapes-color, or a gallery folder",
+    "hub_offline_push": "this app runs without the Hub (its owner set HF_HUB_OFFLINE), so download your gallery here "
+                        "and push it from a machine that is online",
 }
 
 
