@@ -258,3 +258,12 @@ def test_offline_errors_in_the_app_name_what_a_visitor_can_do():
     assert line.startswith("HF_HUB_OFFLINE is set, so the Hub cannot be reached: this app runs without the Hub")
     assert "unset" not in line and "\n" not in line
     assert builtin_path("vit-feature-viz/shapes-vit") is not None and builtin_dataset("vit-feature-viz/shapes-shape")
+
+
+def test_a_feature_without_dataset_examples_says_why_and_what_to_do(client, browse_gallery):
+    """Layer 2 of the gallery was rendered without a scan: no empty examples box, a line saying how to get them."""
+    header, _, _, examples = client.predict(str(browse_gallery), MODEL, 2, "feature", 1, api_name="/feature_page")[:4]
+    assert "No top dataset examples in this gallery for this feature" in header and "Explore a feature" in header
+    assert examples["visible"] is False and not examples.get("value")
+    header, _, _, examples = client.predict(str(browse_gallery), MODEL, 1, "feature", 1, api_name="/feature_page")[:4]
+    assert "No top dataset examples" not in header and len(value(examples)) == 2 * TOP_K

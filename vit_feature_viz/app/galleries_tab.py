@@ -32,6 +32,9 @@ THUMB_PX = 192  # grid thumbnails are shrunk to this (the feature page shows ful
 EXAMPLES_SHOWN = MAX_EXAMPLES  # top dataset examples on a feature page, however many a gallery row holds
 # Shipped in the package (a wheel, or the Space's copy of the repo), so an installed app finds it too
 FEATURED_FILE = resources.files("vit_feature_viz.data") / "featured_galleries.yaml"
+NO_EXAMPLES = ("No top dataset examples in this gallery for this feature: its rows were rendered without a dataset "
+               "scan. Find them in the *Explore a feature* tab (they go into your session gallery), or with "
+               "`vit-feature-viz examples` into the gallery folder.")
 PRIVATE_LINK = "Your session gallery is yours alone: push it (Gallery & sharing tab) to share a link."
 ENV_FEATURED = "VFV_FEATURED_GALLERIES"  # comma-separated Hub ids; replaces the file's list when set
 NO_GALLERY = ("Open a gallery: a Hub dataset id made with `vit-feature-viz push` (or the Sharing tab)"
@@ -214,15 +217,18 @@ class Galleries:
             if viz.image is not None:
                 visualizations.append((viz.image, viz.caption))
             if viz.patch_map is not None:
-                visualizations.append((viz.patch_map, f"{viz.row.objective} · where it fires"))
+                visualizations.append((viz.patch_map, "where it fires"))
         examples = []
         for example in page.examples:
             examples.append((example.image, example.caption))
             if example.patch_map is not None:
                 examples.append((example.patch_map, f"#{example.rank} patch map"))
+        if not examples:  # say why instead of showing an empty box
+            header += "\n\n" + NO_EXAMPLES
         stats = [[name, f"{value:.4g}" if isinstance(value, float) else str(value)]
                  for name, value in page.stats.items()]
-        return (gr.Column(visible=True), header, link, visualizations, examples, stats,
+        return (gr.Column(visible=True), header, link, visualizations, gr.Gallery(examples, visible=bool(examples)),
+                stats,
                 gr.Button(interactive=page.previous is not None), gr.Button(interactive=page.next is not None),
                 page.previous, page.next, page.feature)
 
