@@ -17,6 +17,7 @@ import pytest
 
 import gradio as gr
 from gradio_client import Client, handle_file
+import numpy as np
 from PIL import Image
 
 from app_fixtures import ROOT, app_error, load_app, no_progress, render, serve
@@ -129,7 +130,13 @@ def test_patch_map_returns_the_overlay(client, vit, tmp_path):
     Image.new("RGB", (64, 48), (200, 40, 40)).save(path)
     overlay = client.predict(vit, 1, 3, handle_file(str(path)), api_name="/patch_map")
     with Image.open(overlay) as image:
-        assert image.size == (32, 32)  # the model-size crop the model saw
+        assert image.size == (320, 320)  # the 32 px crop the model saw, drawn at the size of its box
+        pixels = np.asarray(image.convert("RGB"))
+    # the colour bar's max label, drawn at that size (white text, about 320 / 14 px high), not enlarged from 32 px
+    # (where no label fits at all)
+    corner = pixels[:80, 160:300]
+    text_rows = np.flatnonzero((corner == 255).all(axis=-1).any(axis=1))
+    assert len(text_rows) >= 12, text_rows
 
 
 def test_examples_from_a_local_dataset(client, vit, image_folder):

@@ -126,7 +126,9 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.locator("#upload img").first.wait_for(timeout=30_000)
     page.locator("#map-image").click()
     page.wait_for_function("(() => { const img = document.querySelector('#overlay img');"
-                           " return img && img.complete && img.naturalWidth === 32; })()", timeout=60_000)
+                           " return img && img.complete && img.naturalWidth === 320; })()", timeout=60_000)
+    shown = page.locator("#overlay img").first.bounding_box()  # drawn at its box's size, not a 32 px map enlarged
+    assert shown["height"] <= 320 + 1 and shown["width"] <= 320 + 1, shown
     page.get_by_role("tab", name="Render").click()
 
     # a bad request shows its one-line message in the page
