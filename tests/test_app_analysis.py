@@ -57,3 +57,10 @@ def test_a_model_without_a_head_runs_through_a_probe_fitted_on_the_probe_split(c
                                           "test", 20, 0, 0, "train", api_name="/analyze")
     assert [row[1] for row in table["data"]] == [0, 1, 2, 3]
     assert "read through a linear probe on 20 images" in summary
+
+
+def test_nothing_is_drawn_over_the_analysis_plot(server):
+    """The "Plot" label and the image toolbar sat over the plot's title: the plot shows neither."""
+    plot = next(block for block in server.app.demo.blocks.values() if getattr(block, "elem_id", None) == "analysis-plot")
+    config = plot.get_config()
+    assert config["show_label"] is False and not config["buttons"]

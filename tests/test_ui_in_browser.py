@@ -136,7 +136,11 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.locator("#render").click()
     page.get_by_text("Cannot read feature spec '0-x'").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1_500)  # the toast slides in
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"), full_page=False)
+    toast, load = page.locator(".toast-wrap").bounding_box(), page.locator("#load").bounding_box()
+    assert toast["y"] >= load["y"] + load["height"] or toast["x"] >= load["x"] + load["width"], (toast, load)
+    assert load["y"] >= 0 and page.locator("#load").is_visible()  # the error leaves Load free to press again
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
 
 

@@ -146,7 +146,9 @@ def build(ctx: AppContext) -> Analyst:
                                      info="DINOv2, MAE: fit a linear probe on this split first", elem_id="probe-split")
         run = gr.Button("Run analysis", variant="primary", elem_id="analysis-run")
         with gr.Row():
-            plot = gr.Image(type="filepath", label="Plot", format="png", interactive=False, elem_id="analysis-plot")
+            # no label and no toolbar over the picture: they covered the plot's title (the PNG is in your gallery)
+            plot = gr.Image(type="filepath", label="Plot", show_label=False, buttons=[], format="png",
+                            interactive=False, elem_id="analysis-plot")
             with gr.Column():
                 summary = gr.Markdown(elem_id="analysis-summary")
                 names = gr.Markdown(elem_id="analysis-names")

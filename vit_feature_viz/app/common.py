@@ -50,6 +50,13 @@ DEFAULT_REPO_NAME = "vit-feature-viz-gallery"
 SESSION_ROOT = Path(tempfile.gettempdir()) / "vit-feature-viz-sessions"
 
 
+# Error pop-ups (gradio's toasts) open at the top right, over the model box's Load button: a visitor fixing what a
+# message says could not press Load again until they went. At the bottom right they cover nothing one needs.
+PAGE_STYLE = """<style>
+.toast-wrap { top: auto !important; bottom: var(--size-4); }
+</style>"""
+
+
 def on_space() -> bool:
     """True inside a Hugging Face Space (the same test gradio uses to switch to real OAuth)."""
     return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
