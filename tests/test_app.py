@@ -246,7 +246,7 @@ def test_patch_map_refuses_server_paths_through_gradio_client(client, vit, serve
     message = app_error(lambda: client.predict(vit, 1, 3, {"path": str(server_file)}, api_name="/patch_map"))
     assert message.startswith("The image was not uploaded to this app: upload it")
     with Image.open(client.predict(vit, 1, 3, handle_file(str(server_file)), api_name="/patch_map")) as overlay:
-        assert overlay.size == (32, 32)  # the same file, uploaded by the client, is fine
+        assert overlay.size == (320, 320)  # the same file, uploaded by the client, is fine
 
 
 # --- clear errors ---------------------------------------------------------------------------------------
