@@ -289,7 +289,8 @@ def test_nothing_a_gallery_or_a_link_holds_becomes_markup(app_url, page, recorde
     for shown in (model, hostile("dataset", url), hostile("concept1", url), hostile("concept2", url)):
         assert shown in header
     assert hostile("dataset", url) in text_of("#feature-stats")
-    assert hostile("recipe", url) in text_of("#feature-visualizations")
+    assert hostile("recipe", url) in text_of("#feature-stats")  # "made with", under the short captions
+    assert hostile("objective", url) in text_of("#feature-visualizations")
 
     page.get_by_text("Compare with another gallery").click()
     page.locator("#compare-source textarea, #compare-source input").first.fill(str(folder))
