@@ -202,6 +202,10 @@ def test_browse_a_pushed_gallery_and_follow_a_deep_link(app_url, page, hub, brow
     header.get_by_text("Layer 1 · feature 2").wait_for(timeout=30_000)
     images_loaded(page, "#feature-visualizations", 2)  # the visualization and its patch map
     images_loaded(page, "#feature-examples", 2 * TOP_K)  # top examples and their patch maps
+    captions = page.locator("#feature-visualizations .caption-label")  # whole, not cut ("feature · recipe f...")
+    assert captions.count() == 2 and captions.first.inner_text().startswith("feature · ") and page.evaluate(
+        "[...document.querySelectorAll('#feature-visualizations .caption-label')].every("
+        "el => el.scrollWidth <= el.clientWidth)")
     page.locator("#feature-stats").get_by_text("rank in layer").wait_for()
     link = page.locator("#feature-link textarea, #feature-link input").first.input_value()
     assert link == f"{app_url}?gallery=alice/browse-me&layer=1&feature=2"
@@ -370,16 +374,6 @@ def test_render_with_defaults_then_open_in_explore_also_after_a_reload(app_url, 
     open_in_explore()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-open-in-explore.png"), full_page=False)
-    # a feature's page: its captions show whole (they were cut: "feature · recipe f..."), and, with no dataset scan
-    # in this gallery, a line says why there are no top examples instead of an empty box
-    page.locator("#layer-grid img").nth(1).click()
-    images_loaded(page, "#feature-visualizations", 2)
-    captions = page.locator("#feature-visualizations .caption-label")
-    assert captions.count() == 2 and captions.first.inner_text().startswith("feature · ")
-    assert page.evaluate("[...document.querySelectorAll('#feature-visualizations .caption-label')]"
-                         ".every(el => el.scrollWidth <= el.clientWidth)")
-    page.locator("#feature-header").get_by_text("No top dataset examples").wait_for()
-    assert not page.locator("#feature-examples").is_visible()
     page.reload(wait_until="domcontentloaded")
     page.locator("#model-summary").get_by_text("6 blocks").wait_for(timeout=60_000)
     page.get_by_role("tab", name="Render").click()
