@@ -362,8 +362,8 @@ def test_render_with_defaults_then_open_in_explore_also_after_a_reload(app_url, 
     page.locator("#render").click()
     page.locator("#gallery").get_by_text("feature 2 · activation").wait_for(timeout=180_000)
 
-    def open_in_explore():
-        page.locator("#open-in-explore").click()
+    def open_in_explore(button="#open-in-explore"):
+        page.locator(button).click()
         images_loaded(page, "#layer-grid", 3)  # the three new features, in the Explore galleries tab
         assert page.locator("#gallery-source input").input_value() == common.SESSION_GALLERY
         captions = page.locator("#layer-grid").inner_text()
@@ -378,5 +378,7 @@ def test_render_with_defaults_then_open_in_explore_also_after_a_reload(app_url, 
     page.locator("#model-summary").get_by_text("6 blocks").wait_for(timeout=60_000)
     page.get_by_role("tab", name="Render").click()
     open_in_explore()
+    page.get_by_role("tab", name="Gallery & sharing").click()  # the same gallery from where it is shared
+    open_in_explore("#sharing-open-in-explore")
     assert len(list((tmp_path / "sessions").iterdir())) == 1  # one browser, one gallery
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
