@@ -118,7 +118,7 @@ APP_DECIDES = {
     # HF_HUB_OFFLINE is the server's setting (its owner's), not the visitor's
     "hub_offline": "this app runs without the Hub (its owner set HF_HUB_OFFLINE), so use what it has at hand: "
                    "the built-in model vit-feature-viz/shapes-vit, the built-in datasets vit-feature-viz/shapes-shape "
-                   "and vit-feature-viz/shapes-color, or a gallery folder",
+                   "and vit-feature-viz/shapes-color, or a folder of images or a gallery on this machine",
     "hub_offline_push": "this app runs without the Hub (its owner set HF_HUB_OFFLINE), so download your gallery here "
                         "and push it from a machine that is online",
 }
