@@ -23,7 +23,7 @@ from spaces_config.presets import current_preset  # noqa: E402
 from vit_feature_viz.app import analysis_tab, explore_tab, galleries_tab, render_tab, sharing_tab  # noqa: E402
 from vit_feature_viz.app.common import (  # noqa: E402
     DEFAULT_DATASET, WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed,
-    loading_message, on_space, pickers, structure_reader,
+    PAGE_STYLE, loading_message, on_space, pickers, restore_session, structure_reader,
 )
 from vit_feature_viz.image_datasets import DEFAULT_BUILTIN_DATASET  # noqa: E402
 from vit_feature_viz.models.builtin import DEFAULT_BUILTIN, default_model_id  # noqa: E402
@@ -44,8 +44,10 @@ def build_demo(preset=None) -> gr.Blocks:
 
     # delete_cache: every 30 min, drop files gradio cached for visitors (images, downloads) older than 3 h
     with gr.Blocks(title="ViT Feature Viz", delete_cache=(1800, 3 * 3600)) as demo:
-        session = gr.State(None, delete_callback=forget_session)
+        session = gr.State(None, delete_callback=forget_session)  # the session gallery's folder, server side
+        session_key = gr.BrowserState(None, storage_key="vfv-session")  # this browser's key to it: kept on reload
         gr.Markdown(INTRO)
+        gr.HTML("", head=PAGE_STYLE, container=False, padding=False, visible="hidden", elem_id="page-style")
         gr.Markdown(f"Hardware preset **{preset.caps_text()}**.", elem_id="caps")
         with gr.Row(equal_height=True):  # min widths: on a phone the row wraps instead of cutting the model box
             model_id = gr.Textbox(default_model, label="Model (Hub id)", placeholder="org/name", scale=4,
@@ -74,12 +76,13 @@ def build_demo(preset=None) -> gr.Blocks:
         layer.release(feature_picker, [info, layer, feature], [feature], **private)
         reads = dict(inputs=[model_id, layer], outputs=[info, layer, feature, summary], **private)  # no download: no Load
         demo.load(structure_reader(models, at_start=True), **reads)
+        demo.load(restore_session, [session_key, session], [session, session_key], **private)
         model_id.change(structure_reader(models), **reads)
 
         ctx = AppContext(preset=preset, models=models, demo=demo, show_login=show_login, model_id=model_id,
                          info=info, layer=layer, feature=feature, session=session, summary=summary,
                          default_dataset=DEFAULT_BUILTIN_DATASET if notice else DEFAULT_DATASET)
-        with gr.Tabs():
+        with gr.Tabs() as ctx.tabs:
             for tab in TABS:
                 tab.build(ctx)
         ctx.wire_stop_buttons()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tiny_checkpoints import HEADS, IMG, MLP, PATCH, SHORT_CONTEXT_WORDS, VIT, WIDTH, place_in_cache
 from vit_feature_viz.analysis import clip_names, feature_names
-from vit_feature_viz.analysis.clip_names import load_vocabulary
+from vit_feature_viz.analysis.clip_names import has_feature_names, load_vocabulary
 from vit_feature_viz.core.objectives import make_objective
 from vit_feature_viz.errors import VizError
 from vit_feature_viz.models import load_model
@@ -83,6 +83,12 @@ def test_a_word_built_to_match_a_feature_is_named_first(named_clip, tmp_path):
     result.save(tmp_path)
     assert feature_names(tmp_path, named_clip, LAYER, FEATURE)[0] == "lighthouse"
     assert feature_names(tmp_path, named_clip, LAYER, 99) == []
+    assert has_feature_names(tmp_path, named_clip)
+    assert not has_feature_names(tmp_path, "another/model")
+    from vit_feature_viz.app.analysis_tab import Analyst
+
+    hint = Analyst(None, None).feature_names(named_clip, LAYER, 99, str(tmp_path))  # named model, unnamed feature
+    assert hint.startswith(f"No CLIP names yet for layer {LAYER}, feature 99")
 
 
 def test_open_clip_names_features_with_its_own_tokenizer_and_the_shipped_vocabulary(tiny_repos):

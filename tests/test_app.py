@@ -17,6 +17,7 @@ import pytest
 
 import gradio as gr
 from gradio_client import Client, handle_file
+import numpy as np
 from PIL import Image
 
 from app_fixtures import ROOT, app_error, load_app, no_progress, render, serve
@@ -119,14 +120,6 @@ def test_the_model_cache_loads_each_model_once(vit, tiny_repos, monkeypatch):
     assert cache.get(vit) is not first and loads == [vit, tiny_repos["clip"], vit]  # size 1: the vit was dropped
 
 
-def test_time_left_comes_from_the_pace_so_far():
-    from vit_feature_viz.app.render_tab import time_left
-
-    assert time_left(0.5, 3, 10) == "estimating time left"  # too early to tell
-    assert time_left(10, 25, 100) == "about 30 s left"
-    assert time_left(60, 10, 100) == "about 9 min left"
-
-
 def test_render_open_clip_with_another_recipe(client, tiny_repos):
     images, table = render(client, tiny_repos["open_clip"], 3, "5", recipe="fourier", steps=2)
     assert len(images) == 1 and table["data"][0][0] == 5
@@ -137,7 +130,13 @@ def test_patch_map_returns_the_overlay(client, vit, tmp_path):
     Image.new("RGB", (64, 48), (200, 40, 40)).save(path)
     overlay = client.predict(vit, 1, 3, handle_file(str(path)), api_name="/patch_map")
     with Image.open(overlay) as image:
-        assert image.size == (32, 32)  # the model-size crop the model saw
+        assert image.size == (320, 320)  # the 32 px crop the model saw, drawn at the size of its box
+        pixels = np.asarray(image.convert("RGB"))
+    # the colour bar's max label, drawn at that size (white text, about 320 / 14 px high), not enlarged from 32 px
+    # (where no label fits at all)
+    corner = pixels[:80, 160:300]
+    text_rows = np.flatnonzero((corner == 255).all(axis=-1).any(axis=1))
+    assert len(text_rows) >= 12, text_rows
 
 
 def test_examples_from_a_local_dataset(client, vit, image_folder):
@@ -247,7 +246,7 @@ def test_patch_map_refuses_server_paths_through_gradio_client(client, vit, serve
     message = app_error(lambda: client.predict(vit, 1, 3, {"path": str(server_file)}, api_name="/patch_map"))
     assert message.startswith("The image was not uploaded to this app: upload it")
     with Image.open(client.predict(vit, 1, 3, handle_file(str(server_file)), api_name="/patch_map")) as overlay:
-        assert overlay.size == (32, 32)  # the same file, uploaded by the client, is fine
+        assert overlay.size == (320, 320)  # the same file, uploaded by the client, is fine
 
 
 # --- clear errors ---------------------------------------------------------------------------------------

@@ -24,6 +24,18 @@ def test_analyze_runs_on_the_loaded_model_and_saves_into_the_session_gallery(cli
     assert [row[1] for row in rows] == list(range(7)), sorted(table)  # 6 blocks: l = 0..6
     assert rows[0][2] >= 90  # the trained fixture at l = 0: its natural accuracy on 20 test images
     assert "natural" in summary and "never joined" in summary
+    assert client.predict(FIXTURE, 0, 0, api_name="/feature_names") == ""  # no "No CLIP names yet" after it
+
+
+def test_the_experiment_menu_offers_naming_only_for_a_model_with_a_text_tower(tiny_repos):
+    from vit_feature_viz.app.analysis_tab import CLIP_NAMES_LABEL, experiment_choices
+    from vit_feature_viz.app.common import ModelCache
+
+    models = ModelCache()
+    vision_only = experiment_choices(models.layers(tiny_repos["clip_vision"]), CLIP_NAMES_LABEL)  # CLIP, no text
+    assert CLIP_NAMES_LABEL not in [c[0] for c in vision_only.choices] and vision_only.value == "CLS isolation"
+    clip = experiment_choices(models.layers(tiny_repos["clip"]), CLIP_NAMES_LABEL)
+    assert CLIP_NAMES_LABEL in [c[0] for c in clip.choices] and clip.value == CLIP_NAMES_LABEL
 
 
 def test_analysis_caps_and_bad_input_are_one_line(client, server):
@@ -81,3 +93,10 @@ def test_the_robustness_experiments_are_offered_and_run_on_the_loaded_model(clie
         plot, table, summary = analyze(client, FIXTURE, experiment=label, max_images=4)
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert column in table["headers"] and len(table["data"]) == rows and words in summary
+
+
+def test_nothing_is_drawn_over_the_analysis_plot(server):
+    """The "Plot" label and the image toolbar sat over the plot's title: the plot shows neither."""
+    plot = next(block for block in server.app.demo.blocks.values() if getattr(block, "elem_id", None) == "analysis-plot")
+    config = plot.get_config()
+    assert config["show_label"] is False and not config["buttons"]

@@ -260,7 +260,11 @@ def test_an_app_patch_map_checks_its_feature_once(tiny_repos, vit, objectives_bu
     photo = Image.new("RGB", (40, 30), (200, 40, 40))
     overlay = explorer.patch_map(tiny_repos["vit"], 1, 3, photo)
     assert objectives_built == ["feature"] and feature_checks == [3]  # before issue 17: 2 and 2 (tab, then map)
-    assert overlay.tobytes() == core_patchmap.patch_map(vit, photo, 1, 3).tobytes()
+    from vit_feature_viz.app.explore_tab import MAP_PX
+    from vit_feature_viz.core.objectives import make_objective
+
+    drawn = core_patchmap.draw_patch_map(vit, photo, make_objective("feature", 1), 3, display_px=MAP_PX)
+    assert overlay.tobytes() == drawn.tobytes()
 
 
 @pytest.fixture

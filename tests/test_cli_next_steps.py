@@ -37,3 +37,19 @@ def test_analyze_without_a_model_uses_the_default_one(tmp_path, capfd):
     assert "note: The Hugging Face Hub cannot be reached: using the built-in model" in err
     with open(out.splitlines()[0]) as f:
         assert "shapes" in next(csv.DictReader(f))["model_id"]
+
+
+def test_png_export_decodes_only_the_rows_it_writes(browse_gallery, tmp_path, monkeypatch):
+    """Layer 2 of a gallery that also holds layer 1 (rendered, with dataset examples): two images decoded, two files."""
+    from vit_feature_viz.jobs import export_pngs
+    from vit_feature_viz.store import encoding
+
+    decoded = []
+    real = encoding.decode_image
+    monkeypatch.setattr(encoding, "decode_image", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    written = export_pngs(browse_gallery, tmp_path / "png", "tiny-org/vit-classifier", 2, "feature")
+    assert sorted(p.name for p in written) == ["layer2-feature-feature0.png", "layer2-feature-feature1.png"]
+    assert len(decoded) == 2
+    rows = {r["feature"]: r["image"] for r in GalleryFolder(browse_gallery).rows() if r["layer"] == 2}
+    with Image.open(tmp_path / "png" / "layer2-feature-feature1.png") as saved:
+        assert saved.tobytes() == rows[1].convert(saved.mode).tobytes()

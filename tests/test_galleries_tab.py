@@ -157,7 +157,7 @@ def test_a_grid_page_that_is_no_number_is_one_line(server, client, browse_galler
                                                    api_name="/show_layer"))
         assert message == f"The grid page must be a number from 1 to 1, got {page!r}."
     for page in ("NaN", "Infinity"):  # JSON numbers Python reads (gradio_client refuses to send them)
-        body = f'{{"data": ["{browse_gallery}", "{MODEL}", 1, "feature", {page}]}}'
+        body = f'{{"data": ["{browse_gallery}", "{MODEL}", 1, "feature", {page}, null]}}'  # null: the session state
         response = httpx.post(f"{server.url}gradio_api/run/show_layer", content=body, timeout=60,
                               headers={"content-type": "application/json"})
         assert response.json()["error"].startswith("The grid page must be a number from 1 to 1, got "), response.text
@@ -204,3 +204,79 @@ def test_two_visitors_opening_one_gallery_at_once_build_one_index(client, tmp_pa
     jobs = [visitor.submit(str(folder), api_name="/open_gallery") for visitor in visitors]
     summaries = [value(job.result(timeout=120)[4]) for job in jobs]
     assert builds == [str(folder)] and all("600 features" in summary for summary in summaries)
+
+
+def test_render_then_open_the_session_gallery_no_other_visitor_reaches(server, client, tiny_repos, tmp_path,
+                                                                       monkeypatch):
+    """Issue 19 item 2 over HTTP: what /render made opens in the gallery browser as "your session gallery", also on a
+    Space (where no folder path opens); another visitor naming it gets their own (empty) one, never this one."""
+    from app_fixtures import render
+    from vit_feature_viz.app import common
+
+    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")  # the app runs in this process
+    mine = client
+    render(mine, tiny_repos["vit"], 1, "0-1", steps=1)  # off a Space: a Space reads models from the Hub only
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "org/space")
+    source, model, layer, objective, summary = map(value, mine.predict(common.SESSION_GALLERY,
+                                                                        api_name="/open_gallery"))
+    assert (source, model, layer, objective) == ("your session gallery", tiny_repos["vit"], 1, "feature")
+    assert "2 features" in summary and str(tmp_path) not in summary
+    grid, _, note = mine.predict(source, model, 1, objective, 1, api_name="/show_layer")
+    assert [item["caption"].split(" · ")[0] for item in grid] == ["0", "1"]
+    header, link = map(value, mine.predict(source, model, 1, objective, 1, api_name="/feature_page")[:2])
+    assert "Layer 1 · feature 1" in header and "?" not in link and "push it" in link  # no link to a private gallery
+
+    other = Client(server.url, verbose=False)
+    assert "Your gallery is empty" in app_error(lambda: other.predict(source, api_name="/open_gallery"))
+    folder = next((tmp_path / "sessions").iterdir())
+    assert "is a local path" in app_error(lambda: other.predict(str(folder), api_name="/open_gallery"))
+
+
+def test_a_browsers_key_brings_back_its_gallery_after_a_reload_and_no_other(tmp_path, monkeypatch):
+    """The page-load side of item 2: the key a browser keeps (gr.BrowserState) maps to one folder, named by its hash;
+    closing the page's session keeps that folder (a reload closes it), and unused ones go after SESSION_TTL_S."""
+    from vit_feature_viz.app import common
+
+    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")
+    folder, key = common.restore_session(None, None)  # a first visit: a new key for the browser to keep
+    assert common.SESSION_KEY.match(key) and key not in folder and Path(folder).is_dir()
+    assert common.restore_session(key, None)[0] == folder  # a reload with the kept key: the same folder
+    assert common.restore_session(key, folder)[0] == folder
+    other, other_key = common.restore_session("../" + key, None)  # a malformed key never names a folder
+    assert other != folder and other_key != key
+    common.forget_session(folder)  # the old page's session closes on reload: the folder stays
+    assert Path(folder).is_dir()
+    api = common.session_path(None)  # an API caller's session gallery (no key) goes with its session
+    common.forget_session(api)
+    assert not Path(api).exists()
+    common.prune_sessions(now=time.time() + common.SESSION_TTL_S + 60)
+    assert not Path(folder).exists() and not Path(other).exists()
+
+
+def test_offline_errors_in_the_app_name_what_a_visitor_can_do():
+    """HF_HUB_OFFLINE (set for this suite) is the server owner's setting: the CLI says to unset it, the app names
+    what works without the Hub instead (issue 19 item 7)."""
+    from vit_feature_viz.app.common import APP
+    from vit_feature_viz.errors import VizError
+    from vit_feature_viz.image_datasets import BUILTIN_DATASETS
+    from vit_feature_viz.models.builtin import builtin_path
+    from vit_feature_viz.store.pages import open_gallery
+
+    with pytest.raises(VizError) as caught:
+        open_gallery("org/not-here")
+    assert str(caught.value).endswith(": unset it to pull")  # the CLI's line, as before
+    line = caught.value.worded(APP)
+    assert line.startswith("HF_HUB_OFFLINE is set, so the Hub cannot be reached: this app runs without the Hub")
+    assert "unset" not in line and "\n" not in line
+    assert builtin_path("vit-feature-viz/shapes-vit") is not None  # the names it gives are the built-in ones
+    assert all(name in line for name in BUILTIN_DATASETS)
+
+
+def test_a_feature_without_dataset_examples_says_why_and_what_to_do(client, browse_gallery):
+    """Layer 2 of the gallery was rendered without a scan: no empty examples box, a line saying how to get them."""
+    header, _, _, examples = client.predict(str(browse_gallery), MODEL, 2, "feature", 1, api_name="/feature_page")[:4]
+    assert "No top dataset examples in this gallery for this feature" in header and "Explore a feature" in header
+    assert examples["visible"] is False and not examples.get("value")
+    header, _, _, examples = client.predict(str(browse_gallery), MODEL, 1, "feature", 1, api_name="/feature_page")[:4]
+    assert "No top dataset examples" not in header and len(value(examples)) == 2 * TOP_K

@@ -105,7 +105,8 @@ def test_gallery_summary_feature_header_and_compare_note_show_gallery_strings_as
     assert_inert_markdown(header, hostile("model", URL), hostile("dataset", URL), hostile("concept1", URL),
                           hostile("concept2", URL), str(gallery_folder))
     captions = [caption for _, caption in outputs[3]]  # gallery captions are text in the browser: kept as stored
-    assert any(hostile("recipe", URL) in caption for caption in captions)
+    assert any(hostile("objective", URL) in caption for caption in captions)
+    assert any(hostile("recipe", URL) in value for _, value in outputs[5])  # "made with", in the statistics table
 
     *_, note = galleries.compare(label, model, 1, "", str(gallery_folder), "0-1")
     assert_inert_markdown(note, hostile("model", URL), str(gallery_folder))

@@ -228,8 +228,9 @@ def test_standardized_fourier_images_have_a_photos_contrast_from_the_start():
 
 
 def test_a_grid_free_fourier_image_cannot_ripple_on_the_patch_grid():
-    """A spectrum pushed hard onto the patch grid's frequencies (what a ripple with the patch's period is) shows as
-    patch-grid energy in a plain Fourier image and is absent from a grid-free one, which keeps every other frequency."""
+    """A spectrum pushed onto the patch grid's frequencies (what a ripple with the patch's period is) shows as
+    patch-grid energy in a plain Fourier image and is taken out of a grid-free one, which keeps every other frequency
+    (a ripple strong enough to saturate the sigmoid leaves a trace through the final clamp to [0, 1])."""
     from vit_feature_viz.core.params import StandardizedFourierImage, patch_grid_lattice
     from vit_feature_viz.quality import patch_grid_energy
 
@@ -241,10 +242,10 @@ def test_a_grid_free_fourier_image_cannot_ripple_on_the_patch_grid():
     free = StandardizedFourierImage(2, size, generators([0, 1]), patch_grid=size // patch)
     with torch.no_grad():
         for image in (plain, free):
-            image.spectrum[:, :, lattice] *= 1e4  # the optimizer found the ripple
+            image.spectrum[:, :, lattice] *= 30  # the optimizer found the ripple
         rippled, clean = plain().detach(), free().detach()
     assert (patch_grid_energy(rippled, patch) > 0.5).all()
-    assert (patch_grid_energy(clean, patch) < 0.05).all()
+    assert (patch_grid_energy(clean, patch) < 0.02).all()  # photos: about 0.01
     assert not torch.equal(clean[0], clean[1])  # the rest of the spectrum still draws the image
 
 

@@ -108,7 +108,7 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
 
     # a long render: Render is disabled while it runs, the progress with the time left shows under the buttons
     # (not over the activations table), and Stop gives Render back
-    page.locator("#steps input[type=number]").fill("300")
+    page.locator("#steps input[type=number]").fill("60")
     page.locator("#steps input[type=number]").press("Enter")
     page.locator("#features textarea, #features input").first.fill("0")
     page.locator("#render").click()
@@ -128,7 +128,9 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.locator("#upload img").first.wait_for(timeout=30_000)
     page.locator("#map-image").click()
     page.wait_for_function("(() => { const img = document.querySelector('#overlay img');"
-                           " return img && img.complete && img.naturalWidth === 32; })()", timeout=60_000)
+                           " return img && img.complete && img.naturalWidth === 320; })()", timeout=60_000)
+    shown = page.locator("#overlay img").first.bounding_box()  # drawn at its box's size, not a 32 px map enlarged
+    assert shown["height"] <= 320 + 1 and shown["width"] <= 320 + 1, shown
     page.wait_for_function("(() => { const img = document.querySelector('#cls-attention img');"  # mean + 2 heads
                            " return img && img.complete && img.naturalWidth === 3 * 96; })()", timeout=60_000)
     page.get_by_role("tab", name="Render").click()
@@ -138,7 +140,11 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.locator("#render").click()
     page.get_by_text("Cannot read feature spec '0-x'").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1_500)  # the toast slides in
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"), full_page=False)
+    toast, load = page.locator(".toast-wrap").bounding_box(), page.locator("#load").bounding_box()
+    assert toast["y"] >= load["y"] + load["height"] or toast["x"] >= load["x"] + load["width"], (toast, load)
+    assert load["y"] >= 0 and page.locator("#load").is_visible()  # the error leaves Load free to press again
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"
 
 
@@ -201,6 +207,10 @@ def test_browse_a_pushed_gallery_and_follow_a_deep_link(app_url, page, hub, brow
     header.get_by_text("Layer 1 · feature 2").wait_for(timeout=30_000)
     images_loaded(page, "#feature-visualizations", 2)  # the visualization and its patch map
     images_loaded(page, "#feature-examples", 2 * TOP_K)  # top examples and their patch maps
+    captions = page.locator("#feature-visualizations .caption-label")  # whole, not cut ("feature · recipe f...")
+    assert captions.count() == 2 and captions.first.inner_text().startswith("feature · ") and page.evaluate(
+        "[...document.querySelectorAll('#feature-visualizations .caption-label')].every("
+        "el => el.scrollWidth <= el.clientWidth)")
     page.locator("#feature-stats").get_by_text("rank in layer").wait_for()
     link = page.locator("#feature-link textarea, #feature-link input").first.input_value()
     assert link == f"{app_url}?gallery=alice/browse-me&layer=1&feature=2"
@@ -289,7 +299,8 @@ def test_nothing_a_gallery_or_a_link_holds_becomes_markup(app_url, page, recorde
     for shown in (model, hostile("dataset", url), hostile("concept1", url), hostile("concept2", url)):
         assert shown in header
     assert hostile("dataset", url) in text_of("#feature-stats")
-    assert hostile("recipe", url) in text_of("#feature-visualizations")
+    assert hostile("recipe", url) in text_of("#feature-stats")  # "made with", under the short captions
+    assert hostile("objective", url) in text_of("#feature-visualizations")
 
     page.get_by_text("Compare with another gallery").click()
     page.locator("#compare-source textarea, #compare-source input").first.fill(str(folder))
@@ -381,4 +392,39 @@ def test_first_screen_shows_learned_features_and_a_clicked_feature_in_view(app_u
     page.locator("#feature-header").get_by_text("Layer 1 · feature 33").wait_for(timeout=30_000)
     wait_in_viewport(page, "#feature-header")
     page.wait_for_function(f"document.querySelector('#gallery-source input').value === {other!r}", timeout=10_000)
+
+
+def test_render_with_defaults_then_open_in_explore_also_after_a_reload(app_url, page, tmp_path, monkeypatch):
+    """Issue 19's "Done when", second half: render with the defaults (offline: the built-in model), "Open in Explore"
+    shows the Explore galleries tab on the session gallery with the new features; after a reload (same browser) the
+    button still opens it."""
+    from vit_feature_viz.app import common
+
+    monkeypatch.setattr(common, "SESSION_ROOT", tmp_path / "sessions")  # the app runs in this process
+    page, outside = page
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.locator("#model-summary").get_by_text("6 blocks").wait_for(timeout=60_000)  # the page's load events ran
+    page.get_by_role("tab", name="Render").click()
+    page.locator("#render").click()
+    page.locator("#gallery").get_by_text("feature 2 · activation").wait_for(timeout=180_000)
+
+    def open_in_explore(button="#open-in-explore"):
+        page.locator(button).click()
+        images_loaded(page, "#layer-grid", 3)  # the three new features, in the Explore galleries tab
+        assert page.locator("#gallery-source input").input_value() == common.SESSION_GALLERY
+        captions = page.locator("#layer-grid").inner_text()
+        assert all(f"{feature} · " in captions for feature in range(3)), captions
+        box = page.locator("#layer-grid img").first.bounding_box()
+        assert box and box["width"] > 0 and box["y"] < page.viewport_size["height"]
+
+    open_in_explore()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-open-in-explore.png"), full_page=False)
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#model-summary").get_by_text("6 blocks").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Render").click()
+    open_in_explore()
+    page.get_by_role("tab", name="Gallery & sharing").click()  # the same gallery from where it is shared
+    open_in_explore("#sharing-open-in-explore")
+    assert len(list((tmp_path / "sessions").iterdir())) == 1  # one browser, one gallery
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"

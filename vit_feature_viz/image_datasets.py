@@ -150,8 +150,8 @@ def require_dataset_access(name: str, token: str | bool | None) -> None:
     except HFValidationError:
         raise VizError(f"'{name}' is not a Hub dataset id: use namespace/name, e.g. {EXAMPLE_HUB_DATASET}.") from None
     except OfflineModeIsEnabled:
-        raise VizError(f"Cannot check who may read dataset '{name}' while HF_HUB_OFFLINE is set: unset it, or give "
-                       "a local folder.") from None
+        raise VizError(f"Cannot check who may read dataset '{name}' while HF_HUB_OFFLINE is set", option="hub_offline",
+                       fix="unset it, or give a local folder") from None
     except (ConnectionError, TimeoutError, TransportError):
         raise VizError(_unreachable_message(name)) from None
     except HfHubHTTPError as err:

@@ -59,11 +59,10 @@ def export_pngs(out: str | Path, png_folder: str | Path, model_id: str, layer: i
     target = Path(png_folder)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for row in GalleryFolder(out).rows():
-        if (row["model_id"], row["layer"], row["objective"]) == (model_id, layer, objective):
-            path = target / f"layer{layer}-{objective}-feature{row['feature']}.png"
-            row["image"].save(path)
-            written.append(path)
+    for feature, image in GalleryFolder(out).layer_images(model_id, layer, objective):  # only these rows are read
+        path = target / f"layer{layer}-{objective}-feature{feature}.png"
+        image.save(path)
+        written.append(path)
     return written
 
 

@@ -160,6 +160,16 @@ def _restored_scan(saved: SavedProgress | None) -> tuple[list, list, list[str]]:
     return [p["values"] for p in loaded], [p["embeddings"] for p in loaded], list(state["parts"])
 
 
+def has_feature_names(folder, model_id: str) -> bool:
+    """True once any feature of `model_id` was named into `folder` (so a feature without names is worth a hint)."""
+    root = Path(folder) / ANALYSIS_DIR / EXPERIMENT
+    for table in root.glob("*.csv") if root.is_dir() else ():
+        with open(table, newline="") as f:
+            if any(r.get("model_id") == model_id for r in csv.DictReader(f)):
+                return True
+    return False
+
+
 def feature_names(folder, model_id: str, layer: int, feature: int, limit: int = 5) -> list[str]:
     """The names saved for a feature under `folder/analysis/clip_names/` (the newest run that has it), for
     showing next to the feature in galleries and the app; [] when none was computed."""

@@ -4,6 +4,8 @@ plus the CLIP names of the explored feature where they were computed (/feature_n
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from ..errors import VizError
@@ -72,14 +74,17 @@ class Analyst:
     def feature_names(self, model_id, layer, feature, session=None) -> str:
         """/feature_names: the CLIP names saved in the session gallery for this feature, or a hint."""
         from ..analysis import feature_names
+        from ..analysis.clip_names import has_feature_names
 
         with user_errors("reading feature names"):
             layer, feature = as_int(layer, "layer"), as_int(feature, "feature", minimum=0)
             model_id = str(model_id or "").strip()
             names = feature_names(session, model_id, layer, feature) if session else []
-            if not names:
-                return f"No CLIP names yet for layer {layer}, feature {feature}: run *Name CLIP features* on a CLIP model."
-            return f"**CLIP names of layer {layer}, feature {feature}:** {', '.join(map(inert, names))}"
+            if names:
+                return f"**CLIP names of layer {layer}, feature {feature}:** {', '.join(map(inert, names))}"
+            if session and has_feature_names(session, model_id):  # this model was named, this feature not yet
+                return f"No CLIP names yet for layer {layer}, feature {feature}: run *Name CLIP features* for it."
+            return ""  # nothing named for this model: nothing to say (most models have no text tower)
 
     def _duration(self, model_id, experiment, dataset, split, max_images, layer, feature, token=None,
                   probe_split=None) -> int:
@@ -101,6 +106,18 @@ class Analyst:
                 options["probe"] = ProbeRequest(dataset, probe_split, max_images=max_images, token=token,
                                                 progress=False)
             return EXPERIMENTS[experiment](model, dataset, **options)
+
+
+CLIP_NAMES_LABEL = next(label for label, name in EXPERIMENT_LABELS.items() if name == "clip-names")
+
+
+def experiment_choices(info: dict | None, experiment: Any):
+    """The Experiment menu for the model the sliders describe (its /layers structure): naming features with words
+    only for a model with a text tower; the others are for every model."""
+    if not info:
+        return gr.skip()
+    labels = [label for label in EXPERIMENT_LABELS if label != CLIP_NAMES_LABEL or info.get("text_tower")]
+    return gr.Dropdown(choices=labels, value=experiment if experiment in labels else labels[0])
 
 
 def notes_markdown(notes: list[str]) -> str:
@@ -136,7 +153,9 @@ def build(ctx: AppContext) -> Analyst:
                                      info="DINOv2, MAE: fit a linear probe on this split first", elem_id="probe-split")
         run = gr.Button("Run analysis", variant="primary", elem_id="analysis-run")
         with gr.Row():
-            plot = gr.Image(type="filepath", label="Plot", format="png", interactive=False, elem_id="analysis-plot")
+            # no label and no toolbar over the picture: they covered the plot's title (the PNG is in your gallery)
+            plot = gr.Image(type="filepath", label="Plot", show_label=False, buttons=[], format="png",
+                            interactive=False, elem_id="analysis-plot")
             with gr.Column():
                 summary = gr.Markdown(elem_id="analysis-summary")
                 names = gr.Markdown(elem_id="analysis-names")
@@ -151,6 +170,7 @@ def build(ctx: AppContext) -> Analyst:
     show_names = dict(fn=analyst.feature_names, inputs=[ctx.model_id, ctx.layer, ctx.feature, ctx.session],
                       outputs=[names], queue=False)
     running.success(**show_names, api_name="feature_names")
+    ctx.info.change(experiment_choices, [ctx.info, experiment], [experiment], api_visibility="private", queue=False)
     ctx.feature.release(**show_names, api_visibility="private")
     ctx.jobs.append(running)
     return analyst

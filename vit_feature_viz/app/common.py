@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import io
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Collection
@@ -25,6 +27,8 @@ from typing import Any
 import gradio as gr
 
 from ..errors import VizError, Wording
+from ..image_datasets import BUILTIN_DATASETS
+from ..models.builtin import DEFAULT_BUILTIN
 from ..lru import LRUCache
 from ..markup import inert
 from ..specs import given_name, looks_like_path, whole_number
@@ -46,6 +50,13 @@ DEFAULT_DATASET = "uoft-cs/cifar10"  # where the Hub answers; offline, the built
 DEFAULT_SPLIT = ""  # empty: the dataset's first of test, validation, train (a local folder may have train only)
 DEFAULT_REPO_NAME = "vit-feature-viz-gallery"
 SESSION_ROOT = Path(tempfile.gettempdir()) / "vit-feature-viz-sessions"
+
+
+# Error pop-ups (gradio's toasts) open at the top right, over the model box's Load button: a visitor fixing what a
+# message says could not press Load again until they went. At the bottom right they cover nothing one needs.
+PAGE_STYLE = """<style>
+.toast-wrap { top: auto !important; bottom: var(--size-4); }
+</style>"""
 
 
 def on_space() -> bool:
@@ -108,6 +119,12 @@ APP_DECIDES = {
     "token": "paste a Hugging Face token with write access in the Token field (or sign in on a Space)",
     "cue_column": "this app reads a shape column and a color, colour, texture or cue column, so pick a dataset "
                   "that has both, e.g. vit-feature-viz/shapes-cue-conflict",
+    # HF_HUB_OFFLINE is the server's setting (its owner's), not the visitor's
+    "hub_offline": "this app runs without the Hub (its owner set HF_HUB_OFFLINE), so use what it has at hand: "
+                   f"the built-in model {DEFAULT_BUILTIN}, the built-in datasets {', '.join(BUILTIN_DATASETS)}, "
+                   "or a folder of images or a gallery on this machine",
+    "hub_offline_push": "this app runs without the Hub (its owner set HF_HUB_OFFLINE), so download your gallery here "
+                        "and push it from a machine that is online",
 }
 
 
@@ -364,18 +381,54 @@ def session_path(session: str | None) -> str:
     return session
 
 
+SESSION_KEY = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32): 256 random bits
+BROWSER_PREFIX = "browser-"  # a gallery folder bound to a browser's key: it outlives a page reload
+SESSION_TTL_S = 6 * 3600  # a browser's gallery goes this long after its last use (a reload, a render)
+
+
+def restore_session(key: Any, session: str | None):
+    """On page load: (the gallery folder, the key) of this browser, kept in its localStorage (gr.BrowserState), so
+    what a visitor rendered is still theirs after a reload. A new key when the browser has none (or a malformed
+    one). The folder is named by the key's hash: only a browser holding the key reaches it (no folder name or
+    server path ever gives it), and folders of keys unused for SESSION_TTL_S go."""
+    if session and Path(session).is_dir():  # this session already has its gallery (an API caller's, say)
+        return session, gr.skip()
+    prune_sessions()
+    fresh = not (isinstance(key, str) and SESSION_KEY.match(key))
+    key = secrets.token_urlsafe(32) if fresh else key
+    folder = SESSION_ROOT / (BROWSER_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:40])
+    folder.mkdir(parents=True, exist_ok=True)
+    os.utime(folder)  # used now
+    return str(folder), (key if fresh else gr.skip())
+
+
+def prune_sessions(now: float | None = None) -> None:
+    """Remove browser-bound gallery folders unused for SESSION_TTL_S (a reload or a render touches them)."""
+    import time
+
+    now = time.time() if now is None else now
+    for folder in SESSION_ROOT.glob(BROWSER_PREFIX + "*") if SESSION_ROOT.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if now - folder.stat().st_mtime > SESSION_TTL_S:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def add_rows(session: str | None, rows: list[dict], backend: str) -> str:
     """Save finished rows into the session gallery at once (a later Stop or error never loses them)."""
     from ..store.folder import GalleryFolder
 
     session = session_path(session)
     GalleryFolder(session).add(rows, card_info={"backend": backend})
+    with contextlib.suppress(OSError):
+        os.utime(session)  # used now (see prune_sessions)
     return session
 
 
 def forget_session(session: str | None) -> None:
-    """gr.State's delete_callback: the session's gallery folder goes when the visitor leaves."""
-    if session and Path(session).resolve().parent == SESSION_ROOT.resolve():
+    """gr.State's delete_callback: the session's gallery folder goes when the visitor leaves, unless a browser's
+    key holds it (a reload closes the old session and opens it again; `prune_sessions` removes it later)."""
+    if (session and Path(session).resolve().parent == SESSION_ROOT.resolve()
+            and not Path(session).name.startswith(BROWSER_PREFIX)):
         shutil.rmtree(session, ignore_errors=True)
 
 
@@ -394,6 +447,23 @@ def session_gallery(session: str | None):
     if not shards:
         raise VizError("Your gallery is empty: render some features or find dataset examples first.")
     return CheckedGallery(folder, tuple(shards))
+
+
+SESSION_GALLERY = "your session gallery"  # what the Explore tab's gallery box says for it, never a server path
+
+
+def is_session_gallery(source: Any) -> bool:
+    return isinstance(source, str) and source.strip().lower() == SESSION_GALLERY
+
+
+def open_session_gallery(session: str | None, cache):
+    """The visitor's own session gallery for browsing (`cache`: the tab's GalleryCache), labelled SESSION_GALLERY;
+    the folder comes from the visitor's session state, which no request can set, so no one else's is reachable."""
+    from ..store.pages import Gallery
+    from ..store.sources import FolderSource
+
+    folder = session_folder(session)  # a VizError when nothing was rendered or found yet
+    return Gallery(FolderSource(folder.path, label=SESSION_GALLERY), max_rows=cache.max_rows, indexes=cache)
 
 
 # ------------------------------------------------------------------------------------------ the context
@@ -419,6 +489,8 @@ class AppContext:
     session: gr.State  # the visitor's session gallery folder (str or None)
     summary: Any = None  # the line under the model box that says which model the sliders describe
     default_dataset: str = DEFAULT_DATASET  # the built-in shapes set when the Hub cannot be reached
+    tabs: Any = None  # the gr.Tabs holding every tab (a button may switch to one)
+    open_in_explore: Any = None  # set by the Explore galleries tab: open_in_explore(button) opens the session gallery
     jobs: list = field(default_factory=list)
     stop_buttons: list = field(default_factory=list)
 

@@ -13,6 +13,7 @@ from .common import (
 )
 
 SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
+MAP_PX = 320  # the patch map box's height: an uploaded image's map is drawn at this size
 
 
 class Explorer:
@@ -40,7 +41,8 @@ class Explorer:
             image = open_image(image, self.uploads())
             model = self.models.get(model_id, token=visitor_token(oauth_token))
             target = self.check_feature(model, layer, feature)
-            return draw_patch_map(model, image, target.objective, target.features[0])  # as checked
+            return draw_patch_map(model, image, target.objective, target.features[0],  # as checked
+                                  display_px=MAP_PX)  # drawn at the size of its box: sharp labels
 
     def cls_attention(self, model_id, layer, image, oauth_token: gr.OAuthToken | None = None):
         """/cls_attention: where the CLS token of block `layer` looks in an uploaded image (mean, then each head)."""
@@ -112,7 +114,7 @@ def build(ctx: AppContext) -> Explorer:
         with gr.Row():
             upload = gr.Image(type="pil", label="Your image", sources=["upload", "clipboard"], height=320,
                               elem_id="upload")
-            overlay = gr.Image(type="pil", label="Patch activation map", format="png", interactive=False, height=320,
+            overlay = gr.Image(type="pil", label="Patch activation map", format="png", interactive=False, height=MAP_PX,
                                elem_id="overlay")
             attention = gr.Image(type="pil", label="CLS attention of this block (mean, then each head)", format="png",
                                  interactive=False, height=320, elem_id="cls-attention")

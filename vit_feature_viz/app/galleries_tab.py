@@ -22,7 +22,10 @@ from PIL import Image
 from ..errors import VizError
 from ..store.builtin import BUILTIN_GALLERY
 from ..store.pages import MAX_EXAMPLES, GalleryCache, compact_ranges
-from .common import AppContext, error_text, inert, on_space, user_errors, visitor_token
+from .common import (
+    SESSION_GALLERY, AppContext, error_text, inert, is_session_gallery, on_space, open_session_gallery, user_errors,
+    visitor_token,
+)
 from .links import feature_link, parse_deep_link
 
 log = logging.getLogger("vit_feature_viz.app")
@@ -32,6 +35,10 @@ THUMB_PX = 192  # grid thumbnails are shrunk to this (the feature page shows ful
 EXAMPLES_SHOWN = MAX_EXAMPLES  # top dataset examples on a feature page, however many a gallery row holds
 # Shipped in the package (a wheel, or the Space's copy of the repo), so an installed app finds it too
 FEATURED_FILE = resources.files("vit_feature_viz.data") / "featured_galleries.yaml"
+NO_EXAMPLES = ("No top dataset examples in this gallery for this feature: its rows were rendered without a dataset "
+               "scan. Find them in the *Explore a feature* tab (they go into your session gallery), or with "
+               "`vit-feature-viz examples` into the gallery folder.")
+PRIVATE_LINK = "Your session gallery is yours alone: push it (Gallery & sharing tab) to share a link."
 ENV_FEATURED = "VFV_FEATURED_GALLERIES"  # comma-separated Hub ids; replaces the file's list when set
 ENV_OPEN = "VFV_OPEN_GALLERY"  # the gallery `vit-feature-viz open` starts the app on (a folder or a Hub id)
 # Always offered, last: shipped in the package, it opens offline, so the first screen is never empty
@@ -138,24 +145,29 @@ class Galleries:
     def __init__(self, cache: GalleryCache | None = None):
         self.cache = cache or GalleryCache()
 
-    def gallery(self, source: Any, oauth_token: gr.OAuthToken | None = None):
-        """The gallery, read as the visitor may read it (their sign-in token on a Space, never the Space's)."""
+    def gallery(self, source: Any, oauth_token: gr.OAuthToken | None = None, session: str | None = None):
+        """The gallery, read as the visitor may read it (their sign-in token on a Space, never the Space's);
+        SESSION_GALLERY is the visitor's own session gallery (`session`, their session state)."""
+        if is_session_gallery(source):
+            return open_session_gallery(session, self.cache)
         return self.cache.get(source, allow_local=not on_space(), token=visitor_token(oauth_token))
 
     # --- open -------------------------------------------------------------------------------------------
-    def open(self, source: Any, oauth_token: gr.OAuthToken | None = None):
+    def open(self, source: Any, session: str | None = None, oauth_token: gr.OAuthToken | None = None):
         """/open_gallery: (source, model, layer, objective pickers, summary) of a gallery."""
         with user_errors("opening the gallery"):
-            gallery = self.gallery(source, oauth_token)
+            gallery = self.gallery(source, oauth_token, session)
             return (gallery.label, *self._pickers(gallery, None, None, None), self._summary(gallery))
 
-    def pick_model(self, source: Any, model: Any, oauth_token: gr.OAuthToken | None = None):
+    def pick_model(self, source: Any, model: Any, session: str | None = None,
+                   oauth_token: gr.OAuthToken | None = None):
         with user_errors("opening the gallery"):
-            return self._pickers(self.gallery(source, oauth_token), model, None, None)
+            return self._pickers(self.gallery(source, oauth_token, session), model, None, None)
 
-    def pick_layer(self, source: Any, model: Any, layer: Any, oauth_token: gr.OAuthToken | None = None):
+    def pick_layer(self, source: Any, model: Any, layer: Any, session: str | None = None,
+                   oauth_token: gr.OAuthToken | None = None):
         with user_errors("opening the gallery"):
-            return self._pickers(self.gallery(source, oauth_token), model, layer, None)
+            return self._pickers(self.gallery(source, oauth_token, session), model, layer, None)
 
     @staticmethod
     def _choose(gallery, model, layer, objective) -> tuple[str, int, str]:
@@ -181,21 +193,21 @@ class Galleries:
                 f"{', '.join(inert(m) for m in models)} in "
                 f"{gallery.layer_count} layer(s). Click a feature to open its page.")
 
-    def analyses(self, source: Any, oauth_token: gr.OAuthToken | None = None):
+    def analyses(self, source: Any, session: str | None = None, oauth_token: gr.OAuthToken | None = None):
         """The opened gallery's experiment plots (the paper's analyses saved with it), and whether their box shows."""
         if not str(source or "").strip():  # nothing opened (yet)
             return gr.Accordion(visible=False), []
         with user_errors("reading the gallery's analyses"):
-            plots = self.gallery(source, oauth_token).analysis_plots()
+            plots = self.gallery(source, oauth_token, session).analysis_plots()
             return gr.Accordion(visible=bool(plots)), plots
 
     # --- a layer ----------------------------------------------------------------------------------------
     def show_layer(self, source: Any, model: Any, layer: Any, objective: Any, page: Any = 1,
-                   oauth_token: gr.OAuthToken | None = None):
+                   session: str | None = None, oauth_token: gr.OAuthToken | None = None):
         """/show_layer: one page of the layer's grid [(thumbnail, 'feature · activation')], its feature list,
         the page slider and a note."""
         with user_errors("showing the layer"):
-            gallery = self.gallery(source, oauth_token)
+            gallery = self.gallery(source, oauth_token, session)
             return self._grid(gallery, gallery.layer_rows(model or None, layer, objective or None), page)
 
     @staticmethod
@@ -213,11 +225,11 @@ class Galleries:
             return (grid, [e.feature for e in shown],
                     gr.Slider(minimum=1, maximum=max(pages, 2), value=page, step=1, visible=pages > 1), note)
 
-    def show_first_page(self, source: Any, model: Any, layer: Any, objective: Any,
+    def show_first_page(self, source: Any, model: Any, layer: Any, objective: Any, session: str | None = None,
                         oauth_token: gr.OAuthToken | None = None):
         """The first page of a layer's grid, for events without a page input (gradio hands the visitor's token
         to the parameter after the inputs, so it cannot follow an optional `page`)."""
-        return self.show_layer(source, model, layer, objective, 1, oauth_token)
+        return self.show_layer(source, model, layer, objective, 1, session, oauth_token)
 
     @staticmethod
     def clicked(features: list[int] | None, event: gr.SelectData) -> int:
@@ -228,17 +240,18 @@ class Galleries:
 
     # --- a feature --------------------------------------------------------------------------------------
     def feature_page(self, source: Any, model: Any, layer: Any, objective: Any, feature: Any,
-                     request: gr.Request = None, oauth_token: gr.OAuthToken | None = None):
+                     request: gr.Request = None, session: str | None = None,
+                     oauth_token: gr.OAuthToken | None = None):
         """/feature_page: header, shareable link, visualizations, top examples with patch maps, statistics,
         previous/next feature, and the feature number."""
         with user_errors("opening the feature"):
-            page = self.gallery(source, oauth_token).feature_page(model or None, layer, feature, objective or None,
+            page = self.gallery(source, oauth_token, session).feature_page(model or None, layer, feature, objective or None,
                                                      max_examples=EXAMPLES_SHOWN)
             return self._page_outputs(page, base_url(request))
 
     @staticmethod
     def _page_outputs(page, base: str):
-        link = feature_link(page, base)
+        link = PRIVATE_LINK if page.source == SESSION_GALLERY else feature_link(page, base)
         concepts = f"  \nCLIP concepts: {', '.join(map(inert, page.concept_names))}" if page.concept_names else ""
         header = (f"### Layer {page.layer} · feature {page.feature}\n{inert(page.model_id)} in "
                   f"<code>{inert(page.source)}</code>"
@@ -248,15 +261,18 @@ class Galleries:
             if viz.image is not None:
                 visualizations.append((viz.image, viz.caption))
             if viz.patch_map is not None:
-                visualizations.append((viz.patch_map, f"{viz.row.objective} · where it fires"))
+                visualizations.append((viz.patch_map, "where it fires"))
         examples = []
         for example in page.examples:
             examples.append((example.image, example.caption))
             if example.patch_map is not None:
                 examples.append((example.patch_map, f"#{example.rank} patch map"))
+        if not examples:  # say why instead of showing an empty box
+            header += "\n\n" + NO_EXAMPLES
         stats = [[name, f"{value:.4g}" if isinstance(value, float) else str(value)]
                  for name, value in page.stats.items()]
-        return (gr.Column(visible=True), header, link, visualizations, examples, stats,
+        return (gr.Column(visible=True), header, link, visualizations, gr.Gallery(examples, visible=bool(examples)),
+                stats,
                 gr.Button(interactive=page.previous is not None), gr.Button(interactive=page.next is not None),
                 page.previous, page.next, page.feature)
 
@@ -322,16 +338,16 @@ class Galleries:
 
     # --- compare ----------------------------------------------------------------------------------------
     def compare(self, source_a: Any, model_a: Any, layer: Any, objective: Any, source_b: Any, features: Any,
-                oauth_token: gr.OAuthToken | None = None):
+                session: str | None = None, oauth_token: gr.OAuthToken | None = None):
         """/compare: the same layer and features of two galleries side by side (a grey square where one lacks
         a feature); features default to the first of the layer."""
         from ..specs import parse_features
 
         with user_errors("comparing galleries"):
-            a = self.gallery(source_a, oauth_token)
+            a = self.gallery(source_a, oauth_token, session)
             if not str(source_b or "").strip():
                 raise VizError("Enter a second gallery to compare with (a Hub dataset id).")
-            b = self.gallery(source_b, oauth_token)
+            b = self.gallery(source_b, oauth_token, session)
             model_a = a.model(model_a or None)
             rows_a = a.layer_rows(model_a, layer, objective or None)
             layer, objective = rows_a.layer, rows_a.objective
@@ -431,38 +447,48 @@ def build(ctx: AppContext) -> Galleries:
     fast = dict(preprocess=False, concurrency_limit=4, concurrency_id="browse")
 
     def then_layer(event):
-        return event.success(galleries.show_first_page, where, layer_view, api_visibility="private", **fast)
+        return event.success(galleries.show_first_page, [*where, ctx.session], layer_view, api_visibility="private", **fast)
 
     def then_feature(event):
-        shown = event.success(galleries.feature_page, [*where, feature], page_view, api_visibility="private", **fast)
+        shown = event.success(galleries.feature_page, [*where, feature, ctx.session], page_view, api_visibility="private", **fast)
         shown.success(None, [link], None, js=UPDATE_URL_JS)
         return shown
 
     # The named endpoints first: gradio names an event after its function, and a later public event with the
     # same function would get a suffixed name.
-    opening = [open_button.click(galleries.open, [source_box], opened, api_name="open_gallery", **fast)]
-    page.release(galleries.show_layer, [*where, page], layer_view, api_name="show_layer", **fast)
-    go_event = go.click(galleries.feature_page, [*where, feature], page_view, api_name="feature_page", **fast)
+    opening = [open_button.click(galleries.open, [source_box, ctx.session], opened, api_name="open_gallery", **fast)]
+    page.release(galleries.show_layer, [*where, page, ctx.session], layer_view, api_name="show_layer", **fast)
+    go_event = go.click(galleries.feature_page, [*where, feature, ctx.session], page_view, api_name="feature_page", **fast)
     go_event.success(None, [link], None, js=UPDATE_URL_JS)
-    compare_button.click(galleries.compare, [*where[:2], layer, objective, other, compare_features],
+    compare_button.click(galleries.compare, [*where[:2], layer, objective, other, compare_features, ctx.session],
                          [left, right, compare_note], api_name="compare", **fast)
 
-    opening.append(source_box.select(galleries.open, [source_box], opened, api_visibility="private", **fast))
+    opening.append(source_box.select(galleries.open, [source_box, ctx.session], opened, api_visibility="private", **fast))
 
     def then_analyses(event):
-        event.success(galleries.analyses, [source], [analyses_box, analyses], api_visibility="private", **fast)
+        event.success(galleries.analyses, [source, ctx.session], [analyses_box, analyses], api_visibility="private", **fast)
 
     for event in opening:
         then_layer(event)
         then_analyses(event)
-    then_layer(model.input(galleries.pick_model, [source, model], [model, layer, objective],
+    then_layer(model.input(galleries.pick_model, [source, model, ctx.session], [model, layer, objective],
                            api_visibility="private", **fast))
-    then_layer(layer.input(galleries.pick_layer, [source, model, layer], [model, layer, objective],
+    then_layer(layer.input(galleries.pick_layer, [source, model, layer, ctx.session], [model, layer, objective],
                            api_visibility="private", **fast))
-    objective.input(galleries.show_first_page, where, layer_view, api_visibility="private", **fast)
+    objective.input(galleries.show_first_page, [*where, ctx.session], layer_view, api_visibility="private", **fast)
     then_feature(grid.select(galleries.clicked, [shown_features], [feature], api_visibility="private", queue=False))
     then_feature(previous.click(lambda f: f, [previous_feature], [feature], api_visibility="private", queue=False))
     then_feature(following.click(lambda f: f, [next_feature], [feature], api_visibility="private", queue=False))
+
+    def open_in_explore(button):
+        """`button` (another tab's) opens the visitor's session gallery here: the box says so, this tab shows."""
+        shown = button.click(lambda: (SESSION_GALLERY, gr.Tabs(selected="galleries")), None, [source_box, ctx.tabs],
+                             api_visibility="private", queue=False)
+        opening = shown.then(galleries.open, [source_box, ctx.session], opened, api_visibility="private", **fast)
+        then_layer(opening)
+        then_analyses(opening)
+
+    ctx.open_in_explore = open_in_explore
     ctx.demo.load(galleries.model_from_link, None, [ctx.model_id, ctx.layer, ctx.feature], api_visibility="private",
                   queue=False)
     on_start = ctx.demo.load(galleries.from_link, None, [*opened, *layer_view, *page_view, source_box],

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from ..core.pace import Pace
 from .common import (
     AppContext, ModelCache, add_rows, as_int, feature_spec, on_gpu, over_cap, session_path, user_errors,
     visitor_token,
@@ -70,7 +71,8 @@ class Renderer:
             results = []
             stream = self._render_on_device(plan, token)
             previews: dict = {}  # feature -> latest image of the features being optimized
-            started = shown = time.monotonic()
+            pace = Pace(total)  # time left from the measured steps, the first ones' warm-up left out
+            shown = time.monotonic()
             changed = batch_done = False
             with contextlib.closing(stream):
                 for event in stream:
@@ -84,9 +86,9 @@ class Renderer:
                         for result in finished:
                             previews.pop(result.feature, None)
                         changed = True
-                        progress((done, total), unit="feature-steps",
-                                 desc=f"{len(results)}/{len(plan.features)} features done · "
-                                      f"{time_left(time.monotonic() - started, done, total)}")
+                        pace.update(done)
+                        progress((done, total), unit="feature-steps", desc=progress_text(pace, len(results),
+                                                                                         len(plan.features)))
                     # Yield (the points where a Stop can close this generator) about every UPDATE_S, not more
                     # often: each yield hides the progress bar until the next progress message. A finished batch
                     # is shown at once.
@@ -173,12 +175,10 @@ class Renderer:
         return [[r.feature, round(r.activation, 6), round(r.activation_init, 6)] for r in results]
 
 
-def time_left(elapsed: float, done: int, total: int) -> str:
-    """'about 40 s left' from the pace so far (steps cost about the same throughout a render)."""
-    if done <= 0 or elapsed < 1:
-        return "estimating time left"
-    seconds = elapsed / done * (total - done)
-    return f"about {seconds:.0f} s left" if seconds < 120 else f"about {seconds / 60:.0f} min left"
+def progress_text(pace: Pace, finished: int, features: int) -> str:
+    """The status line: feature-steps done (they move within a batch, where finished features would not), the
+    features finished, and the time left."""
+    return f"{pace.done}/{pace.total} feature-steps · {finished}/{features} features finished · {pace.text()}"
 
 
 class _Cancelled(Exception):
@@ -233,6 +233,7 @@ def build(ctx: AppContext) -> Renderer:
         with gr.Row():
             render = gr.Button("Render", variant="primary", elem_id="render")
             stop = gr.Button("Stop", variant="stop", elem_id="stop")
+            explore = gr.Button("Open in Explore", elem_id="open-in-explore")  # the session gallery, in Explore
         status = gr.Markdown(elem_id="render-status", min_height=48)  # where the progress bar is drawn
         gallery = gr.Gallery(label="Rendered features", columns=4, fit_columns=False, format="png", elem_id="gallery")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Activations", interactive=False, elem_id="activations")
@@ -247,6 +248,8 @@ def build(ctx: AppContext) -> Renderer:
     rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)
     ctx.refresh_structure(rendering)
     stop.click(lambda: gr.Button(interactive=True), None, [render], **private)
+    if ctx.open_in_explore is not None:
+        ctx.open_in_explore(explore)
     ctx.jobs.append(rendering)
     ctx.stop_buttons.append(stop)
     return renderer

@@ -103,7 +103,9 @@ def build(ctx: AppContext) -> Sharing:
     """The "Gallery & sharing" tab inside the open gr.Tabs; its status is refreshed whenever it is opened."""
     sharing = Sharing()
     with gr.Tab("Gallery & sharing") as tab:
-        status = gr.Markdown("Your gallery is empty: render some features first.")
+        with gr.Row(equal_height=True):
+            status = gr.Markdown("Your gallery is empty: render some features first.")
+            explore = gr.Button("Open in Explore", scale=0, min_width=160, elem_id="sharing-open-in-explore")
         with gr.Row():
             fmt = gr.Radio(["parquet", "zip"], value="parquet", label="Download as")
             download = gr.Button("Prepare download")
@@ -124,4 +126,6 @@ def build(ctx: AppContext) -> Sharing:
     tab.select(sharing.gallery_status, [ctx.session], [status], api_visibility="private", queue=False)
     download.click(sharing.download, [fmt, ctx.session], [file], api_visibility="private")
     push.click(sharing.push, [repo_name, private, token, ctx.session], [pushed], api_name="push")
+    if ctx.open_in_explore is not None:  # renders, dataset examples and analyses: all of it, browsable
+        ctx.open_in_explore(explore)
     return sharing

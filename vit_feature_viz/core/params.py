@@ -110,17 +110,25 @@ class FourierImage(ImageParametrization):
         fy, fx = _frequency_grid(size, size)
         frequency = np.sqrt(fy**2 + fx**2)
         scale = 1.0 / np.maximum(frequency, 1.0 / size) ** decay_power * size  # size = sqrt(w * h)
-        if patch_grid:
-            scale = scale * ~patch_grid_lattice(size, patch_grid)
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
         self.register_buffer("color_matrix", torch.from_numpy(color_correlation_normalized()))
         self.spectrum = nn.Parameter(sd * draw(generators, 1, (3, size, size // 2 + 1, 2), "normal"))
+        keep = None if not patch_grid else torch.from_numpy(~patch_grid_lattice(size, patch_grid))
+        self.register_buffer("grid_keep", keep)
+
+    def without_patch_grid(self, image: Tensor) -> Tensor:
+        """The finished image with its patch-grid frequencies taken out (when asked), in pixel space: taking them
+        out of the spectrum before the sigmoid is not enough, as the sigmoid's harmonics put them back."""
+        if self.grid_keep is None:
+            return image
+        spectrum = torch.fft.rfft2(image) * self.grid_keep
+        return torch.fft.irfft2(spectrum, s=image.shape[-2:]).clamp(0.0, 1.0)
 
     def forward(self) -> Tensor:
         spectrum = torch.complex(self.spectrum[..., 0], self.spectrum[..., 1]) * self.scale
         # torch's default irfft2 divides by h*w, as Lucid's tf.spectral.irfft2d does; /4 is Lucid's constant.
         image = torch.fft.irfft2(spectrum, s=(self.size, self.size)) / 4.0
-        return torch.sigmoid(recorrelate_colors(image, self.color_matrix))
+        return self.without_patch_grid(torch.sigmoid(recorrelate_colors(image, self.color_matrix)))
 
 
 class StandardizedFourierImage(FourierImage):
@@ -137,7 +145,7 @@ class StandardizedFourierImage(FourierImage):
         image = torch.fft.irfft2(spectrum, s=(self.size, self.size))
         image = image - image.mean(dim=(1, 2, 3), keepdim=True)
         image = image * (self.std / (image.std(dim=(1, 2, 3), keepdim=True, correction=0) + 1e-8))
-        return torch.sigmoid(recorrelate_colors(image, self.color_matrix))
+        return self.without_patch_grid(torch.sigmoid(recorrelate_colors(image, self.color_matrix)))
 
 
 @dataclass(frozen=True)

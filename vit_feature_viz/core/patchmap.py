@@ -122,14 +122,21 @@ def patch_map(
 
 
 def draw_patch_map(model: VisionModel, image: Image.Image, objective: Objective, feature: int, *,
-                   rendered: bool = False) -> Image.Image:
+                   rendered: bool = False, display_px: int | None = None) -> Image.Image:
     """`patch_map` for an objective and a feature index already checked against `model` (a render plan, a scan
-    target): drawn as they are, with no second check."""
+    target): drawn as they are, with no second check. `display_px`: the side it will be shown at, when larger than
+    the model's input: the picture is enlarged first, so the heatmap and the colour bar's labels are drawn at
+    that size (sharp) instead of being enlarged with the pixels."""
     image = ImageOps.exif_transpose(image)  # photos straight from a camera; datasets already does this on decode
     pixels = preprocess_uint8([image], model.image_size) if rendered else model.preprocess_uint8(image)[None]
     values = patch_values_for(model, objective, pixels.float() / 255)
     if values is None:
         raise VizError(f"Objective '{objective.name}' has no per-patch values to map", option="objective",
                        value=objective.name, fix="{option:use} feature (or neuron, cls, residual) for patch maps.")
-    return heatmap_overlay(to_pil(pixels[0]), values[0, :, :, feature].numpy())
+    picture = to_pil(pixels[0])
+    if display_px and display_px > max(picture.size):
+        scale = display_px / max(picture.size)
+        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)),
+                                 Image.Resampling.LANCZOS)
+    return heatmap_overlay(picture, values[0, :, :, feature].numpy())
 

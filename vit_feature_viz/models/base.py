@@ -137,6 +137,13 @@ class VisionModel:
 
     # --- what the model is -------------------------------------------------------------------------------
     @property
+    def has_text_tower(self) -> bool:
+        """True for a full CLIP checkpoint, whose text tower names features with words (a CLIPVision model is CLIP
+        without one)."""
+        return ((self.backend == "transformers" and hasattr(self.module, "get_text_features"))
+                or (self.backend == "open_clip" and hasattr(self.module, "encode_text")))
+
+    @property
     def num_layers(self) -> int:
         return len(self.blocks)
 
@@ -172,6 +179,7 @@ class VisionModel:
             "hidden_size": self.hidden_size,
             "num_classes": self.num_classes,
             "is_clip": self.is_clip,
+            "text_tower": self.has_text_tower,
             "layers": [{"index": b.index, "name": b.name, "features": b.features} for b in self.blocks],
         }
 

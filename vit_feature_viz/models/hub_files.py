@@ -55,8 +55,9 @@ class CheckpointFiles:
             try:
                 HfApi(token=self.token).repo_info(self.name, revision=self.revision)
             except OfflineModeIsEnabled:
-                raise VizError(f"Cannot check who may read '{self.name}' while HF_HUB_OFFLINE is set: unset it, or "
-                               f"use the built-in model {DEFAULT_BUILTIN}.") from None
+                raise VizError(f"Cannot check who may read '{self.name}' while HF_HUB_OFFLINE is set",
+                               option="hub_offline", fix=f"unset it, or use the built-in model {DEFAULT_BUILTIN}") \
+                    from None
             except (ConnectionError, TimeoutError, TransportError):
                 raise VizError(f"Cannot reach the Hub to fetch '{self.name}': check the network or HF_ENDPOINT, or "
                                f"use the built-in {DEFAULT_BUILTIN} (no network needed).") from None

@@ -20,21 +20,21 @@ class ClipText:
         """`token` reads the tokenizer files as the model was read (None: the local user's own login)."""
         self.model = model
         module = model.module
-        if model.backend == "transformers" and hasattr(module, "get_text_features"):
+        if not model.has_text_tower:
+            raise VizError(
+                f"'{model.model_id}' has no text tower: naming features needs a full CLIP checkpoint (e.g. "
+                "openai/clip-vit-base-patch32), not a vision-only model."
+            )
+        if model.backend == "transformers":
             self._tokenizer = _transformers_tokenizer(model.model_id, token)
             self._encode = self._encode_transformers
-        elif model.backend == "open_clip" and hasattr(module, "encode_text"):
+        else:
             import open_clip
 
             # the loaded tower's context, not only the config's: longer texts are cut to it (start and end kept)
             self._tokenizer = open_clip.get_tokenizer(_open_clip_source(model.model_id, token),
                                                       context_length=getattr(module, "context_length", None))
             self._encode = lambda texts: module.encode_text(self._tokenizer(list(texts)).to(model.device))
-        else:
-            raise VizError(
-                f"'{model.model_id}' has no text tower: naming features needs a full CLIP checkpoint (e.g. "
-                "openai/clip-vit-base-patch32), not a vision-only model."
-            )
 
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """[len(texts), D] unit-length text embeddings, in batches."""

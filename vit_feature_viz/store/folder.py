@@ -62,6 +62,21 @@ class GalleryFolder:
                 out.append(FEATURES.decode_example(stored))
         return out
 
+    def layer_images(self, model_id: str, layer: int, objective: str) -> list[tuple[int, object]]:
+        """(feature, PIL image) of every rendered row of one layer and objective: only those rows' image cells
+        are read and decoded, not the whole gallery's."""
+        from .encoding import decode_image
+
+        wanted = [("model_id", "=", model_id), ("layer", "=", int(layer)), ("objective", "=", objective)]
+        found = []
+        for shard in self.require_shards():
+            table = read_shard(shard, columns=["feature", "image"], filters=wanted)
+            for feature, cell in zip(table.column("feature").to_pylist(), table.column("image").to_pylist()):
+                image = decode_image(cell, str(self.path))
+                if image is not None:
+                    found.append((feature, image))
+        return found
+
     def keys(self) -> set[Key]:
         """The merge keys present, reading only the four key columns (no image bytes)."""
         return {key for keys in keys_by_shard(self.require_shards()).values() for key in keys}

@@ -336,7 +336,8 @@ def hub_errors(endpoint: str, repo_id: str, folder: Path, *, pushing: bool, revi
         raise
     except OfflineModeIsEnabled as err:
         raise _hub_error("HF_HUB_OFFLINE is set, so the Hub cannot be reached",
-                         f"unset it to {'push' if pushing else 'pull'}", folder, pushing) from err
+                         f"unset it to {'push' if pushing else 'pull'}", folder, pushing,
+                         "hub_offline_push" if pushing else "hub_offline") from err
     except LocalTokenNotFoundError as err:
         raise _hub_error("no Hugging Face token found", "log in with `hf auth login` or set HF_TOKEN", folder, pushing,
                          "token") from err

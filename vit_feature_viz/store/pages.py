@@ -221,6 +221,9 @@ class Gallery:
         """Activation statistics: the feature's own numbers and where it stands in its layer."""
         stats: dict[str, Any] = {}
         if main.rendered:
+            made_with = Visualization(main, None, None).made_with
+            if made_with:
+                stats["made with"] = made_with
             stats["activation"] = main.activation
             if main.activation_init is not None:
                 stats["activation at start"] = main.activation_init

@@ -47,11 +47,16 @@ class Visualization:
 
     @property
     def caption(self) -> str:
+        """Short enough to show whole under a thumbnail; how it was made is in `made_with` (the page's table)."""
         row = self.row
-        parts = [row.objective, f"recipe {row.recipe}" if row.recipe else None,
-                 f"{row.steps} steps" if row.steps else None,
-                 f"activation {row.activation:.3f}" if row.activation is not None else None]
-        return " · ".join(p for p in parts if p)
+        return " · ".join(p for p in (row.objective, f"{row.activation:.3g}" if row.activation is not None else None)
+                          if p)
+
+    @property
+    def made_with(self) -> str:
+        row = self.row
+        return ", ".join(p for p in (f"recipe {row.recipe}" if row.recipe else None,
+                                     f"{row.steps} steps" if row.steps else None) if p)
 
 
 @dataclass

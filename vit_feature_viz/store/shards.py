@@ -18,12 +18,13 @@ import pyarrow.parquet as pq
 from ..errors import VizError
 from .schema import FEATURES, KEY_COLUMNS, Key, merge_key
 
-def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a shard after checking it has the gallery columns, so foreign or damaged files fail clearly."""
+def read_shard(path: Path, columns: list[str] | None = None, filters: list[tuple] | None = None) -> pa.Table:
+    """Read a shard after checking it has the gallery columns, so foreign or damaged files fail clearly;
+    `filters` (pyarrow's [(column, op, value)]) keeps only the matching rows, whose cells alone are decoded."""
     try:
         names = pq.read_schema(path).names
         if set(names) == set(FEATURES):
-            return pq.read_table(path, columns=columns)
+            return pq.read_table(path, columns=columns, filters=filters)
     except (pa.ArrowException, OSError) as err:
         raise VizError(f"{path} is not a readable parquet file ({str(err).splitlines()[0][:80]}): "
                        f"move it out of {path.parent} or restore it.") from None

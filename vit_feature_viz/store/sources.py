@@ -41,7 +41,7 @@ class FolderSource(Source):
     def __init__(self, path: Path, label: str | None = None):
         from .folder import GalleryFolder
 
-        self.label = label or str(path)
+        self.label = label or str(path)  # `label`: a name to show instead of the server's path
         self.path = path
         self.shards = [p.relative_to(path).as_posix() for p in GalleryFolder(path).require_shards()]
         tables = sorted((path / CONCEPTS_DIR).glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
