@@ -79,8 +79,8 @@ def _channel_pair(source: str) -> tuple[int, int]:
 
 
 def _path_and_key(source: str) -> tuple[Path, str | None]:
-    """`file.safetensors:KEY` -> (file, KEY); a path that exists as given has no key."""
-    if Path(source).suffix in SUFFIXES or Path(source).is_file():
+    """`file.safetensors:KEY` -> (file, KEY); `file.npy` -> (file, None); other files are not vectors."""
+    if Path(source).suffix in SUFFIXES:
         return Path(source), None
     head, _, key = source.rpartition(":")
     if head and Path(head).suffix in SUFFIXES:
