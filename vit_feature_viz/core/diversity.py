@@ -19,7 +19,7 @@ from ..models.base import LOGITS
 MAX_DIVERSITY = 16
 # Per image, in the objective's units; tuned on the built-in shapes models (benchmarks/bench_quality.py
 # --diversity): the largest weight that keeps the facets' activation >= 90% of plain renders (README: Diversity).
-DIVERSITY_WEIGHT = 1.0
+DIVERSITY_WEIGHT = 0.05
 
 
 def facet_name(objective: str, facet: int, facets: int) -> str:
