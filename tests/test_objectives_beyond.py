@@ -21,7 +21,13 @@ LAYER, STEPS = 3, 3
 
 @pytest.fixture(scope="module")
 def shapes():
-    return load_model("vit-feature-viz/shapes-vit", device="cpu")
+    """The built-in trained model, on one thread: its 64 px steps are too small to share between two, and a
+    second thread on a busy machine made these renders 20x slower."""
+    threads = torch.get_num_threads()
+    model = load_model("vit-feature-viz/shapes-vit", device="cpu")
+    torch.set_num_threads(1)
+    yield model
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
