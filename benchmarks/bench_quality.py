@@ -11,6 +11,10 @@ printed once per model.
 
     python benchmarks/bench_quality.py                       # all recipes, 8 features, about 5 minutes
     python benchmarks/bench_quality.py --features 4 --recipes paper default --natural 1000
+
+Objectives beyond one channel (README: Directions, negatives and diverse sets), without the recipe table:
+
+    python benchmarks/bench_quality.py --recipes --diversity 4 --diversity-weights 0.5 1 2 --negative
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vit_feature_viz import load_model
+from vit_feature_viz import load_model, render
 from vit_feature_viz.core.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from vit_feature_viz.data.shapes import generate_shapes
-from vit_feature_viz.quality import activation_ratio, localization, transfer
+from vit_feature_viz.quality import activation_ratio, diversity_report, localization, negative_report, transfer
 from vit_feature_viz.specs import parse_features
 
 MODELS = Path(__file__).resolve().parents[1] / "vit_feature_viz" / "data" / "models"
@@ -49,7 +53,7 @@ def recipe_names(names: list[str]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=["paper", "fourier", "maco", "default"])
+    parser.add_argument("--recipes", nargs="*", default=["paper", "fourier", "maco", "default"])
     parser.add_argument("--features", type=int, default=8, help="random features of the middle block for the ratio")
     parser.add_argument("--natural", type=int, default=3000, help="generated images the ratio compares against")
     parser.add_argument("--steps", type=int, default=None, help="override every recipe's steps (quick checks)")
@@ -58,6 +62,11 @@ def main() -> None:
     parser.add_argument("--localization-images", type=int, default=2000, help="0: skip localization")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--diversity", type=int, default=0, help="N: diverse sets of N images against N plain seeds")
+    parser.add_argument("--diversity-weights", type=float, nargs="+", default=[None],
+                        help="repulsion weights to compare (default: the library's DIVERSITY_WEIGHT)")
+    parser.add_argument("--negative", action="store_true", help="negative images against the natural minimum")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="recipe of the diversity and negative renders")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.threads:
@@ -102,11 +111,60 @@ def main() -> None:
         print(f"  {label}: per-feature ratios {np.round(ratio.ratios, 2).tolist()}; predicted "
               + "; ".join(f"{v} {t.predicted.tolist()}" for v, t in zip(args.variants, transfers))
               + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    if rows:
+        print_table(header, rows)
+    if args.diversity:
+        bench_diversity(args, ratio_model, pairs.get(ratio_variant, (None, None))[1], layer, features)
+    if args.negative:
+        bench_negative(args, pairs, layer, natural)
+
+
+def print_table(header, rows) -> None:
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def bench_diversity(args, model, judge, layer, features) -> None:
+    """N repelled images per feature against the same N starting images without the repulsion (N plain seeds):
+    pairwise distance in the judged layer's features and in an independent model (model b), at what activation."""
+    header = ["weight", "images", "activation vs plain", "distance, judged layer (plain)",
+              "distance, model b (plain)", "features more diverse (layer / model b)", "s"]
+    rows = []
+    plain = render(model, layer, list(features), recipe=args.recipe, steps=args.steps, seed=args.seed,
+                   progress=False, diversity=args.diversity, diversity_weight=0.0)  # N plain seeds, shared
+    for weight in args.diversity_weights:
+        start = time.perf_counter()
+        report = diversity_report(model, layer, features, args.recipe, facets=args.diversity, weight=weight,
+                                  judge=judge, steps=args.steps, seed=args.seed, plain=plain)
+        d, j = report.layer_distance, report.judge_distance
+        rows.append([f"{report.weight:g}", f"{len(features)} x {args.diversity}", f"{report.activation_ratio:.0%}",
+                     f"{d[:, 0].mean():.3f} ({d[:, 1].mean():.3f})", f"{j[:, 0].mean():.3f} ({j[:, 1].mean():.3f})",
+                     f"{int((d[:, 0] > d[:, 1]).sum())}/{len(features)} / {int((j[:, 0] > j[:, 1]).sum())}/{len(features)}",
+                     f"{time.perf_counter() - start:.0f}"])
+        print(f"  diversity weight {report.weight:g}: activation repelled/plain per feature "
+              f"{np.round(report.activation[:, 0] / report.activation[:, 1], 2).tolist()}", flush=True)
+    print(f"\ndiversity: {args.recipe}, {args.diversity} images per feature, block {layer}, features {features}")
+    print_table(header, rows)
+
+
+def bench_negative(args, pairs, layer, natural) -> None:
+    """Each feature's negative image against the lowest activation over the generated images, per built-in model."""
+    header = ["model", "features", "below the natural minimum", "median rendered", "median natural minimum"]
+    rows = []
+    for variant, (model, _) in pairs.items():
+        images = natural.images if variant == ("shape" if "shape" in args.variants else args.variants[0]) else \
+            generate_shapes(args.natural, variant=variant, size=model.image_size, seed=12345).images
+        features = parse_features(f"random {args.features}", model.blocks[layer].features, args.seed)
+        report = negative_report(model, layer, features, args.recipe, images, steps=args.steps, seed=args.seed)
+        rows.append([f"shapes-{variant}-vit-a", str(len(features)), f"{report.hits}/{len(features)}",
+                     f"{np.median(report.rendered):.3f}", f"{np.median(report.natural_lowest):.3f}"])
+        print(f"  negative shapes-{variant}-vit-a: rendered {np.round(report.rendered, 3).tolist()} natural lowest "
+              f"{np.round(report.natural_lowest, 3).tolist()}", flush=True)
+    print(f"\nnegative: {args.recipe}, block {layer}, against {args.natural} generated images")
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def test_named_endpoints_and_their_parameters(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()}
     assert params["/layers"] == ["model_id"]
-    assert params["/render"] == ["model_id", "layer", "features", "objective", "recipe", "steps", "image_size", "seed"]
+    assert params["/render"] == ["model_id", "layer", "features", "objective", "recipe", "steps", "image_size", "seed",
+                                 "direction_file", "direction", "cosine", "negative", "diversity"]
     assert params["/patch_map"] == ["model_id", "layer", "feature", "image"]
     assert [r["component"] for r in endpoints["/render"]["returns"]] == ["Gallery", "Dataframe"]
     assert params["/push"] == ["repo_name", "private", "token"]
@@ -221,7 +222,7 @@ def test_patch_map_refuses_server_paths_over_raw_http(server, vit, server_file):
     for payload in ({"path": path, "meta": FILE_META}, path):  # gradio's own checks refuse these, without details
         assert call_raw(server.url, "patch_map", [vit, 1, 3, payload]) == ("error", {"error": None})
     # a file gradio made for another request (a rendered image in its cache) was not uploaded either
-    event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0])
+    event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0, None, "", False, False, 1])
     assert event == "complete"
     rendered = outputs[0][0]["image"]["path"]
     for payload in ({"path": rendered}, {"path": rendered, "meta": FILE_META}):
@@ -336,6 +337,27 @@ def test_unexpected_errors_are_one_generic_line(client, vit, monkeypatch):
     monkeypatch.setattr(ModelCache, "get", broken)
     message = app_error(lambda: client.predict(vit, api_name="/layers"))
     assert message == "Unexpected error while loading the model (RuntimeError): try again, or with other settings."
+
+
+def test_render_along_an_uploaded_direction_negated_and_as_a_diverse_set(client, vit, tmp_path):
+    """Issue 20 in the Render tab: an uploaded unit vector renders its channel's image exactly; two typed features
+    with Negative and Diversity 2 give a set of two captioned images; a set over the image cap is refused."""
+    import numpy as np
+
+    np.save(tmp_path / "eye.npy", np.eye(128, dtype=np.float32))  # the tiny ViT's fc1 width
+    plain = render(client, vit, 1, "2", steps=2)[0][0]
+    along = client.predict(vit, 1, "2", "feature", "paper", 2, 0, 0, handle_file(str(tmp_path / "eye.npy")), "",
+                           False, False, 1, api_name="/render")[0][0]
+    with Image.open(plain["image"]) as a, Image.open(along["image"]) as b:
+        assert a.tobytes() == b.tobytes()
+    assert "feature-direction(eye.npy sha256:" in along["caption"]
+    images, table = client.predict(vit, 1, "0", "feature", "paper", 2, 0, 0, None, "3-4", False, True, 2,
+                                   api_name="/render")
+    assert [item["caption"].split(" · ")[1] for item in images] == [
+        f"feature-direction(difference:3,4)-negative-facet{k}of2" for k in (1, 2)]
+    message = app_error(lambda: client.predict(vit, 1, "0-1", "feature", "paper", 2, 0, 0, None, "", False, False, 2,
+                                               api_name="/render"))
+    assert "4 images is over this Space's cap of 3 images per request" in message
 
 
 # --- caps ---------------------------------------------------------------------------------------------------

@@ -135,6 +135,20 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
                            " return img && img.complete && img.naturalWidth === 3 * 96; })()", timeout=60_000)
     page.get_by_role("tab", name="Render").click()
 
+    # beyond one channel (issue 20): two typed features as a direction, negated, as a set of two
+    page.locator("#features textarea, #features input").first.fill("0")
+    page.locator("#steps input[type=number]").fill("4")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#render-more").get_by_text("Direction, negative, diversity").first.click()
+    page.locator("#direction textarea, #direction input").first.fill("3-4")
+    page.locator("#negative input[type=checkbox]").check()
+    page.locator("#diversity input[type=number]").fill("2")
+    page.locator("#diversity input[type=number]").press("Enter")
+    page.locator("#render").click()
+    page.get_by_text("feature-direction(difference:3,4)-negative-facet2of2").first.wait_for(timeout=90_000)
+    assert page.locator("#gallery img").count() == 2
+    page.screenshot(path=str(ARTIFACTS / "browser-render-direction.png"), full_page=True)
+
     # a bad request shows its one-line message in the page
     page.locator("#features textarea, #features input").first.fill("0-x")
     page.locator("#render").click()

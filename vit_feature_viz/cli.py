@@ -94,12 +94,14 @@ def _layers(args) -> int:
 def _render(args, model=None) -> int:
     from .jobs import render_to_folder
 
+    objective = _objective(args)
     model = model or _load(_checked_out(args))
     if args.features.strip().lower() == "all":
-        _print_estimate(model, args)
+        _print_estimate(model, args, objective)
     done = render_to_folder(
-        model, args.out, args.layer, args.features, objective=args.objective, recipe=args.recipe, steps=args.steps,
+        model, args.out, args.layer, args.features, objective=objective, recipe=args.recipe, steps=args.steps,
         image_size=args.image_size, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
+        diversity=args.diversity,
     )
     print(f"rendered {len(done)} feature(s) of layer {args.layer} into {args.out}", file=sys.stderr)
     if args.png:
@@ -109,7 +111,10 @@ def _render(args, model=None) -> int:
         if not current_workers().is_main:  # one process writes them, after every process has rendered its share
             return 0
 
-        written = export_pngs(args.out, args.png, model.model_id, args.layer, args.objective)
+        from .core.diversity import facet_name
+
+        names = [facet_name(objective.name, k, args.diversity) for k in range(args.diversity)]
+        written = export_pngs(args.out, args.png, model.model_id, args.layer, names)
         print(f"wrote {len(written)} PNG file(s) of layer {args.layer} to {args.png}", file=sys.stderr)
     elif args.command == "render":  # `gallery` says it once its examples are in too
         _say_how_to_look(args.out)
@@ -121,15 +126,24 @@ def _say_how_to_look(out) -> None:
           "files", file=sys.stderr)
 
 
-def _print_estimate(model, args) -> None:
+def _objective(args):
+    """The objective the options name (a direction file is read and checked here, before the model loads)."""
+    from .core.requested import requested_objective
+
+    return requested_objective(args.objective, args.layer, direction=args.direction, cosine=args.cosine,
+                          negative=args.negative)
+
+
+def _print_estimate(model, args, objective) -> None:
     """One line on stderr before a whole layer starts: how long it should take, timed on its first steps."""
     from .core.render import estimate_seconds
     from .core.scale import current_workers
 
     workers = current_workers()
     seconds = estimate_seconds(
-        model, args.layer, args.features, processes=workers.world, objective=args.objective, recipe=args.recipe,
+        model, args.layer, args.features, processes=workers.world, objective=objective, recipe=args.recipe,
         steps=args.steps, image_size=args.image_size, seed=args.seed, batch_size=args.batch_size,
+        diversity=args.diversity,
     )
     if workers.is_main:
         print(f"estimated time: about {_duration(seconds)} for every feature of layer {args.layer} on "
@@ -146,12 +160,13 @@ def _examples(args, model=None) -> int:
     from .jobs import examples_to_folder
     from .store.progress import Resumed
 
+    objective = _objective(args)
     model = model or _load(_checked_out(args))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnreadableImages)
         warnings.simplefilter("always", Resumed)
         count = examples_to_folder(
-            model, args.out, args.layer, args.features, args.dataset, objective=args.objective, split=args.split,
+            model, args.out, args.layer, args.features, args.dataset, objective=objective, split=args.split,
             image_column=args.image_column, max_images=args.max_images, top_k=args.top_k, streaming=args.streaming,
             batch_size=args.scan_batch_size, progress=not args.quiet,
         )
@@ -291,6 +306,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--layer", type=int, required=True, help="block index, from 0")
         sub.add_argument("--features", required=True, help="e.g. 7, 0,5,9, 0-63, all or random 8 (drawn with --seed)")
         sub.add_argument("--objective", default="feature", choices=OBJECTIVES.names(), help="what to maximize")
+        sub.add_argument("--direction", default=None, metavar="SOURCE",
+                         help="maximize the projection of the objective's activations on vectors instead of one "
+                              "channel: FILE.npy, FILE.safetensors[:KEY], probe:FILE or difference:A,B; "
+                              "--features picks the vectors (rows)")
+        sub.add_argument("--cosine", action="store_true", help="with --direction: the cosine, not the projection")
+        sub.add_argument("--negative", action="store_true",
+                         help="drive the objective most negative (saved as <objective>-negative)")
         sub.add_argument("--out", required=True, help="gallery folder (a Hugging Face dataset folder)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -300,6 +322,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--image-size", type=int, default=None, help="render size (default: the model's)")
         sub.add_argument("--seed", type=int, default=0, help="random seed of the starting images")
         sub.add_argument("--batch-size", type=int, default=None, help="features optimized together (default: as many as fill 8 images on CPU, 256 on GPU)")
+        sub.add_argument("--diversity", type=int, default=1, metavar="N",
+                         help="N images per feature that differ from each other (saved as facets 1..N)")
         sub.add_argument("--png", default=None, metavar="FOLDER", help="also write the layer's images as PNG files "
                          "into FOLDER (layer<L>-<objective>-feature<F>.png)")
 

@@ -25,7 +25,7 @@ def render_to_folder(
     layer: int,
     features,
     *,
-    objective: str = "feature",
+    objective="feature",
     recipe: str = DEFAULT_RECIPE,
     steps: int | None = None,
     image_size: int | None = None,
@@ -33,11 +33,15 @@ def render_to_folder(
     batch_size: int | None = None,
     progress: bool = True,
     workers: Workers | None = None,
+    diversity: int = 1,
 ) -> list[int]:
-    """Render features into the gallery folder `out`; returns the features this process rendered."""
+    """Render features into the gallery folder `out`; returns the features this process rendered.
+
+    objective: a name or an Objective (a direction, a negative: see core.objectives.make_objective); diversity:
+    N images per feature, saved as the objective's facets."""
     workers = workers or current_workers()
     plan = plan_render(model, layer, features, objective=objective, recipe=recipe, steps=steps,
-                       image_size=image_size, batch_size=batch_size, seed=seed)
+                       image_size=image_size, batch_size=batch_size, seed=seed, diversity=diversity)
     folder = GalleryFolder(out)
     folder.check_destination()
     done = _finished(folder, model.model_id, plan)
@@ -53,17 +57,26 @@ def render_to_folder(
     return todo
 
 
-def export_pngs(out: str | Path, png_folder: str | Path, model_id: str, layer: int, objective: str) -> list[Path]:
-    """Each image of one layer and objective in the gallery `out` as a PNG file in `png_folder`, to look at with
-    any image viewer (the gallery folder holds only the dataset's own files)."""
+def export_pngs(out: str | Path, png_folder: str | Path, model_id: str, layer: int, objective) -> list[Path]:
+    """Each image of one layer and objective (a name, or several: a diverse set's facets) in the gallery `out` as
+    a PNG file in `png_folder`, to look at with any image viewer (the gallery folder holds only the dataset's own
+    files)."""
     target = Path(png_folder)
     target.mkdir(parents=True, exist_ok=True)
+    names = {objective} if isinstance(objective, str) else set(objective)
     written = []
-    for feature, image in GalleryFolder(out).layer_images(model_id, layer, objective):  # only these rows are read
-        path = target / f"layer{layer}-{objective}-feature{feature}.png"
-        image.save(path)
-        written.append(path)
+    folder = GalleryFolder(out)
+    for name in sorted(names):
+        for feature, image in folder.layer_images(model_id, layer, name):  # only these rows are read
+            path = target / f"layer{layer}-{file_safe(name)}-feature{feature}.png"
+            image.save(path)
+            written.append(path)
     return written
+
+
+def file_safe(name: str) -> str:
+    """An objective name as part of a file name (a direction's name holds its file's name, spaces and a colon)."""
+    return "".join(c if c.isalnum() or c in "-_.()," else "_" for c in name)
 
 
 def with_patch_map(model: VisionModel, row: dict, objective) -> dict:
@@ -91,17 +104,18 @@ class _ShardWriter:
 
 
 def _finished(folder: GalleryFolder, model_id: str, plan) -> set[int]:
-    """Features already rendered into the folder with exactly these settings."""
+    """Features already rendered into the folder with exactly these settings (every facet of a diverse set)."""
     if not folder.exists():
         return set()
-    wanted = (model_id, plan.layer, plan.objective.name, plan.recipe.name, plan.steps, plan.image_size, plan.seed)
-    return {
-        row["feature"]
-        for row in folder.settings()
-        if (row["model_id"], row["layer"], row["objective"], row["recipe"], row["steps"], row["image_size"], row["seed"])
-        == wanted
-        and row["activation"] is not None  # rows holding only dataset examples are not rendered yet
-    }
+    wanted = (model_id, plan.layer, plan.recipe.name, plan.steps, plan.image_size, plan.seed)
+    names = plan.objective_names()
+    found: dict[int, set[str]] = {}
+    for row in folder.settings():
+        if ((row["model_id"], row["layer"], row["recipe"], row["steps"], row["image_size"], row["seed"]) == wanted
+                and row["objective"] in names
+                and row["activation"] is not None):  # rows holding only dataset examples are not rendered yet
+            found.setdefault(row["feature"], set()).add(row["objective"])
+    return {feature for feature, seen in found.items() if len(seen) == len(names)}
 
 
 def examples_to_folder(

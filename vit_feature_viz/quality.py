@@ -413,3 +413,86 @@ def judge_looks(model: VisionModel, layer: int, features: Sequence[int], images:
         photo_colourfulness=reference.colourfulness,
         photo_plausibility=float(np.mean(plausibility(reference.embeddings[chance[:, 0]], reference.embeddings[top]))),
     )
+
+
+# --- diversity and negatives (issue 20) ----------------------------------------------------------------------
+def mean_pairwise_distance(vectors: torch.Tensor) -> float:
+    """Mean cosine distance (1 - cosine) over the pairs of rows of [N, D]: 0 when N images look alike to a model."""
+    unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    n = len(unit)
+    cosines = unit @ unit.T
+    return float((n * n - cosines.sum()) / (n * (n - 1)))
+
+
+@dataclass
+class DiversityReport:
+    """N images per feature, repelled and plain (the same N starting images with no repulsion)."""
+
+    features: list[int]
+    facets: int
+    weight: float
+    activation: np.ndarray  # [F, 2] mean activation of a feature's saved images: repelled, plain
+    layer_distance: np.ndarray  # [F, 2] mean pairwise distance in the judged layer's features (all channels)
+    judge_distance: np.ndarray  # [F, 2] the same in an independent model's last-block embedding
+    images: list[Image.Image] = field(repr=False, default_factory=list)  # the repelled images, facets together
+
+    @property
+    def activation_ratio(self) -> float:
+        """Mean over features of repelled / plain activation: the price of diversity (1: none)."""
+        return float(np.mean(self.activation[:, 0] / self.activation[:, 1]))
+
+
+def diversity_report(model: VisionModel, layer: int, features: Sequence[int], recipe: str | Recipe, *,
+                     facets: int = 4, weight: float | None = None, judge: VisionModel | None = None,
+                     steps: int | None = None, seed: int = 0, plain: list | None = None) -> DiversityReport:
+    """Render `facets` images of each feature with and without the diversity term, and judge the saved PNGs
+    (`plain`: the results of the run without it, when several weights are compared)."""
+    activation, layer_distance, judge_distance, kept = [], [], [], []
+    def run(w):
+        return render(model, layer, list(features), recipe=recipe, steps=steps, seed=seed, progress=False,
+                      diversity=facets, diversity_weight=w)
+
+    runs = [run(weight), plain if plain is not None else run(0.0)]
+    for i, feature in enumerate(features):
+        per_run = []
+        for results in runs:
+            images = [r.image for r in results[i * facets : (i + 1) * facets]]
+            pixels = saved_pixels(model, images)
+            values = feature_values(model, layer, pixels)
+            judged = embeddings(judge, saved_pixels(judge, images)) if judge is not None else values
+            per_run.append((float(values[:, feature].mean()), mean_pairwise_distance(values),
+                            mean_pairwise_distance(judged), images))
+        activation.append([p[0] for p in per_run])
+        layer_distance.append([p[1] for p in per_run])
+        judge_distance.append([p[2] for p in per_run])
+        kept += per_run[0][3]
+    from .core.diversity import DIVERSITY_WEIGHT
+
+    return DiversityReport(list(features), facets, DIVERSITY_WEIGHT if weight is None else weight,
+                           np.array(activation), np.array(layer_distance), np.array(judge_distance), kept)
+
+
+@dataclass
+class NegativeReport:
+    """A feature's most negative image against the lowest activation any natural image gives it."""
+
+    features: list[int]
+    rendered: np.ndarray  # the feature's activation of each saved negative image (from its PNG)
+    natural_lowest: np.ndarray  # the lowest activation of each feature over the natural images
+    rendered_init: np.ndarray  # the feature's activation of the starting image
+
+    @property
+    def hits(self) -> int:
+        """Features whose negative image goes below every natural image."""
+        return int(np.sum(self.rendered < self.natural_lowest))
+
+
+def negative_report(model: VisionModel, layer: int, features: Sequence[int], recipe: str | Recipe,
+                    natural_images: np.ndarray, *, steps: int | None = None, seed: int = 0) -> NegativeReport:
+    """Render `feature-negative` for each feature and compare the saved image's activation with the natural minimum."""
+    lowest = feature_values(model, layer, uint8_to_pixels(natural_images)).min(0).values.numpy()[list(features)]
+    results = render(model, layer, list(features), objective="feature-negative", recipe=recipe, steps=steps,
+                     seed=seed, progress=False)
+    values = feature_values(model, layer, saved_pixels(model, [r.image for r in results]))
+    rendered = values[torch.arange(len(results)), torch.tensor(list(features))].numpy()
+    return NegativeReport(list(features), rendered, lowest, -np.array([r.activation_init for r in results]))

@@ -33,25 +33,36 @@ class Renderer:
         self.models = models
         self._render_on_device = on_gpu(self._render_stream, duration=self._render_duration)
 
-    def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None):
+    def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None, *,
+             direction_file=None, direction=None, cosine=False, negative=False, diversity=1):
         """Check a render request once: the library's planner checks it against the model, and only the caps
-        are the app's own; returns (model, plan). `token` reads the model (visitor_token)."""
+        are the app's own; returns (model, plan). `token` reads the model (visitor_token). A direction is an
+        uploaded vector file (`direction`: its tensor's key) or two features typed as A-B."""
         from ..core.render import plan_render
+        from ..core.requested import requested_objective
 
         preset = self.preset
         steps = as_int(steps, "steps", minimum=1)
         if steps > preset.max_steps:
             raise over_cap(preset, "max steps", steps, preset.max_steps, "steps")
         size = as_int(image_size if image_size not in (None, "") else 0, "image size", minimum=0)
+        diversity = as_int(diversity if diversity not in (None, "") else 1, "diversity", minimum=1)
+        objective = requested_objective(objective, as_int(layer, "layer", minimum=0),
+                                   direction=direction_source(direction_file, direction), cosine=bool(cosine),
+                                   negative=bool(negative))
         model = self.models.get(model_id, token=token)
         plan = plan_render(model, layer, feature_spec(features), objective=objective, recipe=recipe, steps=steps,
                            image_size=size or None, seed=seed if seed not in (None, "") else 0,
-                           max_features=preset.max_features)
+                           max_features=preset.max_features, diversity=diversity)
+        if len(plan.features) * plan.diversity > preset.max_features:
+            raise over_cap(preset, "max features, counting each image of a diverse set",
+                           len(plan.features) * plan.diversity, preset.max_features, "images")
         if plan.image_size > preset.max_image_size:
             raise over_cap(preset, "max image size", plan.image_size, preset.max_image_size, "px")
         return model, plan
 
-    def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, session=None,
+    def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, direction_file=None,
+               direction=None, cosine=False, negative=False, diversity=1, session=None,
                oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> Iterator[tuple]:
         """/render: stream previews while optimizing, then (gallery, activation table).
 
@@ -62,7 +73,9 @@ class Renderer:
         with user_errors("rendering"):
             progress(None, desc=f"Loading {str(model_id or '').strip()}…")  # the first load reads the weights
             token = visitor_token(oauth_token)
-            model, plan = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed, token)
+            model, plan = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed, token,
+                                    direction_file=direction_file, direction=direction, cosine=cosine,
+                                    negative=negative, diversity=diversity)
             session = session_path(session)
             yield gr.skip(), gr.skip(), session
             names = self._class_names(model, plan)
@@ -111,7 +124,7 @@ class Renderer:
         return {f: labels[f] for f in plan.features}
 
     def _render_duration(self, plan, token=None) -> int:
-        return self.preset.gpu_duration(len(plan.features), plan.steps)
+        return self.preset.gpu_duration(len(plan.features) * plan.diversity, plan.steps)
 
     def _render_stream(self, plan, token=None):
         """On the device: render the plan as it was checked, in a thread, and yield ('tick',) or ('step', done,
@@ -166,8 +179,8 @@ class Renderer:
         def title(feature):
             return f"class {feature} ({names[feature]})" if feature in names else f"feature {feature}"
 
-        done = [(r.image, f"{title(r.feature)} · activation {r.activation:.3f} (start {r.activation_init:.3f})")
-                for r in results]
+        done = [(r.image, f"{title(r.feature)}{'' if r.objective in PLAIN else ' · ' + r.objective} · "
+                          f"activation {r.activation:.3f} (start {r.activation_init:.3f})") for r in results]
         return done + [(image, f"{title(f)} · rendering…") for f, image in previews.items()]
 
     @staticmethod
@@ -179,6 +192,22 @@ def progress_text(pace: Pace, finished: int, features: int) -> str:
     """The status line: feature-steps done (they move within a batch, where finished features would not), the
     features finished, and the time left."""
     return f"{pace.done}/{pace.total} feature-steps · {finished}/{features} features finished · {pace.text()}"
+
+
+def direction_source(upload, text) -> str | None:
+    """The direction a Render request names, as the library reads it: an uploaded .npy/.safetensors file (the
+    text is then its tensor's key), or two features typed as A-B (the first minus the second); None for none."""
+    text = str(text or "").strip()
+    if upload:
+        path = str(upload.get("path") if isinstance(upload, dict) else getattr(upload, "path", upload))
+        return f"{path}:{text}" if text else path
+    if not text:
+        return None
+    first, dash, second = text.replace(" ", "").partition("-")
+    return f"difference:{first},{second}" if dash else f"difference:{text}"
+
+
+PLAIN = {"feature", "neuron", "cls", "residual", "logit"}  # objective names shown without a suffix in captions
 
 
 class _Cancelled(Exception):
@@ -225,6 +254,18 @@ def build(ctx: AppContext) -> Renderer:
             image_size = gr.Number(0, precision=0, minimum=0, maximum=preset.max_image_size,
                                    label="Image size (0 = the model's)")
             seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+        with gr.Accordion("Direction, negative, diversity", open=False, elem_id="render-more"):
+            with gr.Row():
+                direction_file = gr.File(label="Direction file (.npy or .safetensors)", file_types=[".npy", ".safetensors"],
+                                         type="filepath", elem_id="direction-file")
+                direction = gr.Textbox("", label="Direction: two features A-B, or the file's tensor key",
+                                       info="12-40: feature 12 minus feature 40; with a file, Features picks its rows",
+                                       elem_id="direction")
+            with gr.Row():
+                cosine = gr.Checkbox(False, label="Cosine (not projection) with the direction", elem_id="cosine")
+                negative = gr.Checkbox(False, label="Negative: drive it most negative", elem_id="negative")
+                diversity = gr.Slider(1, max(1, min(8, preset.max_features)), value=1, step=1, precision=0,
+                                      label="Diversity: images per feature", elem_id="diversity")
         gr.Examples(
             [["0", "feature", "paper", default_steps], ["random 2", "feature", "fourier", default_steps],
              ["0", "logit", "paper", default_steps], ["5", "cls", "maco", default_steps]],
@@ -242,7 +283,8 @@ def build(ctx: AppContext) -> Renderer:
     started = render.click(lambda: gr.Button(interactive=False), None, [render], **private)
     rendering = started.then(
         renderer.render,
-        [ctx.model_id, ctx.layer, features, objective, recipe, steps, image_size, seed, ctx.session],
+        [ctx.model_id, ctx.layer, features, objective, recipe, steps, image_size, seed, direction_file, direction,
+         cosine, negative, diversity, ctx.session],
         [gallery, table, ctx.session], api_name="render", show_progress_on=[status], **ctx.device_job(),
     )
     rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)

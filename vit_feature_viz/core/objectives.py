@@ -163,8 +163,41 @@ class Logit(Channel):
         return None
 
 
-def make_objective(name: str | Objective, layer: int | None) -> Objective:
-    """Objective by name (the CLI/app path) or pass an Objective through (the library path)."""
+class Negative(Channel):
+    """A channel objective turned around: the image that drives the feature most negative (Microscope's other
+    end). Its name is the objective's with `-negative`, so a gallery keeps both ends of a feature side by side."""
+
+    SUFFIX = "-negative"
+
+    def __init__(self, base: Channel):
+        if not isinstance(base, Channel) or isinstance(base, Negative):
+            raise VizError("Only a single objective (feature, neuron, cls, residual, logit, a direction) can be negated",
+                           option="objective", fix="negate the objective itself: -objective in Python.")
+        super().__init__(base.layer, base.channel)
+        self.kind, self.base, self.needs = base.kind, base, base.needs
+        self.name = base.name + self.SUFFIX
+
+    def num_channels(self, model):
+        return self.base.num_channels(model)
+
+    def check(self, model):
+        self.base.check(model)
+
+    def values(self, acts):
+        return -self.base.values(acts)
+
+    def patch_values(self, acts):
+        patches = self.base.patch_values(acts)
+        return None if patches is None else -patches
+
+
+def make_objective(name: str | Objective, layer: int | None, *, negative: bool = False) -> Objective:
+    """Objective by name (the CLI/app path) or pass an Objective through (the library path); negative (or a name
+    ending in `-negative`, as galleries store it): minimize instead. Directions: core/requested.py."""
     if isinstance(name, Objective):
-        return name
-    return OBJECTIVES.get(name)(layer)
+        objective = name
+    else:
+        base_name = name[: -len(Negative.SUFFIX)] if name.endswith(Negative.SUFFIX) else name
+        negative = negative or base_name != name
+        objective = OBJECTIVES.get(base_name)(layer)
+    return Negative(objective) if negative else objective

@@ -22,6 +22,7 @@ from ..errors import VizError
 from ..images import to_pil
 from ..models import VisionModel, load_model
 from ..specs import parse_features, whole_number
+from .diversity import MAX_DIVERSITY, Repulsion, diversity_plan, facet_name
 from .objectives import Objective, make_objective
 from .registries import PARAMETRIZATIONS, RECIPES
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
@@ -55,9 +56,10 @@ class RenderResult:
         return row
 
 
-def feature_seed(seed: int, layer: int, feature: int) -> int:
-    """A stable 63-bit seed for one feature: independent of batch, process and Python's hash salt."""
-    digest = hashlib.sha256(f"{seed}:{layer}:{feature}".encode()).digest()
+def feature_seed(seed: int, layer: int, feature: int, facet: int = 0) -> int:
+    """A stable 63-bit seed for one feature (and one facet of a diverse set; facet 0 is the plain image's seed):
+    independent of batch, process and Python's hash salt."""
+    digest = hashlib.sha256((f"{seed}:{layer}:{feature}" + (f":{facet}" if facet else "")).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
@@ -86,6 +88,8 @@ def render_batches(
     progress: bool = True,
     callback: Callable[[int, dict[int, Image.Image]], None] | None = None,
     callback_every: int | None = None,
+    diversity: int = 1,
+    diversity_weight: float | None = None,
 ) -> Iterator[list[RenderResult]]:
     """Yield results batch by batch, so callers can save finished features before the next batch starts: the
     settings are planned (checked) once here, then `render_planned` runs the plan.
@@ -93,10 +97,12 @@ def render_batches(
     batch_size: features optimized together (each has `recipe.copies` images); default fills ~8 images on CPU.
     callback(step, {feature: image}): called every `callback_every` steps with the current images; it may raise
     to cancel.
+    diversity: N images per feature pushed apart (see core/diversity.py), saved as the objective's facets.
     """
     model = model if isinstance(model, VisionModel) else load_model(model)
     plan = plan_render(model, layer, features, objective=objective, recipe=recipe, steps=steps,
-                       image_size=image_size, batch_size=batch_size, seed=seed)
+                       image_size=image_size, batch_size=batch_size, seed=seed, diversity=diversity,
+                       diversity_weight=diversity_weight)
     yield from render_planned(model, plan, progress=progress, callback=callback, callback_every=callback_every)
 
 
@@ -200,6 +206,12 @@ class RenderPlan:
     canvas: int
     batch_size: int
     seed: int
+    diversity: int = 1  # images per feature, pushed apart (see core/diversity.py); 1: the plain image
+    diversity_weight: float = 0.0
+
+    def objective_names(self) -> list[str]:
+        """The objective each image of a feature is saved under: one name, or one per facet of a diverse set."""
+        return [facet_name(self.objective.name, k, self.diversity) for k in range(self.diversity)]
 
     def __reduce__(self):
         state = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -215,10 +227,12 @@ def _plan_from_state(state: dict) -> RenderPlan:
 
 def plan_render(model: VisionModel, layer, features, *, objective: str | Objective = "feature",
                 recipe: str | Recipe = DEFAULT_RECIPE, steps=None, image_size=None, batch_size=None, seed=0,
-                max_features: int | None = None) -> RenderPlan:
+                max_features: int | None = None, diversity=1, diversity_weight=None) -> RenderPlan:
     """Every setting checked (whole numbers, ranges the gallery can store) before the first step.
 
-    max_features: the most features one request may ask for (the app's cap), checked before any list is built."""
+    max_features: the most features one request may ask for (the app's cap), checked before any list is built.
+    diversity: N images per feature that differ from each other (`diversity_weight`: the repulsion's weight,
+    default DIVERSITY_WEIGHT)."""
     layer = whole_number(layer, "layer")
     model.check_layer(layer)
     seed = whole_number(seed, "seed", minimum=0, maximum=MAX_SEED)
@@ -226,21 +240,26 @@ def plan_render(model: VisionModel, layer, features, *, objective: str | Objecti
     objective.check(model)
     features = parse_features(features, objective.num_channels(model), seed, max_count=max_features)
     recipe = get_recipe(recipe)
+    diversity = whole_number(diversity, "diversity", minimum=1, maximum=MAX_DIVERSITY)
+    weight = diversity_plan(objective, recipe, diversity, diversity_weight)
     steps = recipe.steps if steps is None else whole_number(steps, "steps", minimum=0, maximum=MAX_INT32)
     size = model.check_image_size(None if image_size is None else whole_number(image_size, "image size", minimum=1))
     if batch_size is None:
-        batch_size = max(1, IMAGES_PER_BATCH.get(model.device.type, 8) // recipe.copies)
+        batch_size = max(1, IMAGES_PER_BATCH.get(model.device.type, 8) // (recipe.copies * diversity))
     batch_size = whole_number(batch_size, "batch size", minimum=1)
     return RenderPlan(model.model_id, layer, tuple(features), objective, recipe, steps, size, recipe.canvas_size(size),
-                      batch_size, seed)
+                      batch_size, seed, diversity, weight)
 
 
-def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) -> list[RenderResult]:
-    recipe, device = plan.recipe, model.device
-    generators = [torch.Generator().manual_seed(feature_seed(seed, plan.layer, f)) for f in chunk]
+def _render_chunk(model, plan: RenderPlan, features, seed, bar, callback, every) -> list[RenderResult]:
+    recipe, device, facets = plan.recipe, model.device, plan.diversity
+    chunk = [f for f in features for _ in range(facets)]  # one image per facet: a feature's facets side by side
+    generators = [torch.Generator().manual_seed(feature_seed(seed, plan.layer, f, k % facets))
+                  for k, f in enumerate(chunk)]
     options = recipe.param_options(plan.canvas, model.patch_size)
     param = PARAMETRIZATIONS.get(recipe.parametrization)(len(chunk), plan.canvas, generators, **options).to(device)
     channels = torch.tensor(chunk, device=device)
+    repel = Repulsion(plan.objective, facets, plan.diversity_weight) if facets > 1 else None
     augment = recipe.build_transforms(plan.canvas, plan.image_size)
     view_side = None if recipe.view_frac == 1.0 else int(round(plan.canvas * recipe.view_frac))
     augment_clean = CleanFirstCopy(augment, plan.image_size, view_side)
@@ -267,6 +286,8 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
         acts = model.activations(images, plan.objective.needs)
         score = plan.objective(acts, channels[active].repeat_interleave(copies)).float().view(len(active), copies).mean(1)
         loss = -score.sum()
+        if repel is not None:
+            loss = loss + repel(acts, len(features), copies)
         if recipe.tv_weight:
             loss = loss + recipe.tv_weight * total_variation(images).view(len(active), copies).mean(1).sum()
         optimizer.zero_grad(set_to_none=True)
@@ -276,21 +297,22 @@ def _render_chunk(model, plan: RenderPlan, chunk, seed, bar, callback, every) ->
         param.after_step()
         for i in watch.update(step, active, score.detach()):
             steps_run[i] = step + 1
-        bar.update(len(active))
+        bar.update(len(active) // facets)
         if callback is not None and ((step + 1) % every == 0 or step + 1 == plan.steps):
             with torch.no_grad():
-                callback(step + 1, {f: to_pil(img) for f, img in zip(chunk, recipe.view(param()))})
-    bar.update(sum(plan.steps - n for n in steps_run))  # features stopped early count as done
+                callback(step + 1, {f: to_pil(img) for f, img in zip(chunk[::facets], recipe.view(param())[::facets])})
+    bar.update(sum(plan.steps - n for n in steps_run) // facets)  # features stopped early count as done
     with torch.no_grad():
         final_images = recipe.view(param())
         final = _score(model, plan, final_images, channels)
+    names = plan.objective_names()
     return [
         RenderResult(
-            model_id=model.model_id, layer=plan.layer, feature=f, objective=plan.objective.name, recipe=recipe.name,
+            model_id=model.model_id, layer=plan.layer, feature=f, objective=names[k % facets], recipe=recipe.name,
             steps=plan.steps, seed=seed, image_size=plan.image_size, image=to_pil(img),
             activation=float(a), activation_init=float(a0), steps_run=n,
         )
-        for f, n, img, a, a0 in zip(chunk, steps_run, final_images, final.tolist(), initial.tolist())
+        for k, (f, n, img, a, a0) in enumerate(zip(chunk, steps_run, final_images, final.tolist(), initial.tolist()))
     ]
 
 
