@@ -480,7 +480,7 @@ def test_cancel_keeps_the_features_that_finished_before_it(tiny_repos, tmp_path,
     url = serve(demo)
     try:
         remote = Client(url, verbose=False)
-        job = remote.submit(tiny_repos["vit"], 1, "0,1,2", "feature", "paper", 20, 0, 0, api_name="/render")
+        job = remote.submit(tiny_repos["vit"], 1, "0,1,2", "feature", "paper", 4, 0, 0, api_name="/render")
 
         def captions():
             return [item["caption"] for out in job.outputs() if isinstance(out[0], list) for item in out[0]]
@@ -499,7 +499,7 @@ def test_cancel_keeps_the_features_that_finished_before_it(tiny_repos, tmp_path,
         import datasets
 
         rows = datasets.load_dataset("parquet", data_files=Sharing.download("parquet", folder), split="train")
-        assert rows["feature"] == [0] and rows[0]["steps"] == 20
+        assert rows["feature"] == [0] and rows[0]["steps"] == 4
     finally:
         demo.close()
 
