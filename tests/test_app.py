@@ -407,7 +407,7 @@ def test_app_py_runs_as_a_script_with_server_env(tiny_repos, tmp_path):
             except OSError:
                 assert process.poll() is None, (tmp_path / "app.log").read_text()[-2000:]
                 assert time.monotonic() < deadline, "app.py did not start within 120 s"
-                time.sleep(0.5)
+                time.sleep(0.1)
         remote = Client(f"http://127.0.0.1:{port}/", verbose=False)
         assert len(remote.predict(tiny_repos["vit"], api_name="/layers")["layers"]) == 4
         message = app_error(lambda: render(remote, tiny_repos["vit"], steps=3))
