@@ -466,7 +466,7 @@ def test_cancel_keeps_the_features_that_finished_before_it(tiny_repos, tmp_path,
 
     def hold_later_batches(model, plan, chunk, seed, bar, callback, every):
         """The first batch renders for real; later ones wait for the Stop, so it surely lands between."""
-        if chunk != plan.features[:1]:
+        if list(chunk) != list(plan.features[:1]):  # chunk: a list; plan.features: a tuple
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 callback(0, {})  # raises once the request is gone, as a real step would
