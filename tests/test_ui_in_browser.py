@@ -248,7 +248,7 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
 def recorder():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
     server.requests = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield server
     finally:
