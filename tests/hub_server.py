@@ -234,7 +234,9 @@ class LoopbackHub:
         """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
         self._url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="loopback-hub", daemon=True)
+        # stop() waits for the serving loop to look up: at its default 0.5 s that was half a second a test
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="loopback-hub", daemon=True)
         self._thread.start()
         return self
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from tiny_checkpoints import DINOV2_CONFIG_SIZE, IMG
 
-from helpers import run_cli
 from vit_feature_viz import VizError, load_model
+from vit_feature_viz.cli import main
 from vit_feature_viz.core.render import render
 from vit_feature_viz.models import LOGITS, MLP, RESIDUAL, Target
 
@@ -177,9 +177,10 @@ def test_layer_out_of_range(models):
         models["vit"].check_layer(4)
 
 
-def test_cli_layers_json(tiny_repos):
-    out = run_cli("layers", tiny_repos["clip"], "--json")
-    info = json.loads(out.stdout)
+def test_cli_layers_json(tiny_repos, capsys):
+    """main() in this process: what is under test is the JSON (test_bad_input.py runs `layers` as a real process)."""
+    assert main(["layers", tiny_repos["clip"], "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
     assert info["backend"] == "transformers" and info["image_size"] == 32
     assert [(layer["index"], layer["features"]) for layer in info["layers"]] == [(i, 128) for i in range(4)]
     assert info["layers"][0]["name"] == "vision_model.encoder.layers.0"

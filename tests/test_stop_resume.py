@@ -20,6 +20,8 @@ from PIL import Image
 from helpers import CLI, load_rows, run_cli
 
 FEATURES, STEPS = "0-9", 15
+# One torch thread: on a busy 2-core machine two threads wait on each other for every tiny op (50x slower).
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def render_args(repo: str, out: Path) -> list[str]:
@@ -36,14 +38,14 @@ def saved_features(out: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_repos, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole") / "gallery"
-    run_cli(*render_args(tiny_repos["vit"], out))
+    run_cli(*render_args(tiny_repos["vit"], out), env=ONE_THREAD)
     return load_rows(out)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_signalled_run_keeps_finished_features_and_resumes_to_the_same_result(tiny_repos, tmp_path, uninterrupted, sig):
     out = tmp_path / "gallery"
-    run = subprocess.Popen([*CLI, *render_args(tiny_repos["vit"], out)], stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen([*CLI, *render_args(tiny_repos["vit"], out)], stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
     deadline = time.monotonic() + 180
     while len(saved_features(out)) < 2 and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -58,7 +60,7 @@ def test_a_signalled_run_keeps_finished_features_and_resumes_to_the_same_result(
     else:
         assert run.returncode == -signal.SIGKILL
 
-    again = run_cli(*render_args(tiny_repos["vit"], out))
+    again = run_cli(*render_args(tiny_repos["vit"], out), env=ONE_THREAD)
     assert f"rendered {10 - len(saved)} feature(s)" in again.stderr
     rows = load_rows(out)
     assert [r["feature"] for r in rows] == [r["feature"] for r in uninterrupted] == list(range(10))
@@ -69,8 +71,6 @@ def test_a_signalled_run_keeps_finished_features_and_resumes_to_the_same_result(
 
 # --- dataset examples and analyses: progress saved per batch, resumed by the same command -----------------------
 SCAN_ROWS, SCAN_CAP, SCAN_BATCH = 400, 300, 2  # the cap streams the examples' dataset: its resume skips rows of a stream
-# One torch thread: on a busy 2-core machine two threads wait on each other for every tiny op (50x slower).
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")

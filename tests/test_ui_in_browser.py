@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import urlencode
@@ -25,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 FIRST_SCREEN = {"width": 1400, "height": 1000}  # what a newcomer sees without scrolling
-# Headless, fresh profile, no background traffic (shared reference: browser-testing.md). Playwright gives the
-# browser its own empty profile through launch_persistent_context(user_data_dir=...).
+# Headless, fresh profile, no background traffic (shared reference: browser-testing.md). Playwright launches the
+# browser with its own empty temporary profile, once for this file; each test gets a new context (no cookies,
+# storage or cache from another test).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -50,30 +50,38 @@ def app_url(tiny_repos):
         demo.close()
 
 
-@pytest.fixture
-def page():
+@pytest.fixture(scope="module")
+def browser():
+    """One chromium for the file (launching it costs a second or two a test)."""
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS, viewport={"width": 1280, "height": 1400}
-        )
-        outside: list[str] = []
-
-        def loopback_only(route):  # the page must work with no network: refuse (and record) anything else
-            if route.request.url.startswith("http://127.0.0.1"):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", loopback_only)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
-            yield context.new_page(), outside
+            yield browser
         finally:
-            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    outside: list[str] = []
+
+    def loopback_only(route):  # the page must work with no network: refuse (and record) anything else
+        if route.request.url.startswith("http://127.0.0.1"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", loopback_only)
+    try:
+        yield context.new_page(), outside
+    finally:
+        context.close()
 
 
 def test_render_in_the_browser(app_url, page, tiny_repos):
@@ -269,7 +277,7 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
 def recorder():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
     server.requests = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield server
     finally:
