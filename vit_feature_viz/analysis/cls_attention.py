@@ -12,7 +12,6 @@ Needs no classifier head and no labels: any ViT with a CLS token, of any backend
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -24,9 +23,9 @@ from ..errors import VizError
 from ..image_datasets import streams
 from ..models.attention import ClsAttention, read_cls_attention
 from ..models.base import VisionModel
-from ..store.progress import Resumed, SavedProgress
+from ..store.progress import SavedProgress
 from .attention_figure import ModelMaps, attention_figure, attention_strip
-from .common import AnalysisResult, short_name
+from .common import AnalysisResult, resumed_state, short_name
 from .data import DECODE_THREADS, batches, check_boxes, open_labeled, prepare
 
 EXPERIMENT = "cls_attention"
@@ -149,11 +148,9 @@ def cls_attention(
 
 
 def _restored(saved: SavedProgress | None, loaded: list[VisionModel]) -> tuple[dict[str, _Totals], int]:
-    state = saved.load() if saved else None
+    state = resumed_state(saved, "scored")
     if not state:
         return {m.model_id: _Totals() for m in loaded}, 0
-    warnings.warn(f"Resumed a stopped run: the {state['seen']} image(s) it had scored are skipped.", Resumed,
-                  stacklevel=3)
     return {key: _Totals.restored(value) for key, value in state["totals"].items()}, state["seen"]
 
 

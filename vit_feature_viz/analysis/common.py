@@ -191,13 +191,21 @@ def sweep(
     return counts, seen
 
 
+def resumed_state(saved: SavedProgress | None, done: str) -> dict | None:
+    """The state a stopped run saved after its last batch (its image count under "seen"), announced as a Resumed
+    warning saying the images it had `done` are skipped; None when there is nothing to resume."""
+    state = saved.load() if saved else None
+    if state:
+        warnings.warn(f"Resumed a stopped run: the {state['seen']} image(s) it had {done} are skipped.", Resumed,
+                      stacklevel=4)
+    return state
+
+
 def _restored_counts(saved: SavedProgress | None) -> tuple[dict[tuple[str, object], Accuracy], int]:
     """The counts and image count a stopped run saved, or none."""
-    state = saved.load() if saved else None
+    state = resumed_state(saved, "evaluated")
     if not state:
         return {}, 0
-    warnings.warn(f"Resumed a stopped run: the {state['seen']} image(s) it had evaluated are skipped.", Resumed,
-                  stacklevel=3)
     return {tuple(key): Accuracy(**acc) for key, acc in state["counts"]}, state["seen"]
 
 

@@ -14,7 +14,6 @@ ViTs and CNNs compare side by side; models without a head read through a linear 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,8 +21,8 @@ import datasets
 import torch
 
 from ..errors import VizError
-from ..store.progress import Resumed, SavedProgress
-from .common import AnalysisResult, base_settings, load_classifiers, open_data, short_name
+from ..store.progress import SavedProgress
+from .common import AnalysisResult, base_settings, load_classifiers, open_data, resumed_state, short_name
 from .data import DECODE_THREADS, LabeledData, LabelMap, batches, prepare
 from .plots import bar_figure
 
@@ -154,9 +153,7 @@ def _fraction(value: float | None) -> str:
 
 
 def _restored(saved: SavedProgress | None, classifiers) -> tuple[dict[str, CueCounts], int]:
-    state = saved.load() if saved else None
+    state = resumed_state(saved, "classified")
     if not state:
         return {c.model_id: CueCounts() for c in classifiers}, 0
-    warnings.warn(f"Resumed a stopped run: the {state['seen']} image(s) it had classified are skipped.", Resumed,
-                  stacklevel=3)
     return {key: CueCounts(**value) for key, value in state["counts"].items()}, state["seen"]
