@@ -152,6 +152,7 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     page.locator("#negative input[type=checkbox]").check()
     page.locator("#diversity input[type=number]").fill("2")
     page.locator("#diversity input[type=number]").press("Enter")
+    page.wait_for_function("!document.querySelector('#render').disabled", timeout=30_000)  # the stopped render ended
     page.locator("#render").click()
     page.get_by_text("feature-direction(difference:3,4)-negative-facet2of2").first.wait_for(timeout=90_000)
     assert page.locator("#gallery img").count() == 2
