@@ -25,6 +25,7 @@ from vit_feature_viz.app.common import (  # noqa: E402
     DEFAULT_DATASET, WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed,
     PAGE_STYLE, loading_message, on_space, pickers, restore_session, structure_reader,
 )
+from vit_feature_viz.app.served_images import serve_images_atomically  # noqa: E402
 from vit_feature_viz.image_datasets import DEFAULT_BUILTIN_DATASET  # noqa: E402
 from vit_feature_viz.models.builtin import DEFAULT_BUILTIN, default_model_id  # noqa: E402
 
@@ -38,6 +39,7 @@ TABS = (galleries_tab, render_tab, explore_tab, analysis_tab, sharing_tab)
 
 def build_demo(preset=None) -> gr.Blocks:
     preset = preset or current_preset()
+    serve_images_atomically()  # before any output is cached: see served_images.py
     models = ModelCache(max_parameters=preset.max_parameters)
     show_login = os.environ.get("VFV_OAUTH", "1" if on_space() else "0") == "1"
     default_model, notice = default_model_id(WELL_KNOWN_MODELS[0])  # the built-in one when the Hub is unreachable
@@ -69,12 +71,17 @@ def build_demo(preset=None) -> gr.Blocks:
                     elem_id="model-examples")
 
         private = dict(api_visibility="private", queue=False)
+        # preprocess=False where a slider is an input: gradio would check its value against the bounds it last
+        # sent this session, and two structure reads racing (page load, model box change) leave a value the
+        # newer bounds reject ("Value 5 is greater than maximum value 3"), so the slider keeps a layer the model
+        # lacks. These handlers clamp the value themselves.
+        sliders_in = dict(private, preprocess=False)
         loading = gr.on([load.click, model_id.submit], loading_message, [model_id], [summary], **private)
         loaded = loading.then(models.layers, [model_id], [info], api_name="layers", show_progress_on=[summary])
-        loaded.success(pickers, [info, layer], [layer, feature, summary], **private)
+        loaded.success(pickers, [info, layer], [layer, feature, summary], **sliders_in)
         loaded.failure(load_failed, [model_id], [summary], **private)
-        layer.release(feature_picker, [info, layer, feature], [feature], **private)
-        reads = dict(inputs=[model_id, layer], outputs=[info, layer, feature, summary], **private)  # no download: no Load
+        layer.release(feature_picker, [info, layer, feature], [feature], **sliders_in)
+        reads = dict(inputs=[model_id, layer], outputs=[info, layer, feature, summary], **sliders_in)  # no download: no Load
         demo.load(structure_reader(models, at_start=True), **reads)
         demo.load(restore_session, [session_key, session], [session, session_key], **private)
         model_id.change(structure_reader(models), **reads)

@@ -568,3 +568,41 @@ def test_local_paths_are_refused_on_a_space(monkeypatch, vit):
     with pytest.raises(VizError, match="local path: on this Space enter a Hub dataset id"):
         common.check_name("/etc", "dataset", "uoft-cs/cifar10")
     assert common.check_name(" org/name ", "model", "x/y") == "org/name"
+
+
+def test_no_event_checks_a_slider_against_bounds_it_sent_before(server):
+    """Two structure reads racing leave a slider value the newer bounds reject: gradio's check then fails the
+    event and the slider keeps a layer the model lacks (the browser test's flake). Every handler that takes a
+    slider checks the value itself instead."""
+    takes_slider = [fn for fn in server.app.demo.fns.values() if any(isinstance(c, gr.Slider) for c in fn.inputs)]
+    assert len(takes_slider) >= 6
+    assert [fn.name for fn in takes_slider if fn.preprocess] == []
+
+
+def test_an_image_returned_again_is_never_rewritten_under_a_fetch(server, tmp_path):
+    """Gradio rewrote a returned image's cache file in place on every update; a browser fetching it meanwhile got a
+    truncated file. Returned again and again, the served file is always whole."""
+    from gradio import processing_utils
+
+    from vit_feature_viz.app.served_images import save_pil_to_cache_once
+
+    assert processing_utils.save_pil_to_cache is save_pil_to_cache_once  # the app installed it
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    gallery = gr.Gallery(format="png")
+    first = Path(gallery.postprocess([(image, "a")]).root[0].image.path)
+    size, sizes, done = first.stat().st_size, [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            sizes.append(first.stat().st_size)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(100):
+            assert Path(gallery.postprocess([(image, "a")]).root[0].image.path) == first
+    finally:
+        done.set()
+        watcher.join()
+    assert sizes and set(sizes) == {size}
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging file left behind

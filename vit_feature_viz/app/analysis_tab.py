@@ -168,7 +168,7 @@ def build(ctx: AppContext) -> Analyst:
         [plot, table, summary, ctx.session], api_name="analyze", **ctx.device_job(),
     )
     show_names = dict(fn=analyst.feature_names, inputs=[ctx.model_id, ctx.layer, ctx.feature, ctx.session],
-                      outputs=[names], queue=False)
+                      outputs=[names], queue=False, preprocess=False)  # checked against the model, not stale bounds
     running.success(**show_names, api_name="feature_names")
     ctx.info.change(experiment_choices, [ctx.info, experiment], [experiment], api_visibility="private", queue=False)
     ctx.feature.release(**show_names, api_visibility="private")

@@ -497,7 +497,8 @@ class AppContext:
     def refresh_structure(self, event) -> None:
         """After `event` succeeds (a render loads the model in the box), the sliders describe that model."""
         event.success(structure_reader(self.models), [self.model_id, self.layer],
-                      [self.info, self.layer, self.feature, self.summary], api_visibility="private", queue=False)
+                      [self.info, self.layer, self.feature, self.summary], api_visibility="private", queue=False,
+                      preprocess=False)  # the slider's value is clamped by the reader (see app.py's sliders_in)
 
     def device_job(self) -> dict:
         """Event options of a model job: at most preset.concurrency of them run at once, all tabs together.
