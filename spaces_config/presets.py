@@ -80,9 +80,8 @@ PRESETS: dict[str, Preset] = {
             max_steps=128, max_features=2, max_image_size=224, max_scan_images=200, max_top_k=8,
             max_parameters=200_000_000,  # every ViT-B and CLIP-B (151M with its text tower); a ViT-L is too slow here
             concurrency=1, queue_size=16, max_gallery_rows=300_000,
-            # benchmarks/bench_speed.py: `fast` at 96 steps beats the paper's 400-step quality on the fixtures and
-            # gives 2 ViT-B/16 features in about a minute on 2 vCPUs with bf16 units (README: Speed)
-            default_recipe="fast", default_steps=96,
+            # benchmarks/bench_real.py's step curve on the real DINOv2-S/14 (README: On a real trained ViT)
+            default_recipe="fast-std", default_steps=96,
         ),
         Preset(
             name="zero-a10g", hub_hardware="zero-a10g", description="ZeroGPU: a GPU slice per request, billed by duration.",

@@ -230,8 +230,9 @@ def test_each_preset_starts_the_render_tab_on_a_recipe_within_its_caps(name):
 
 
 def test_cpu_basic_starts_on_the_measured_preview_setting():
-    """README (Speed): `fast` at 96 steps is the setting benchmarks/bench_speed.py measured for a CPU Space."""
+    """README (On a real trained ViT): `fast-std` at 96 steps is the setting benchmarks/bench_real.py's step curve
+    measured for a CPU Space."""
     from vit_feature_viz.app.render_tab import preset_defaults
 
-    assert preset_defaults(PRESETS["cpu-basic"]) == ("fast", 96)
-    assert preset_defaults(dataclasses.replace(PRESETS["cpu-basic"], max_steps=50)) == ("fast", 50)
+    assert preset_defaults(PRESETS["cpu-basic"]) == ("fast-std", 96)
+    assert preset_defaults(dataclasses.replace(PRESETS["cpu-basic"], max_steps=50)) == ("fast-std", 50)
