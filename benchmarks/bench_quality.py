@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--accentuate-weights", type=float, nargs="+", default=[None],
                         help="early-layer penalty weights to compare (default: the library's)")
     parser.add_argument("--accentuate-features", type=int, default=2, help="features per image (the most driven)")
+    parser.add_argument("--accentuate-choice", choices=["mean", "peak"], default="mean",
+                        help="features an image drives most by their mean over patches or their highest patch")
     parser.add_argument("--accentuate-steps", type=int, default=None, help="accentuation steps (default: the library's)")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -196,7 +198,7 @@ def bench_accentuate(args, pairs, layer) -> None:
             start = time.perf_counter()
             report = accentuation_report(model, layer, images, features_per_image=args.accentuate_features,
                                          weight=weight, steps=args.accentuate_steps, recipe=args.recipe,
-                                         seed=args.seed)
+                                         choose=args.accentuate_choice, seed=args.seed)
             a, p, r, e = report.activation, report.pixel_mean_abs, report.pixel_rms, report.early
             rows.append([f"shapes-{variant}-vit-a", f"{report.weight:g}", str(len(report.pairs)),
                          f"{a[:, 0].mean():.3f} / {a[:, 1].mean():.3f} / {a[:, 2].mean():.3f}",
@@ -209,7 +211,7 @@ def bench_accentuate(args, pairs, layer) -> None:
                   f"(increase), {report.kept_rate:.2f} (map)",
                   flush=True)
     print(f"\naccentuation: block {layer}, {args.accentuate} test images x {args.accentuate_features} features each "
-          f"(the most driven), plain: {args.recipe}")
+          f"(the most driven: {args.accentuate_choice}), plain: {args.recipe}")
     print_table(header, rows)
 
 

@@ -159,6 +159,31 @@ def test_accentuate_returns_the_image_the_accentuated_image_and_their_difference
         lambda: client.predict(vit, 99, 3, handle_file(str(path)), 3, 1.0, api_name="/accentuate"))
 
 
+def test_stop_ends_an_accentuation_at_its_next_step(vit, monkeypatch):
+    """A Stop closes the request's generator: the accentuation in its thread ends at its next step, not after all."""
+    from spaces_config.presets import current_preset
+    from vit_feature_viz.core import accentuate as accentuation
+
+    steps_run, real = [], accentuation.accentuate
+
+    def counting(*args, callback, **options):
+        def on_step(step, image):
+            steps_run.append(step)
+            callback(step, image)
+        return real(*args, callback=on_step, **options)
+
+    monkeypatch.setattr(accentuation, "accentuate", counting)
+    preset = current_preset({"VFV_HARDWARE": "a10g-small"})
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    request = Explorer(preset, ModelCache()).accentuate(vit, 1, 3, photo, preset.max_steps, 1.0)
+    next(request)  # working: a heartbeat
+    request.close()  # what a Stop does to the request
+    for thread in [t for t in threading.enumerate() if t.name == "vfv-accentuate"]:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert 0 < len(steps_run) < preset.max_steps
+
+
 def test_examples_from_a_local_dataset(client, vit, image_folder):
     gallery = client.predict(vit, 1, 4, str(image_folder), "train", 12, 3, api_name="/examples")
     assert len(gallery) == 6  # three images, each followed by its patch map

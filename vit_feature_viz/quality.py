@@ -542,15 +542,20 @@ def pointing_hit(values_init: np.ndarray, values: np.ndarray, top_fraction: floa
 
 def accentuation_report(model: VisionModel, layer: int, images: np.ndarray, *, features_per_image: int = 2,
                         weight: float | None = None, steps: int | None = None, plain_steps: int | None = None,
-                        recipe: str | Recipe | None = None, top_fraction: float = 0.25,
+                        recipe: str | Recipe | None = None, top_fraction: float = 0.25, choose: str = "mean",
                         seed: int = 0) -> AccentuationReport:
-    """Accentuate each image (uint8 [N, S, S, 3]) for the `features_per_image` features it drives most (mean over
-    patches) and render those features from noise (`recipe`, `plain_steps`): activation and distances of both."""
+    """Accentuate each image (uint8 [N, S, S, 3]) for the `features_per_image` features it drives most (`choose`:
+    "mean" over patches, the objective; or "peak", the highest patch: features that fire somewhere in particular)
+    and render those features from noise (`recipe`, `plain_steps`): activation and distances of both."""
     from .core.accentuate import ACCENTUATE_WEIGHT, accentuate, early_distance
     from .core.recipes import DEFAULT_RECIPE
 
     originals = uint8_to_pixels(images)
-    driven = feature_values(model, layer, originals).topk(features_per_image, dim=1).indices.tolist()
+    if choose == "peak":
+        driven_by = _patch_values(model, layer, originals).flatten(1, 2).max(1).values
+    else:
+        driven_by = feature_values(model, layer, originals)
+    driven = driven_by.topk(features_per_image, dim=1).indices.tolist()
     plain_of: dict[int, Image.Image] = {}
     pairs, activation, mean_abs, rms, early, hits, kept = [], [], [], [], [], [], []
     for index, features in enumerate(driven):
