@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vit_feature_viz import load_model, render
+from vit_feature_viz import accentuate, load_model, render
 from vit_feature_viz.cli import main
-from vit_feature_viz.core.accentuate import accentuate, early_distance
+from vit_feature_viz.core.accentuate import early_distance
 from vit_feature_viz.core.params import FourierImage
 from vit_feature_viz.data.shapes import generate_shapes
 from vit_feature_viz.images import to_pil
