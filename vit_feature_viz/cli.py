@@ -125,13 +125,14 @@ def _render(args, model=None) -> int:
 
 def _accentuate(args, objective, model=None) -> int:
     """render --accentuate IMAGE: the image with each feature raised, one gallery row per feature."""
-    from .core.accentuate import read_image
+    from .core.accentuate import check_weight, read_image
     from .jobs import accentuate_to_folder
 
     if args.diversity != 1 or args.png:
         raise VizError("An accentuation is one image per feature", option="accentuate",
                        fix="leave out --diversity and --png with {option}.")
-    read_image(args.accentuate)  # before the model loads: a missing or unreadable image fails at once
+    read_image(args.accentuate)  # before the model loads: a missing or unreadable image fails at once, as does
+    check_weight(args.accentuate_weight)  # a weight below 0
     model = model or _load(_checked_out(args))
     names = accentuate_to_folder(model, args.out, args.layer, args.features, args.accentuate, objective=objective,
                                  weight=args.accentuate_weight, steps=args.steps, image_size=args.image_size,
