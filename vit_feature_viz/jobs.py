@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .core.accentuate import accentuated_name
+from .core.accentuate import accentuate, accentuated_name, read_image
 from .core.objectives import Channel, make_objective
 from .core.patchmap import draw_patch_map
 from .core.recipes import DEFAULT_RECIPE
@@ -62,17 +62,17 @@ def accentuate_to_folder(model: VisionModel, out: str | Path, layer: int, featur
                          weight: float | None = None, steps: int | None = None, image_size: int | None = None,
                          seed: int = 0) -> list[str]:
     """Accentuate `image` (a file) for each of `features` into the gallery folder `out`, one row per feature
-    under a name holding the image's hash and the weight (core/accentuate.py); returns the objective names.
-    Everything is checked before the first feature runs (the image read, the folder, the features)."""
-    from .core.accentuate import accentuate, read_image
-    from .specs import parse_features
+    under a name holding the image's hash and the weight (core/accentuate.py); returns this process's objective
+    names. The image, the folder and the features are checked before any work, the other settings on the first
+    feature, before any row is written. Under `accelerate launch` each process takes its share of the features."""
+    from .specs import parse_features, whole_number
 
     picture, sha256 = read_image(image)
-    layer = int(layer)
+    layer = whole_number(layer, "layer")
     model.check_layer(layer)
     objective = make_objective(objective, layer)
     objective.check(model)
-    chosen = parse_features(features, objective.num_channels(model), seed)
+    chosen = current_workers().mine(parse_features(features, objective.num_channels(model), seed))
     folder = GalleryFolder(out)
     folder.check_destination()
     names = []
