@@ -169,6 +169,8 @@ def _until_done(run):
 
 def build(ctx: AppContext) -> Explorer:
     """The "Explore a feature" tab inside the open gr.Tabs, for the shared layer and feature pickers."""
+    from ..core.accentuate import ACCENTUATE_STEPS, ACCENTUATE_WEIGHT
+
     preset = ctx.preset
     explorer = Explorer(preset, ctx.models, uploads=lambda: ctx.demo.upload_file_set, default_dataset=ctx.default_dataset)
     with gr.Tab("Explore a feature"):
@@ -190,9 +192,9 @@ def build(ctx: AppContext) -> Explorer:
         with gr.Row():
             map_button = gr.Button("Map this image", elem_id="map-image")
             accentuate_button = gr.Button("Accentuate", elem_id="accentuate")
-            accentuate_steps = gr.Number(min(48, preset.max_steps), precision=0, minimum=1, maximum=preset.max_steps,
-                                         label="Accentuation steps")
-            accentuate_weight = gr.Number(1.0, minimum=0, label="Stay-close weight (block 0)",
+            accentuate_steps = gr.Number(min(ACCENTUATE_STEPS, preset.max_steps), precision=0, minimum=1,
+                                         maximum=preset.max_steps, label="Accentuation steps")
+            accentuate_weight = gr.Number(ACCENTUATE_WEIGHT, minimum=0, label="Stay-close weight (block 0)",
                                           info="larger: closer to your image")
         accentuated = gr.Gallery(label="Your image, accentuated, their difference, the accentuated patch map",
                                  columns=4, fit_columns=False, format="png", elem_id="accentuated")
