@@ -15,6 +15,10 @@ printed once per model.
 Objectives beyond one channel (README: Directions, negatives and diverse sets), without the recipe table:
 
     python benchmarks/bench_quality.py --recipes --diversity 4 --diversity-weights 0.5 1 2 --negative
+
+Accentuation of real images (README: Accentuation of a real image), on both built-in models and their datasets:
+
+    python benchmarks/bench_quality.py --recipes --localization-images 0 --accentuate 12 --accentuate-weights 0 1 4 16
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import torch
 from vit_feature_viz import load_model, render
 from vit_feature_viz.core.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from vit_feature_viz.data.shapes import generate_shapes
-from vit_feature_viz.quality import activation_ratio, diversity_report, localization, negative_report, transfer
+from vit_feature_viz.quality import (
+    accentuation_report, activation_ratio, diversity_report, localization, negative_report, transfer,
+)
 from vit_feature_viz.specs import parse_features
 
 MODELS = Path(__file__).resolve().parents[1] / "vit_feature_viz" / "data" / "models"
@@ -67,6 +73,14 @@ def main() -> None:
                         help="repulsion weights to compare (default: the library's DIVERSITY_WEIGHT)")
     parser.add_argument("--negative", action="store_true", help="negative images against the natural minimum")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="recipe of the diversity and negative renders")
+    parser.add_argument("--accentuate", type=int, default=0, metavar="N",
+                        help="accentuate N test images of each built-in dataset (against plain renders from noise)")
+    parser.add_argument("--accentuate-weights", type=float, nargs="+", default=[None],
+                        help="early-layer penalty weights to compare (default: the library's)")
+    parser.add_argument("--accentuate-features", type=int, default=2, help="features per image (the most driven)")
+    parser.add_argument("--accentuate-choice", choices=["mean", "peak"], default="mean",
+                        help="features an image drives most by their mean over patches or their highest patch")
+    parser.add_argument("--accentuate-steps", type=int, default=None, help="accentuation steps (default: the library's)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.threads:
@@ -117,6 +131,8 @@ def main() -> None:
         bench_diversity(args, ratio_model, pairs.get(ratio_variant, (None, None))[1], layer, features)
     if args.negative:
         bench_negative(args, pairs, layer, natural)
+    if args.accentuate:
+        bench_accentuate(args, pairs, layer)
 
 
 def print_table(header, rows) -> None:
@@ -164,6 +180,38 @@ def bench_negative(args, pairs, layer, natural) -> None:
         print(f"  negative shapes-{variant}-vit-a: rendered {np.round(report.rendered, 3).tolist()} natural lowest "
               f"{np.round(report.natural_lowest, 3).tolist()}", flush=True)
     print(f"\nnegative: {args.recipe}, block {layer}, against {args.natural} generated images")
+    print_table(header, rows)
+
+
+def bench_accentuate(args, pairs, layer) -> None:
+    """Accentuation against plain rendering from noise, per built-in model and weight: activation, distance to the
+    original (pixels and block 0) and the pointing game of the accentuated patch map's increase."""
+    from vit_feature_viz.image_datasets import builtin_dataset
+
+    header = ["model", "weight", "pairs", "activation: original / accentuated / plain", "gain vs plain",
+              "pixel mean abs (plain)", "pixel rms (plain)", "block 0 distance (plain)", "pointing: increase", "pointing: map", "s"]
+    rows = []
+    for variant, (model, _) in pairs.items():
+        data = builtin_dataset(f"vit-feature-viz/shapes-{variant}", "test").select(range(args.accentuate))
+        images = np.stack([np.asarray(model.preprocess_uint8(row["image"]).permute(1, 2, 0)) for row in data])
+        for weight in args.accentuate_weights:
+            start = time.perf_counter()
+            report = accentuation_report(model, layer, images, features_per_image=args.accentuate_features,
+                                         weight=weight, steps=args.accentuate_steps, recipe=args.recipe,
+                                         choose=args.accentuate_choice, seed=args.seed)
+            a, p, r, e = report.activation, report.pixel_mean_abs, report.pixel_rms, report.early
+            rows.append([f"shapes-{variant}-vit-a", f"{report.weight:g}", str(len(report.pairs)),
+                         f"{a[:, 0].mean():.3f} / {a[:, 1].mean():.3f} / {a[:, 2].mean():.3f}",
+                         f"{np.nanmedian(report.gain):.0%}", f"{p[:, 0].mean():.3f} ({p[:, 1].mean():.3f})",
+                         f"{r[:, 0].mean():.3f} ({r[:, 1].mean():.3f})", f"{e[:, 0].mean():.3f} ({e[:, 1].mean():.3f})",
+                         f"{int(report.hits.sum())}/{len(report.hits)} (chance {report.top_fraction:.0%})",
+                         f"{int(report.kept.sum())}/{len(report.kept)}",
+                         f"{time.perf_counter() - start:.0f}"])
+            print(f"  accentuate shapes-{variant}-vit-a weight {report.weight:g}: pointing hit rate {report.hit_rate:.2f} "
+                  f"(increase), {report.kept_rate:.2f} (map)",
+                  flush=True)
+    print(f"\naccentuation: block {layer}, {args.accentuate} test images x {args.accentuate_features} features each "
+          f"(the most driven: {args.accentuate_choice}), plain: {args.recipe}")
     print_table(header, rows)
 
 

@@ -140,6 +140,50 @@ def test_patch_map_returns_the_overlay(client, vit, tmp_path):
     assert len(text_rows) >= 12, text_rows
 
 
+def test_accentuate_returns_the_image_the_accentuated_image_and_their_difference(client, vit, tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+    gallery = client.predict(vit, 1, 3, handle_file(str(path)), 3, 1.0, api_name="/accentuate")
+    captions = [item["caption"] for item in gallery]
+    assert [c.split(" · ")[0] for c in captions] == ["your image", "accentuated", "difference",
+                                                     "patch map of the accentuated image"]
+    original, accentuated, difference = (np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery[:3])
+    assert original.shape == accentuated.shape == difference.shape == (32, 32, 3)  # the 32 px the model saw
+    assert not np.array_equal(original, accentuated)  # 3 steps changed it
+    change = accentuated.astype(int) - original
+    assert np.abs(difference.astype(int) - 128).max() >= 126  # the largest change spans the difference's range
+    assert np.corrcoef(change.ravel(), difference.astype(float).ravel())[0, 1] > 0.9  # and it shows the change
+    assert "max steps" in app_error(  # over the preset's cap: one line naming it
+        lambda: client.predict(vit, 1, 3, handle_file(str(path)), 10**6, 1.0, api_name="/accentuate"))
+    assert "Layer 99 is out of range" in app_error(  # (tests/test_bad_input.py: no image, a server file)
+        lambda: client.predict(vit, 99, 3, handle_file(str(path)), 3, 1.0, api_name="/accentuate"))
+
+
+def test_stop_ends_an_accentuation_at_its_next_step(vit, monkeypatch):
+    """A Stop closes the request's generator: the accentuation in its thread ends at its next step, not after all."""
+    from spaces_config.presets import current_preset
+    from vit_feature_viz.core import accentuate as accentuation
+
+    steps_run, real = [], accentuation.accentuate
+
+    def counting(*args, callback, **options):
+        def on_step(step, image):
+            steps_run.append(step)
+            callback(step, image)
+        return real(*args, callback=on_step, **options)
+
+    monkeypatch.setattr(accentuation, "accentuate", counting)
+    preset = current_preset({"VFV_HARDWARE": "a10g-small"})
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    request = Explorer(preset, ModelCache()).accentuate(vit, 1, 3, photo, preset.max_steps, 1.0)
+    next(request)  # working: a heartbeat
+    request.close()  # what a Stop does to the request
+    for thread in [t for t in threading.enumerate() if t.name == "vfv-accentuate"]:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert 0 < len(steps_run) < preset.max_steps
+
+
 def test_examples_from_a_local_dataset(client, vit, image_folder):
     gallery = client.predict(vit, 1, 4, str(image_folder), "train", 12, 3, api_name="/examples")
     assert len(gallery) == 6  # three images, each followed by its patch map

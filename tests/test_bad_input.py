@@ -36,6 +36,7 @@ from hub_fixtures import point_clients_at
 from hub_server import LoopbackHub
 from vit_feature_viz import VizError, jobs, load_model, render
 from vit_feature_viz.analysis import clip_names, foreground_background
+from vit_feature_viz.core.accentuate import accentuate
 from vit_feature_viz.examples import UnreadableImages, scan_examples
 from vit_feature_viz.store.folder import GalleryFolder
 from vit_feature_viz.store.hub import pull_gallery, push_gallery
@@ -154,6 +155,23 @@ CASES = [
          ("/render", "{vit}", 0, "0", "feature", "paper", 1, 0, 0, None, "5-5", False, False, 1)),
     Case("app", "negative diversity", "Diversity must be at least 1",
          ("/render", "{vit}", 0, "0", "feature", "paper", 1, 0, 0, None, "", False, True, -1)),
+    Case("cli", "accentuate: no image", "No image to accentuate: give --accentuate an image file",
+         _render("--accentuate", "", *OUT)),
+    Case("cli", "accentuate: unreadable image", "Cannot read 'a-file.txt' as an image",
+         _render("--accentuate", "{a_file}", *OUT)),
+    Case("cli", "accentuate: layer out of range", "Layer 99 is out of range",
+         ("render", "{vit}", "--layer", "99", "--features", "0", "--accentuate", "{images}/train/0.png", *OUT)),
+    Case("cli", "accentuate: negative weight", "Accentuation weight -1.0 is not a number from 0",
+         _render("--accentuate", "{images}/train/0.png", "--accentuate-weight", "-1", *OUT)),
+    Case("library", "accentuate: no image", "No image to accentuate",
+         call=lambda c: accentuate(c.model, None, 0, 0)),
+    Case("library", "accentuate: unreadable image", "Cannot read 'a-file.txt' as an image",
+         call=lambda c: accentuate(c.model, c.a_file, 0, 0)),
+    Case("library", "accentuate: layer out of range", "Layer 99 is out of range",
+         call=lambda c: accentuate(c.model, f"{c.images}/train/0.png", 99, 0)),
+    Case("app", "accentuate: no image", "No image given", ("/accentuate", "{vit}", 0, 0, None, 1, 1.0)),
+    Case("app", "accentuate: server file", "The image was not uploaded to this app",
+         ("/accentuate", "{vit}", 0, 0, {"path": "{a_file}"}, 1, 1.0)),
     Case("cli", "huge feature range", "Feature 128 is out of range", ("render", "{vit}", "--layer", "0", "--features", "0-99999999999", *OUT)),
     Case("cli", "scan batch size", "use e.g. --scan-batch-size 32",
          ("examples", "{vit}", "--layer", "0", "--features", "0", "--dataset", "{images}", "--scan-batch-size", "0", *OUT)),

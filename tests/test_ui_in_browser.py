@@ -141,6 +141,9 @@ def test_render_in_the_browser(app_url, page, tiny_repos):
     assert shown["height"] <= 320 + 1 and shown["width"] <= 320 + 1, shown
     page.wait_for_function("(() => { const img = document.querySelector('#cls-attention img');"  # mean + 2 heads
                            " return img && img.complete && img.naturalWidth === 3 * 96; })()", timeout=60_000)
+    page.locator("#accentuate").click()  # the same image with the feature raised (issue 20): four captioned images
+    page.locator("#accentuated").get_by_text("patch map of the accentuated image").first.wait_for(timeout=60_000)
+    assert page.locator("#accentuated img").count() == 4
     page.get_by_role("tab", name="Render").click()
 
     # beyond one channel (issue 20): two typed features as a direction, negated, as a set of two

@@ -21,6 +21,7 @@ _EXPORTS = {
     "RECIPES": ".core.registries", "get_recipe": ".core.recipes",
     "RenderResult": ".core.render", "render": ".core.render", "render_batches": ".core.render",
     "VisionModel": ".models", "load_model": ".models",
+    "accentuate": ".core.accentuate",
 }
 __all__ = sorted([*_EXPORTS, "VizError"])
 

@@ -95,6 +95,8 @@ def _render(args, model=None) -> int:
     from .jobs import render_to_folder
 
     objective = _objective(args)
+    if getattr(args, "accentuate", None) is not None:
+        return _accentuate(args, objective, model)
     model = model or _load(_checked_out(args))
     if args.features.strip().lower() == "all":
         _print_estimate(model, args, objective)
@@ -118,6 +120,26 @@ def _render(args, model=None) -> int:
         print(f"wrote {len(written)} PNG file(s) of layer {args.layer} to {args.png}", file=sys.stderr)
     elif args.command == "render":  # `gallery` says it once its examples are in too
         _say_how_to_look(args.out)
+    return 0
+
+
+def _accentuate(args, objective, model=None) -> int:
+    """render --accentuate IMAGE: the image with each feature raised, one gallery row per feature."""
+    from .core.accentuate import check_weight, read_image
+    from .jobs import accentuate_to_folder
+
+    if args.diversity != 1 or args.png:
+        raise VizError("An accentuation is one image per feature", option="accentuate",
+                       fix="leave out --diversity and --png with {option}.")
+    read_image(args.accentuate)  # before the model loads: a missing or unreadable image fails at once, as does
+    check_weight(args.accentuate_weight)  # a weight below 0
+    model = model or _load(_checked_out(args))
+    names = accentuate_to_folder(model, args.out, args.layer, args.features, args.accentuate, objective=objective,
+                                 weight=args.accentuate_weight, steps=args.steps, image_size=args.image_size,
+                                 seed=args.seed)
+    print(f"accentuated {len(names)} feature(s) of layer {args.layer} in {args.accentuate} into {args.out} "
+          f"({names[0] if names else 'nothing'})", file=sys.stderr)
+    _say_how_to_look(args.out)
     return 0
 
 
@@ -340,6 +362,12 @@ def _parser() -> argparse.ArgumentParser:
     render = model_command("render", _render, "render images that maximize features into a gallery folder")
     target_args(render)
     render_args(render)
+    render.add_argument("--accentuate", default=None, metavar="IMAGE",
+                        help="start from this image and raise each feature in it, staying close to it (feature "
+                             "accentuation; saved with the image's sha256 and the weight)")
+    render.add_argument("--accentuate-weight", type=float, default=None, metavar="W",
+                        help="with --accentuate: weight of the penalty on block 0's change (default 1; larger stays "
+                             "closer to the image)")
     examples = model_command("examples", _examples, "find the dataset images that activate features most")
     target_args(examples)
     examples_args(examples)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .core.objectives import Channel
+from .core.accentuate import accentuate, accentuated_name, read_image
+from .core.objectives import Channel, make_objective
 from .core.patchmap import draw_patch_map
 from .core.recipes import DEFAULT_RECIPE
 from .core.render import plan_render, render_planned
@@ -55,6 +56,34 @@ def render_to_folder(
     if workers.is_main and folder.exists():
         folder.write_card()
     return todo
+
+
+def accentuate_to_folder(model: VisionModel, out: str | Path, layer: int, features, image, *, objective="feature",
+                         weight: float | None = None, steps: int | None = None, image_size: int | None = None,
+                         seed: int = 0) -> list[str]:
+    """Accentuate `image` (a file) for each of `features` into the gallery folder `out`, one row per feature
+    under a name holding the image's hash and the weight (core/accentuate.py); returns this process's objective
+    names. The image, the folder and the features are checked before any work, the other settings on the first
+    feature, before any row is written. Under `accelerate launch` each process takes its share of the features."""
+    from .specs import parse_features, whole_number
+
+    picture, sha256 = read_image(image)
+    layer = whole_number(layer, "layer")
+    model.check_layer(layer)
+    objective = make_objective(objective, layer)
+    objective.check(model)
+    chosen = current_workers().mine(parse_features(features, objective.num_channels(model), seed))
+    folder = GalleryFolder(out)
+    folder.check_destination()
+    names = []
+    for feature in chosen:
+        result = accentuate(model, picture, layer, feature, objective=objective, steps=steps, weight=weight,
+                            image_size=image_size, seed=seed)
+        result.image_sha256 = sha256  # of the file's bytes, which the PIL image handed over no longer has
+        result.objective = accentuated_name(objective, result.weight, sha256, Path(image).name)
+        folder.add([with_patch_map(model, result.to_row(), objective)], card_info={"backend": model.backend})
+        names.append(result.objective)
+    return names
 
 
 def export_pngs(out: str | Path, png_folder: str | Path, model_id: str, layer: int, objective) -> list[Path]:

@@ -496,3 +496,86 @@ def negative_report(model: VisionModel, layer: int, features: Sequence[int], rec
     values = feature_values(model, layer, saved_pixels(model, [r.image for r in results]))
     rendered = values[torch.arange(len(results)), torch.tensor(list(features))].numpy()
     return NegativeReport(list(features), rendered, lowest, -np.array([r.activation_init for r in results]))
+
+
+# --- accentuation (issue 20) ----------------------------------------------------------------------------------
+@dataclass
+class AccentuationReport:
+    """Images accentuated for features they already drive, against plain renderings of the same features from noise.
+
+    Distances are to the original image (as the model sees it), measured on the saved 8-bit images."""
+
+    weight: float
+    steps: int
+    top_fraction: float  # the pointing game's share of the original's highest patches
+    pairs: list[tuple[int, int]]  # (image index, feature)
+    activation: np.ndarray  # [N, 3] the feature on the original, the accentuated image, the plain rendering
+    pixel_mean_abs: np.ndarray  # [N, 2] mean |image - original| of the accentuated image and the plain rendering
+    pixel_rms: np.ndarray  # [N, 2] root mean square of the same
+    early: np.ndarray  # [N, 2] relative L2 distance of block 0's output to the original's
+    hits: np.ndarray  # [N] the top patch of the accentuated map's increase lies in the original's top patches
+    kept: np.ndarray  # [N] the top patch of the accentuated map itself lies in the original's top patches
+
+    @property
+    def hit_rate(self) -> float:
+        return float(np.mean(self.hits))
+
+    @property
+    def kept_rate(self) -> float:
+        return float(np.mean(self.kept))
+
+    @property
+    def gain(self) -> np.ndarray:
+        """[N] the accentuated image's rise over the original, as a share of the plain rendering's."""
+        rise = self.activation[:, 2] - self.activation[:, 0]
+        return (self.activation[:, 1] - self.activation[:, 0]) / np.where(rise > 0, rise, np.nan)
+
+
+def pointing_hit(values_init: np.ndarray, values: np.ndarray, top_fraction: float, *, increase: bool = True) -> bool:
+    """Whether the patch where the feature rose most (increase=False: where it is highest after) lies in the
+    original's top `top_fraction` of patches."""
+    before = np.asarray(values_init, dtype=np.float64).ravel()
+    after = np.asarray(values, dtype=np.float64).ravel()
+    top = np.argsort(-before, kind="stable")[: max(1, round(top_fraction * before.size))]
+    return int(np.argmax(after - before if increase else after)) in set(top.tolist())
+
+
+def accentuation_report(model: VisionModel, layer: int, images: np.ndarray, *, features_per_image: int = 2,
+                        weight: float | None = None, steps: int | None = None, plain_steps: int | None = None,
+                        recipe: str | Recipe | None = None, top_fraction: float = 0.25, choose: str = "mean",
+                        seed: int = 0) -> AccentuationReport:
+    """Accentuate each image (uint8 [N, S, S, 3]) for the `features_per_image` features it drives most (`choose`:
+    "mean" over patches, the objective; or "peak", the highest patch: features that fire somewhere in particular)
+    and render those features from noise (`recipe`, `plain_steps`): activation and distances of both."""
+    from .core.accentuate import ACCENTUATE_WEIGHT, accentuate, early_distance
+    from .core.recipes import DEFAULT_RECIPE
+
+    originals = uint8_to_pixels(images)
+    if choose == "peak":
+        driven_by = _patch_values(model, layer, originals).flatten(1, 2).max(1).values
+    else:
+        driven_by = feature_values(model, layer, originals)
+    driven = driven_by.topk(features_per_image, dim=1).indices.tolist()
+    plain_of: dict[int, Image.Image] = {}
+    pairs, activation, mean_abs, rms, early, hits, kept = [], [], [], [], [], [], []
+    for index, features in enumerate(driven):
+        for feature in features:
+            result = accentuate(model, Image.fromarray(images[index]), layer, feature, steps=steps, weight=weight,
+                                seed=seed)
+            if feature not in plain_of:
+                plain_of[feature] = render(model, layer, [feature], recipe=recipe or DEFAULT_RECIPE, steps=plain_steps,
+                                           seed=seed, progress=False)[0].image
+            original = saved_pixels(model, [result.original])
+            candidates = saved_pixels(model, [result.accentuated, plain_of[feature]])
+            values = feature_values(model, layer, torch.cat([original, candidates]))[:, feature].tolist()
+            change = candidates - original
+            pairs.append((index, feature))
+            activation.append(values)
+            mean_abs.append(change.abs().mean((1, 2, 3)).tolist())
+            rms.append(change.square().mean((1, 2, 3)).sqrt().tolist())
+            early.append(early_distance(model, candidates, original.expand_as(candidates)).tolist())
+            hits.append(pointing_hit(result.patch_values_init, result.patch_values, top_fraction))
+            kept.append(pointing_hit(result.patch_values_init, result.patch_values, top_fraction, increase=False))
+    return AccentuationReport(ACCENTUATE_WEIGHT if weight is None else float(weight), result.steps, top_fraction,
+                              pairs, np.array(activation), np.array(mean_abs), np.array(rms), np.array(early),
+                              np.array(hits), np.array(kept))

@@ -1,8 +1,10 @@
-"""The "Explore a feature" tab: the dataset images that activate one feature most (/examples), and where it
-fires in an uploaded image (/patch_map)."""
+"""The "Explore a feature" tab: the dataset images that activate one feature most (/examples), where it
+fires in an uploaded image (/patch_map), and that image with the feature raised in it (/accentuate)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Collection
 
 import gradio as gr
@@ -14,6 +16,7 @@ from .common import (
 
 SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
 MAP_PX = 320  # the patch map box's height: an uploaded image's map is drawn at this size
+HEARTBEAT_S = 0.5  # a running accentuation yields this often: the points where a Stop lands
 
 
 class Explorer:
@@ -43,6 +46,35 @@ class Explorer:
             target = self.check_feature(model, layer, feature)
             return draw_patch_map(model, image, target.objective, target.features[0],  # as checked
                                   display_px=MAP_PX)  # drawn at the size of its box: sharp labels
+
+    def accentuate(self, model_id, layer, feature, image, steps, weight, oauth_token: gr.OAuthToken | None = None):
+        """/accentuate: the uploaded image with the feature raised in it, staying close to it (core/accentuate.py):
+        [(image as the model sees it), (accentuated), (difference), (the accentuated image's patch map)], each
+        captioned. Under the preset's caps; a Stop ends it at its next step."""
+        from ..core.accentuate import ACCENTUATE_STEPS, accentuate
+        from ..core.patchmap import draw_patch_map
+
+        with user_errors("accentuating the image"):
+            preset = self.preset
+            picture = open_image(image, self.uploads())
+            steps = as_int(steps if steps not in (None, "") else min(ACCENTUATE_STEPS, preset.max_steps), "steps",
+                           minimum=1)
+            if steps > preset.max_steps:
+                raise over_cap(preset, "max steps", steps, preset.max_steps, "steps")
+            model = self.models.get(model_id, token=visitor_token(oauth_token))
+            if model.image_size > preset.max_image_size:
+                raise over_cap(preset, "max image size", model.image_size, preset.max_image_size, "px")
+            target = self.check_feature(model, layer, feature)
+            feature = target.features[0]
+            result = yield from _until_done(lambda on_step: accentuate(
+                model, picture, target.layer, feature, objective=target.objective, steps=steps,
+                weight=None if weight in (None, "") else weight, callback=on_step))
+            patch_map = draw_patch_map(model, result.accentuated, target.objective, feature, rendered=True,
+                                       display_px=MAP_PX)
+            yield [(result.original, f"your image · feature {feature} {result.activation_init:.3f}"),
+                   (result.accentuated, f"accentuated · {result.activation:.3f} · weight {result.weight:g}"),
+                   (result.difference, f"difference · mean |change| {result.pixel_mean_abs:.3f}"),
+                   (patch_map, "patch map of the accentuated image")]
 
     def cls_attention(self, model_id, layer, image, oauth_token: gr.OAuthToken | None = None):
         """/cls_attention: where the CLS token of block `layer` looks in an uploaded image (mean, then each head)."""
@@ -98,8 +130,47 @@ class Explorer:
                                  top_k=top_k, progress=False, token=token)[target.features[0]]
 
 
+class _Stopped(Exception):
+    """Raised from the accentuation's step callback once the request is gone (Stop, closed tab)."""
+
+
+def _until_done(run):
+    """Run `run(on_step)` in a thread, yielding gr.skip() while it works (where a Stop closes the request); returns
+    its result. Closing this generator stops the work at its next step."""
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def on_step(step, image):
+        if stop.is_set():
+            raise _Stopped
+
+    def work():
+        try:
+            results.put(("done", run(on_step)))
+        except _Stopped:
+            results.put(("stopped", None))
+        except BaseException as err:  # raised in the request, where user_errors words it
+            results.put(("error", err))
+
+    threading.Thread(target=work, name="vfv-accentuate", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, value = results.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield gr.skip()
+                continue
+            if kind == "error":
+                raise value
+            return value
+    finally:
+        stop.set()
+
+
 def build(ctx: AppContext) -> Explorer:
     """The "Explore a feature" tab inside the open gr.Tabs, for the shared layer and feature pickers."""
+    from ..core.accentuate import ACCENTUATE_STEPS, ACCENTUATE_WEIGHT
+
     preset = ctx.preset
     explorer = Explorer(preset, ctx.models, uploads=lambda: ctx.demo.upload_file_set, default_dataset=ctx.default_dataset)
     with gr.Tab("Explore a feature"):
@@ -118,7 +189,15 @@ def build(ctx: AppContext) -> Explorer:
                                elem_id="overlay")
             attention = gr.Image(type="pil", label="CLS attention of this block (mean, then each head)", format="png",
                                  interactive=False, height=320, elem_id="cls-attention")
-        map_button = gr.Button("Map this image", elem_id="map-image")
+        with gr.Row():
+            map_button = gr.Button("Map this image", elem_id="map-image")
+            accentuate_button = gr.Button("Accentuate", elem_id="accentuate")
+            accentuate_steps = gr.Number(min(ACCENTUATE_STEPS, preset.max_steps), precision=0, minimum=1,
+                                         maximum=preset.max_steps, label="Accentuation steps")
+            accentuate_weight = gr.Number(ACCENTUATE_WEIGHT, minimum=0, label="Stay-close weight (block 0)",
+                                          info="larger: closer to your image")
+        accentuated = gr.Gallery(label="Your image, accentuated, their difference, the accentuated patch map",
+                                 columns=4, fit_columns=False, format="png", elem_id="accentuated")
 
     scanning = find.click(
         explorer.examples, [ctx.model_id, ctx.layer, ctx.feature, dataset, split, max_images, top_k, ctx.session],
@@ -128,5 +207,8 @@ def build(ctx: AppContext) -> Explorer:
                                api_name="patch_map", **ctx.device_job())
     attending = map_button.click(explorer.cls_attention, [ctx.model_id, ctx.layer, upload], [attention],
                                  api_name="cls_attention", **ctx.device_job())
-    ctx.jobs.extend([scanning, mapping, attending])
+    accentuating = accentuate_button.click(
+        explorer.accentuate, [ctx.model_id, ctx.layer, ctx.feature, upload, accentuate_steps, accentuate_weight],
+        [accentuated], api_name="accentuate", **ctx.device_job())
+    ctx.jobs.extend([scanning, mapping, attending, accentuating])
     return explorer

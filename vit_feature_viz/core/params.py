@@ -124,6 +124,20 @@ class FourierImage(ImageParametrization):
         spectrum = torch.fft.rfft2(image) * self.grid_keep
         return torch.fft.irfft2(spectrum, s=image.shape[-2:]).clamp(0.0, 1.0)
 
+    @torch.no_grad()
+    def start_from(self, images: Tensor, margin: float = 1 / 512) -> FourierImage:
+        """Set the spectrum so that forward() returns `images` ([F, 3, size, size] in [0, 1]): the image as the
+        starting point (feature accentuation) instead of noise. Each step of forward() is inverted (sigmoid,
+        colour recorrelation, irfft2, the 1/f scale); values are first kept `margin` inside (0, 1), which the
+        sigmoid never reaches: half an 8-bit level, so the 8-bit image comes back exactly."""
+        if self.grid_keep is not None:
+            raise ValueError("a grid-free Fourier image cannot start from an image: its patch-grid frequencies are cut")
+        logits = torch.logit(images.float().clamp(margin, 1 - margin))
+        decorrelated = recorrelate_colors(logits, torch.linalg.inv(self.color_matrix))
+        spectrum = torch.fft.rfft2(decorrelated * 4.0) / self.scale
+        self.spectrum.copy_(torch.stack([spectrum.real, spectrum.imag], dim=-1).to(self.spectrum.device))
+        return self
+
     def forward(self) -> Tensor:
         spectrum = torch.complex(self.spectrum[..., 0], self.spectrum[..., 1]) * self.scale
         # torch's default irfft2 divides by h*w, as Lucid's tf.spectral.irfft2d does; /4 is Lucid's constant.
