@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from app_fixtures import ROOT, app_error, load_app, no_progress, render, serve
-from helpers import free_port
+from helpers import free_port, load_rows
 from hub_fixtures import IGNORE_CLIENT_UPLOAD_WARNING, parquet_reads, push_parquet_shards
 from test_model_safety import _declares_vit_large, _header_claims_a_huge_tensor, _push_model  # the same repos
 from vit_feature_viz.app import common
@@ -157,6 +157,27 @@ def test_accentuate_returns_the_image_the_accentuated_image_and_their_difference
         lambda: client.predict(vit, 1, 3, handle_file(str(path)), 10**6, 1.0, api_name="/accentuate"))
     assert "Layer 99 is out of range" in app_error(  # (tests/test_bad_input.py: no image, a server file)
         lambda: client.predict(vit, 99, 3, handle_file(str(path)), 3, 1.0, api_name="/accentuate"))
+
+
+def test_an_accentuation_goes_into_the_session_gallery_named_with_the_uploads_hash(vit, tmp_path):
+    """As the CLI writes it: one row, its objective naming the uploaded bytes' sha256 and the weight."""
+    import base64
+    import hashlib
+
+    from spaces_config.presets import current_preset
+    from vit_feature_viz.core.accentuate import HASH_DIGITS
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+    inline = {"url": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode(), "orig_name": "photo.png"}
+    explorer = Explorer(current_preset({"VFV_HARDWARE": "cpu-basic"}), ModelCache())
+    *_, (gallery, session) = explorer.accentuate(vit, 1, 3, inline, 2, 0.5, session=None)
+    assert len(gallery) == 4
+    [row] = load_rows(session)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert row["objective"] == f"feature-accentuated(photo.png sha256:{sha[:HASH_DIGITS]} weight 0.5)"
+    assert (row["layer"], row["feature"], row["recipe"]) == (1, 3, "accentuate")
+    assert row["image"] is not None and row["image_patch_map"] is not None
 
 
 def test_stop_ends_an_accentuation_at_its_next_step(vit, monkeypatch):

@@ -239,6 +239,18 @@ def open_image(payload: Any, uploads: Collection[str]):
         raise VizError("The uploaded file is not an image this app can read: upload a PNG, JPEG or WebP.") from None
 
 
+def upload_sha256(payload: Any) -> str | None:
+    """The sha256 of the bytes of an image `open_image` accepted (an upload's file or inline data), the hash a
+    gallery row names so the visitor can tell which image it started from; None for a PIL image (no file)."""
+    path = payload.get("path") if isinstance(payload, dict) else None
+    url = payload.get("url") if isinstance(payload, dict) else payload if isinstance(payload, str) else None
+    if isinstance(url, str) and url.startswith("data:"):
+        return hashlib.sha256(_inline_data(url).getvalue()).hexdigest()
+    if isinstance(path, str) and path:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return None
+
+
 def _inline_data(url: str) -> io.BytesIO:
     """The bytes of a base64 data: URL (what a browser or an API client may send instead of an upload)."""
     header, _, data = url.partition(",")

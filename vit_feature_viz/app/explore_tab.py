@@ -11,7 +11,7 @@ import gradio as gr
 
 from .common import (
     DEFAULT_DATASET, DEFAULT_SPLIT, AppContext, ModelCache, add_rows, as_int, check_name, feature_spec, on_gpu,
-    open_image, over_cap, user_errors, visitor_token,
+    open_image, over_cap, upload_sha256, user_errors, visitor_token,
 )
 
 SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
@@ -47,16 +47,20 @@ class Explorer:
             return draw_patch_map(model, image, target.objective, target.features[0],  # as checked
                                   display_px=MAP_PX)  # drawn at the size of its box: sharp labels
 
-    def accentuate(self, model_id, layer, feature, image, steps, weight, oauth_token: gr.OAuthToken | None = None):
+    def accentuate(self, model_id, layer, feature, image, steps, weight, session=None,
+                   oauth_token: gr.OAuthToken | None = None):
         """/accentuate: the uploaded image with the feature raised in it, staying close to it (core/accentuate.py):
         [(image as the model sees it), (accentuated), (difference), (the accentuated image's patch map)], each
-        captioned. Under the preset's caps; a Stop ends it at its next step."""
-        from ..core.accentuate import ACCENTUATE_STEPS, accentuate
+        captioned, and the session gallery, which gets the accentuated image as a row named with the upload's
+        sha256 and the weight (as the CLI writes it). Under the preset's caps; a Stop ends it at its next step."""
+        from ..core.accentuate import ACCENTUATE_STEPS, accentuate, accentuated_name
         from ..core.patchmap import draw_patch_map
+        from ..jobs import with_patch_map
 
         with user_errors("accentuating the image"):
             preset = self.preset
-            picture = open_image(image, self.uploads())
+            picture = open_image(image, self.uploads())  # checked: this app's upload or inline data
+            sha256 = upload_sha256(image)
             steps = as_int(steps if steps not in (None, "") else min(ACCENTUATE_STEPS, preset.max_steps), "steps",
                            minimum=1)
             if steps > preset.max_steps:
@@ -68,13 +72,17 @@ class Explorer:
             feature = target.features[0]
             result = yield from _until_done(lambda on_step: accentuate(
                 model, picture, target.layer, feature, objective=target.objective, steps=steps,
-                weight=None if weight in (None, "") else weight, callback=on_step))
+                weight=None if weight in (None, "") else weight, callback=on_step), outputs=2)
+            result.image_sha256 = sha256
+            result.objective = accentuated_name(target.objective, result.weight, sha256,
+                                                image.get("orig_name") if isinstance(image, dict) else None)
+            session = add_rows(session, [with_patch_map(model, result.to_row(), target.objective)], model.backend)
             patch_map = draw_patch_map(model, result.accentuated, target.objective, feature, rendered=True,
                                        display_px=MAP_PX)
             yield [(result.original, f"your image · feature {feature} {result.activation_init:.3f}"),
                    (result.accentuated, f"accentuated · {result.activation:.3f} · weight {result.weight:g}"),
                    (result.difference, f"difference · mean |change| {result.pixel_mean_abs:.3f}"),
-                   (patch_map, "patch map of the accentuated image")]
+                   (patch_map, "patch map of the accentuated image")], session
 
     def cls_attention(self, model_id, layer, image, oauth_token: gr.OAuthToken | None = None):
         """/cls_attention: where the CLS token of block `layer` looks in an uploaded image (mean, then each head)."""
@@ -134,9 +142,9 @@ class _Stopped(Exception):
     """Raised from the accentuation's step callback once the request is gone (Stop, closed tab)."""
 
 
-def _until_done(run):
-    """Run `run(on_step)` in a thread, yielding gr.skip() while it works (where a Stop closes the request); returns
-    its result. Closing this generator stops the work at its next step."""
+def _until_done(run, outputs: int = 1):
+    """Run `run(on_step)` in a thread, yielding gr.skip() for each of the event's `outputs` while it works (where a
+    Stop closes the request); returns its result. Closing this generator stops the work at its next step."""
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
 
@@ -158,7 +166,7 @@ def _until_done(run):
             try:
                 kind, value = results.get(timeout=HEARTBEAT_S)
             except queue.Empty:
-                yield gr.skip()
+                yield gr.skip() if outputs == 1 else (gr.skip(),) * outputs
                 continue
             if kind == "error":
                 raise value
@@ -208,7 +216,8 @@ def build(ctx: AppContext) -> Explorer:
     attending = map_button.click(explorer.cls_attention, [ctx.model_id, ctx.layer, upload], [attention],
                                  api_name="cls_attention", **ctx.device_job())
     accentuating = accentuate_button.click(
-        explorer.accentuate, [ctx.model_id, ctx.layer, ctx.feature, upload, accentuate_steps, accentuate_weight],
-        [accentuated], api_name="accentuate", **ctx.device_job())
+        explorer.accentuate, [ctx.model_id, ctx.layer, ctx.feature, upload, accentuate_steps, accentuate_weight,
+                              ctx.session],
+        [accentuated, ctx.session], api_name="accentuate", **ctx.device_job())
     ctx.jobs.extend([scanning, mapping, attending, accentuating])
     return explorer
