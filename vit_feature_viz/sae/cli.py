@@ -43,6 +43,7 @@ def add_sae_command(commands, parser_class, add_load_options, load_model) -> Non
                                                                       "counts as dead (the auxiliary loss revives it)")
     train.add_argument("--seed", type=int, default=0, help="random seed (weights, token sampling)")
     train.add_argument("--eval-images", type=int, default=256, help="images the final measurements use")
+    train.add_argument("--eval-split", default=None, help="split the measurements use (default: --split)")
     train.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                        help="save a resumable checkpoint at most this often (and after every epoch)")
     train.add_argument("--out", required=True, help="gallery folder the SAE is saved in (sae/<layer>-<site>/)")
@@ -71,7 +72,7 @@ def _train(args, load_model) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Resumed)
         saved = train_sae(model, args.dataset, args.out, settings, split=args.split, image_column=args.image_column,
-                          eval_images=args.eval_images, checkpoint_seconds=args.checkpoint_every,
+                          eval_images=args.eval_images, eval_split=args.eval_split, checkpoint_seconds=args.checkpoint_every,
                           progress=not args.quiet, revision=args.revision,
                           report=lambda line: print(line, file=sys.stderr, flush=True))
     for warning in caught:

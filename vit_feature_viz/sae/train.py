@@ -68,10 +68,12 @@ class SaeSettings:
 
 def train_sae(model: VisionModel, dataset: str, out: str | os.PathLike, settings: SaeSettings, *,
               split: str | None = None, image_column: str | None = None, eval_images: int = 256,
+              eval_split: str | None = None,
               checkpoint_seconds: float = 60.0, progress: bool = True, token=None, revision: str | None = None,
               report: Callable[[str], None] | None = None) -> SavedSae:
     """Train, measure and save the SAE of `settings.layer` into the gallery folder `out`; returns it as saved.
-    `report` receives a line now and then (rows, loss, FVE, L0, dead latents): the CLI prints them."""
+    `report` receives a line now and then (rows, loss, FVE, L0, dead latents): the CLI prints them. The
+    measurements use the first `eval_images` rows of `eval_split` (default: the split trained on)."""
     settings.check(model)
     GalleryFolder(out).check_destination()
     target = site_target(settings.layer, settings.site)
@@ -133,13 +135,15 @@ def train_sae(model: VisionModel, dataset: str, out: str | os.PathLike, settings
         raise VizError("No image could be read from the dataset, so nothing was trained", option="dataset",
                        fix="{option:pass} a dataset with readable images.")
     sae.eval().requires_grad_(False)
+    evaluated, eval_column = (opened, column) if eval_split is None else open_image_dataset(
+        dataset, split=eval_split, image_column=image_column, streaming=streams(False, eval_images), token=token)
     measured = measure_sae(model, SavedSae(sae, {"layer": settings.layer, "site": settings.site}),
-                           _eval_batches(model, opened, column, eval_images, settings.image_batch))
+                           _eval_batches(model, evaluated, eval_column, eval_images, settings.image_batch))
     config = {"model_id": model.model_id, "revision": revision, "layer": settings.layer,
               "site": settings.site, "dataset": str(dataset), "split": split_of(opened, split), "kind": "topk",
               "trained": {**asdict(settings), "latents": latents, "steps": trainer.steps, "tokens": trainer.tokens,
                           "dead_at_end_of_training": int(trainer.dead().sum())},
-              "metrics": {**measured, "eval_note": "the first eval_images rows of the split trained on"}}
+              "metrics": {**measured, "eval_split": split_of(evaluated, eval_split)}}
     result = save_sae(sae, out, config)
     clear_progress(saved.folder)
     return result
