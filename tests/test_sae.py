@@ -171,3 +171,30 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_sae(trained, tmp_path):
     for name, tensor in straight.sae.state_dict().items():
         assert torch.allclose(tensor, resumed.sae.state_dict()[name], atol=1e-5), name
     assert resumed.config["metrics"] == pytest.approx(straight.config["metrics"])
+
+
+def test_latents_get_dataset_examples_patch_maps_and_explore_pages(trained, builtin_model):
+    """Through the `examples` job: rows named after the SAE, with top images ranked by the latent's objective,
+    patch maps, and a feature page in Explore next to the gallery's other objectives."""
+    from vit_feature_viz.jobs import examples_to_folder
+    from vit_feature_viz.store.pages import open_gallery
+
+    gallery, saved = trained
+    latent = requested_objective("sae", 3, sae=str(gallery))
+    examples_to_folder(builtin_model, gallery, 3, "0-1", DATASET, objective=latent, top_k=3, max_images=32,
+                       batch_size=16, progress=False)
+    examples_to_folder(builtin_model, gallery, 3, "1", DATASET, top_k=1, max_images=16, batch_size=16, progress=False)
+    opened = open_gallery(str(gallery))
+    assert opened.objectives(BUILTIN, 3) == ["feature", latent.name]  # the latents next to the channels
+    page = opened.feature_page(BUILTIN, 3, 1, objective=latent.name)
+    assert len(page.examples) == 3 and all(e.patch_map is not None for e in page.examples)
+    assert page.link_params.get("objective") == latent.name  # a deep link names the SAE (not the default channel)
+    scores = [e.score for e in page.examples]
+    assert scores == sorted(scores, reverse=True)
+    from vit_feature_viz.image_datasets import builtin_dataset
+
+    best = builtin_dataset(DATASET)[page.examples[0].index]["image"]
+    pixels = builtin_model.preprocess(best)[None]
+    with torch.no_grad():
+        value = latent.values(builtin_model.activations(pixels, latent.needs))[0, 1]
+    assert float(value) == pytest.approx(scores[0], rel=1e-3, abs=1e-4)
