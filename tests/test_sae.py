@@ -26,9 +26,8 @@ from vit_feature_viz.store.sae_files import CONFIG_FILE, WEIGHTS_FILE
 from gallery_fixtures import write_synthetic_gallery
 
 BUILTIN = "vit-feature-viz/shapes-vit"
-DATASET = "vit-feature-viz/shapes-shape"
-SMALL = dict(layer=3, latents=128, k=8, max_images=64, image_batch=16, patches_per_image=16, buffer_tokens=512,
-             token_batch=64, epochs=2)
+SMALL = dict(layer=3, latents=128, k=8, image_batch=16, patches_per_image=16, buffer_tokens=512, token_batch=64,
+             epochs=2)
 
 
 @pytest.fixture(autouse=True)
@@ -69,10 +68,21 @@ def builtin_model():
 
 
 @pytest.fixture(scope="module")
-def trained(builtin_model, tmp_path_factory):
+def shapes(tmp_path_factory) -> str:
+    """64 labelled images of the procedural shapes the built-in model was trained on, as a saved dataset folder:
+    opened in a moment, also by a CLI process (the built-in split of 1,200 images takes seconds to draw)."""
+    from vit_feature_viz.data.shapes import shapes_dataset
+
+    folder = tmp_path_factory.mktemp("shapes") / "shapes-64"
+    shapes_dataset(64, variant="shape", seed=5).save_to_disk(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def trained(builtin_model, shapes, tmp_path_factory):
     """A small SAE on block 3 of the built-in shapes model, saved in a gallery that also holds rendered rows."""
     gallery = write_synthetic_gallery(tmp_path_factory.mktemp("sae") / "gallery", layers=1, features=2)
-    saved = train_sae(builtin_model, DATASET, gallery, SaeSettings(**SMALL), eval_images=32, progress=False)
+    saved = train_sae(builtin_model, shapes, gallery, SaeSettings(**SMALL), eval_images=32, progress=False)
     return gallery, saved
 
 
@@ -138,11 +148,11 @@ def test_sae_objective_reads_the_encoder_row_with_its_gradient(tiny_repos, tmp_p
         requested_objective("sae", 1, sae=str(saved.folder))
 
 
-def test_a_run_killed_with_sigkill_resumes_to_the_same_sae(trained, tmp_path):
+def test_a_run_killed_with_sigkill_resumes_to_the_same_sae(trained, shapes, tmp_path):
     """`sae train` as a real process, killed (SIGKILL) once its first checkpoint is on disk; the same command
     resumes from it and ends with the SAE an uninterrupted run (the `trained` fixture's) gives."""
-    args = ["sae", "train", BUILTIN, "--layer", "3", "--dataset", DATASET, "--device", "cpu", "--latents", "128",
-            "--k", "8", "--max-images", "64", "--batch-size", "16", "--patches-per-image", "16",
+    args = ["sae", "train", BUILTIN, "--layer", "3", "--dataset", shapes, "--device", "cpu", "--latents", "128",
+            "--k", "8", "--batch-size", "16", "--patches-per-image", "16",
             "--buffer-tokens", "512", "--token-batch", "64", "--epochs", "2", "--eval-images", "32",
             "--checkpoint-every", "0", "--quiet"]
     killed = tmp_path / "killed"
@@ -173,7 +183,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_sae(trained, tmp_path):
     assert resumed.config["metrics"] == pytest.approx(straight.config["metrics"])
 
 
-def test_latents_get_dataset_examples_patch_maps_and_explore_pages(trained, builtin_model):
+def test_latents_get_dataset_examples_patch_maps_and_explore_pages(trained, builtin_model, shapes):
     """Through the `examples` job: rows named after the SAE, with top images ranked by the latent's objective,
     patch maps, and a feature page in Explore next to the gallery's other objectives."""
     from vit_feature_viz.jobs import examples_to_folder
@@ -181,9 +191,9 @@ def test_latents_get_dataset_examples_patch_maps_and_explore_pages(trained, buil
 
     gallery, saved = trained
     latent = requested_objective("sae", 3, sae=str(gallery))
-    examples_to_folder(builtin_model, gallery, 3, "0-1", DATASET, objective=latent, top_k=3, max_images=32,
-                       batch_size=16, progress=False)
-    examples_to_folder(builtin_model, gallery, 3, "1", DATASET, top_k=1, max_images=16, batch_size=16, progress=False)
+    examples_to_folder(builtin_model, gallery, 3, "0-1", shapes, objective=latent, top_k=3, batch_size=16,
+                       progress=False)
+    examples_to_folder(builtin_model, gallery, 3, "1", shapes, top_k=1, batch_size=16, progress=False)
     opened = open_gallery(str(gallery))
     assert opened.objectives(BUILTIN, 3) == ["feature", latent.name]  # the latents next to the channels
     page = opened.feature_page(BUILTIN, 3, 1, objective=latent.name)
@@ -191,9 +201,9 @@ def test_latents_get_dataset_examples_patch_maps_and_explore_pages(trained, buil
     assert page.link_params.get("objective") == latent.name  # a deep link names the SAE (not the default channel)
     scores = [e.score for e in page.examples]
     assert scores == sorted(scores, reverse=True)
-    from vit_feature_viz.image_datasets import builtin_dataset
+    import datasets
 
-    best = builtin_dataset(DATASET)[page.examples[0].index]["image"]
+    best = datasets.load_from_disk(shapes)[page.examples[0].index]["image"]
     pixels = builtin_model.preprocess(best)[None]
     with torch.no_grad():
         value = latent.values(builtin_model.activations(pixels, latent.needs))[0, 1]
