@@ -208,3 +208,39 @@ def test_latents_get_dataset_examples_patch_maps_and_explore_pages(trained, buil
     with torch.no_grad():
         value = latent.values(builtin_model.activations(pixels, latent.needs))[0, 1]
     assert float(value) == pytest.approx(scores[0], rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("role, site", [("vit", "fc1"), ("clip", "residual")])
+def test_the_spliced_reconstruction_is_what_the_model_computes_on(tiny_repos, role, site):
+    """An SAE that reconstructs exactly (decoder rows +e_i and -e_i, K = width: each token keeps, per channel, the
+    one of the two that is positive) leaves the model's output as it was; one whose decoder is zero changes it.
+    The classifier (vit) reports accuracy agreement, the CLIP tower the change of the next block's output."""
+    from vit_feature_viz.sae.metrics import measure_sae
+    from vit_feature_viz.sae.saved import SavedSae
+
+    model = load_model(tiny_repos[role], device="cpu")
+    width = model.width(site_target_of(site))
+    exact = SparseAutoencoder(width, 2 * width, width)
+    with torch.no_grad():
+        eye = torch.eye(width)
+        exact.W_dec.copy_(torch.cat([eye, -eye]))
+        exact.W_enc.copy_(exact.W_dec.T)
+    broken = SparseAutoencoder(width, 2 * width, width)
+    with torch.no_grad():
+        broken.W_dec.zero_()
+    pixels = torch.rand(4, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(0))
+    config = {"layer": 1, "site": site}
+    kept = measure_sae(model, SavedSae(exact, config), [(pixels, None)])
+    lost = measure_sae(model, SavedSae(broken, config), [(pixels, None)])
+    assert kept["fve"] == pytest.approx(1.0, abs=1e-5) and kept["l0"] <= width
+    assert lost["fve"] < 0.5
+    if role == "vit":
+        assert kept["top1_agreement"] == 1.0 and "next_block_relative_change" not in kept
+    else:
+        assert kept["next_block_relative_change"] < 1e-4 < lost["next_block_relative_change"]
+
+
+def site_target_of(site: str) -> Target:
+    from vit_feature_viz.sae.metrics import site_target
+
+    return site_target(1, site)
