@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # spaces_config/ and v
 import gradio as gr  # noqa: E402
 
 from spaces_config.presets import current_preset  # noqa: E402
-from vit_feature_viz.app import analysis_tab, explore_tab, galleries_tab, render_tab, sharing_tab  # noqa: E402
+from vit_feature_viz.app import analysis_tab, explore_tab, galleries_tab, render_tab, sae_tab, sharing_tab  # noqa: E402
 from vit_feature_viz.app.common import (  # noqa: E402
     DEFAULT_DATASET, WELL_KNOWN_MODELS, AppContext, ModelCache, feature_picker, forget_session, load_failed,
     PAGE_STYLE, loading_message, on_space, pickers, restore_session, structure_reader,
@@ -34,7 +34,7 @@ See what the MLP features of a Vision Transformer respond to: render the images 
 (Ghiasi et al. 2022), find the dataset images that activate it most with patch activation maps, and share the
 gallery on the Hub. Enter any ViT/CLIP model id from the Hub or pick a well-known one, then **Load**."""
 # each lays out its own tab: build(ctx); browsing galleries comes first, as it shows something at once
-TABS = (galleries_tab, render_tab, explore_tab, analysis_tab, sharing_tab)
+TABS = (galleries_tab, render_tab, explore_tab, analysis_tab, sae_tab, sharing_tab)
 
 
 def build_demo(preset=None) -> gr.Blocks:

@@ -33,6 +33,7 @@ OVERRIDES = {
     "VFV_MAX_PARAMETERS": "max_parameters",
     "VFV_MAX_GALLERY_ROWS": "max_gallery_rows",
     "VFV_CONCURRENCY": "concurrency",
+    "VFV_MAX_SAE_IMAGES": "max_sae_images",
 }
 
 
@@ -59,6 +60,9 @@ class Preset:
     # rows a gallery may declare to be opened in the Explore galleries tab (about 45 bytes each in the index all
     # visitors share): a ViT-H gallery of every feature (164k) with two objectives, not an unbounded one
     max_gallery_rows: int = 1_000_000
+    # image passes (images x epochs) one SAE training request may stream through the model: the forward passes
+    # are its cost (cpu-basic: a ViT-B/16 takes ~0.1 s an image there, so 2,400 passes are a few minutes)
+    max_sae_images: int = 100_000
 
     def gpu_duration(self, features: int, steps: int, *, overhead: int = 15) -> int:
         """Seconds to ask of ZeroGPU for a render of `features` x `steps`: estimate x2 margin, within bounds."""
@@ -79,7 +83,7 @@ PRESETS: dict[str, Preset] = {
             name="cpu-basic", hub_hardware="cpu-basic", description="Free CPU Space (2 vCPU, 16 GB): previews only.",
             max_steps=128, max_features=2, max_image_size=224, max_scan_images=200, max_top_k=8,
             max_parameters=200_000_000,  # every ViT-B and CLIP-B (151M with its text tower); a ViT-L is too slow here
-            concurrency=1, queue_size=16, max_gallery_rows=300_000,
+            concurrency=1, queue_size=16, max_gallery_rows=300_000, max_sae_images=2_400,
             # benchmarks/bench_real.py's step curve on the real DINOv2-S/14 (README: On a real trained ViT)
             default_recipe="fast-std", default_steps=96,
         ),

@@ -31,6 +31,7 @@ CAPS = {  # a tiny preset, chosen by env exactly as a Space owner would
     "VFV_MAX_TOP_K": "4",
     "VFV_MAX_PARAMETERS": "10000000",
     "VFV_MAX_GALLERY_ROWS": "1000",
+    "VFV_MAX_SAE_IMAGES": "24",
 }
 
 

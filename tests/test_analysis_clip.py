@@ -91,6 +91,30 @@ def test_a_word_built_to_match_a_feature_is_named_first(named_clip, tmp_path):
     assert hint.startswith(f"No CLIP names yet for layer {LAYER}, feature 99")
 
 
+def test_an_sae_latent_is_named_like_the_channel_it_reads(named_clip, tmp_path):
+    """An SAE whose latent 3 reads exactly channel FEATURE (its encoder row the channel's unit vector, no bias, no
+    scaling) ranks the images as the channel does, so it gets the channel's name, saved under its own objective."""
+    from vit_feature_viz.core.requested import requested_objective
+    from vit_feature_viz.sae.model import SparseAutoencoder
+    from vit_feature_viz.sae.saved import save_sae
+
+    model = load_model(named_clip, device="cpu", precision="fp32")
+    dataset = _images()
+    _make_word_match_feature(model, dataset, "lighthouse", "{}")
+    sae = SparseAutoencoder(MLP, 8, 2, seed=0)
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[FEATURE, 3] = 1.0
+    save_sae(sae, tmp_path, {"model_id": named_clip, "layer": LAYER, "site": "fc1"})
+    latent = requested_objective("sae", LAYER, sae=str(tmp_path))
+    result = clip_names(model, dataset, layer=LAYER, features=[3], vocabulary=WORDS, prompt="{}", top_images=TOP,
+                        top_names=3, objective=latent, **RUN)
+    assert result.rows[0]["name"] == "lighthouse" and {r["objective"] for r in result.rows} == {latent.name}
+    result.save(tmp_path)
+    assert feature_names(tmp_path, named_clip, LAYER, 3, objective=latent.name)[0] == "lighthouse"
+    assert feature_names(tmp_path, named_clip, LAYER, 3) == []  # channel 3 was not named
+
+
 def test_open_clip_names_features_with_its_own_tokenizer_and_the_shipped_vocabulary(tiny_repos):
     result = clip_names(tiny_repos["open_clip"], _images(8), layer=1, features="0-1", top_images=3, top_names=4,
                         max_images=6, **RUN)

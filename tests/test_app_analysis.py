@@ -100,3 +100,18 @@ def test_nothing_is_drawn_over_the_analysis_plot(server):
     plot = next(block for block in server.app.demo.blocks.values() if getattr(block, "elem_id", None) == "analysis-plot")
     config = plot.get_config()
     assert config["show_label"] is False and not config["buttons"]
+
+
+def test_the_sae_tab_trains_within_the_cap_and_opens_what_it_trained(client):
+    """/sae_train on the trained fixture saves the SAE into the session gallery and reports its measurements;
+    /sae_open finds it there; a request over the preset's image passes is one line, nothing trained."""
+    over = app_error(lambda: client.predict(FIXTURE, 3, "fc1", "vit-feature-viz/shapes-color", "train", 13, 32, 4, 2,
+                                            api_name="/sae_train"))
+    assert "26 image passes is over this Space's cap of 24 image passes" in over
+    report = client.predict(FIXTURE, 3, "fc1", "vit-feature-viz/shapes-color", "train", 24, 32, 4, 1,
+                            api_name="/sae_train")
+    assert report.startswith("**SAE of layer 3 (fc1)**") and "32 latents, K = 4" in report
+    assert "with the layer replaced by its reconstruction" in report  # a classifier, a labelled dataset
+    assert client.predict("", FIXTURE, 3, api_name="/sae_open") == report  # from the session gallery
+    assert "holds no sparse autoencoder of layer 2" in app_error(
+        lambda: client.predict("", FIXTURE, 2, api_name="/sae_open"))

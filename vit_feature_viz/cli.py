@@ -1,4 +1,4 @@
-"""The command line: `vit-feature-viz layers|render|examples|gallery|push|pull|analyze|open`.
+"""The command line: `vit-feature-viz layers|render|examples|gallery|push|pull|analyze|sae|open`.
 
 Every user mistake ends as one line on stderr and exit code 2; nothing here knows how rendering works.
 """
@@ -153,7 +153,7 @@ def _objective(args):
     from .core.requested import requested_objective
 
     return requested_objective(args.objective, args.layer, direction=args.direction, cosine=args.cosine,
-                          negative=args.negative)
+                          negative=args.negative, sae=args.sae, sae_site=args.sae_site)
 
 
 def _print_estimate(model, args, objective) -> None:
@@ -307,6 +307,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     """Built from torch-free modules only, so `--help` and `--version` answer at once."""
     from .analysis.cli import add_analyze_command, add_load_options
+    from .sae.cli import add_sae_command
 
     parser = _Parser(prog="vit-feature-viz", description="See what Vision Transformers learn.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -335,6 +336,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--cosine", action="store_true", help="with --direction: the cosine, not the projection")
         sub.add_argument("--negative", action="store_true",
                          help="drive the objective most negative (saved as <objective>-negative)")
+        sub.add_argument("--sae", default=None, metavar="GALLERY",
+                         help="with --objective sae, sae-neuron or sae-cls: the gallery folder or Hub gallery id "
+                              "holding the sparse autoencoder of --layer (vit-feature-viz sae train)")
+        sub.add_argument("--sae-site", default=None, choices=["fc1", "residual"],
+                         help="with --sae: which of the layer's SAEs, when the gallery holds both")
         sub.add_argument("--out", required=True, help="gallery folder (a Hugging Face dataset folder)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -391,6 +397,7 @@ def _parser() -> argparse.ArgumentParser:
     pull.set_defaults(run=_pull)
 
     add_analyze_command(commands)
+    add_sae_command(commands, _Parser, add_load_options, _load)
 
     opening = commands.add_parser("open", help="start the app with a gallery opened in Explore galleries",
                                   description="Start the app (python app.py) with a gallery opened in its Explore "

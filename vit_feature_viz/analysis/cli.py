@@ -54,6 +54,8 @@ def add_analyze_command(commands) -> None:
     sub.add_argument("--features", default=None, help="clip-names: e.g. 7, 0,5,9 or 0-15")
     sub.add_argument("--vocabulary", default=None, help="clip-names: text file, one word or phrase a line "
                      "(default: the shipped list of common visual concepts)")
+    sub.add_argument("--sae", default=None, metavar="GALLERY", help="clip-names: name the latents of the sparse "
+                     "autoencoder of --layer in this gallery (folder or Hub id) instead of the MLP channels")
     sub.add_argument("--top-images", type=int, default=16, help="clip-names: images per feature that define it")
     sub.add_argument("--top-names", type=int, default=5, help="clip-names: names kept per feature")
     sub.add_argument("--shape-column", default=None,
@@ -104,6 +106,10 @@ def run_analyze(args) -> int:
     if args.experiment == "clip-names":
         options.update(layer=args.layer, features=args.features, vocabulary=args.vocabulary,
                        top_images=args.top_images, top_names=args.top_names)
+        if args.sae and args.layer is not None:  # without a layer clip_names says what is missing
+            from ..core.requested import requested_objective
+
+            options["objective"] = requested_objective("sae", args.layer, sae=args.sae)
     else:
         options["label_column"] = args.label_column
         if args.probe_split:

@@ -78,10 +78,12 @@ def clip_names(
     models, dataset, *, layer: int | None = None, features="0-7", vocabulary=None, prompt: str = DEFAULT_PROMPT,
     top_images: int = 16, top_names: int = 5, split: str | None = None, max_images: int | None = None, batch_size: int = 32,
     streaming: bool = False, image_column: str | None = None, progress: bool = True, checkpoint=None,
-    token: str | bool | None = None, **load_options,
+    token: str | bool | None = None, objective="feature", **load_options,
 ) -> AnalysisResult:
     """The `top_names` best words for each feature of `layer` of each CLIP model. `checkpoint`: a folder each
-    model's scan is saved in after every batch and resumed from (its caller removes it once results are saved)."""
+    model's scan is saved in after every batch and resumed from (its caller removes it once results are saved).
+    `objective`: what ranks the images, `feature` (the MLP channel) or a channel objective such as an SAE's
+    latents (`requested_objective("sae", layer, sae=GALLERY)`); rows record its name."""
     from ..models import load_model
 
     models = [models] if isinstance(models, (str, VisionModel)) else list(models)
@@ -98,12 +100,13 @@ def clip_names(
     rows, panels, notes, seen = [], [], [], 0
     for model in loaded:
         encoder = ClipText(model, token=token)  # fails early, before the scan, for towers without text
-        objective = make_objective("feature", layer)
+        objective = make_objective(objective, layer)
         objective.check(model)
         wanted = parse_features(features, objective.num_channels(model))
         saved = None
         if checkpoint is not None:
             scan = {"model": model.model_id, "layer": layer, "features": wanted, "dataset": data.name,
+                    **({} if objective.name == "feature" else {"objective": objective.name}),
                     "max_images": max_images, "batch_size": batch_size}
             saved = SavedProgress(job_folder(checkpoint, "scan", scan), scan)
         activations, embeddings = _scan(model, objective, wanted, data, max_images, batch_size, progress, saved)
@@ -116,7 +119,8 @@ def clip_names(
             scores = rank_names(embeddings[top], all_mean, text)
             best = scores.topk(min(top_names, len(words)))
             names = [words[i] for i in best.indices.tolist()]
-            rows += [{"model_id": model.model_id, "layer": layer, "feature": feature, "rank": rank + 1, "name": name,
+            rows += [{"model_id": model.model_id, "layer": layer, "feature": feature, "objective": objective.name,
+                      "rank": rank + 1, "name": name,
                       "score": float(score), "top_image_indices": " ".join(map(str, top.tolist()))}
                      for rank, (name, score) in enumerate(zip(names, best.values.tolist()))]
             panels.append((f"{short_name(model.model_id)} L{layer} F{feature}", names, best.values.tolist()))
@@ -170,15 +174,17 @@ def has_feature_names(folder, model_id: str) -> bool:
     return False
 
 
-def feature_names(folder, model_id: str, layer: int, feature: int, limit: int = 5) -> list[str]:
-    """The names saved for a feature under `folder/analysis/clip_names/` (the newest run that has it), for
-    showing next to the feature in galleries and the app; [] when none was computed."""
+def feature_names(folder, model_id: str, layer: int, feature: int, limit: int = 5, objective: str = "feature") -> list[str]:
+    """The names saved for a feature (of `objective`: an SAE's latents are named apart from the channels) under
+    `folder/analysis/clip_names/` (the newest run that has it), for showing next to the feature in galleries and
+    the app; [] when none was computed."""
     root = Path(folder) / ANALYSIS_DIR / EXPERIMENT
     tables = sorted(root.glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
     for table in tables:
         with open(table, newline="") as f:
             found = [r for r in csv.DictReader(f)
-                     if r.get("model_id") == model_id and r.get("layer") == str(layer) and r.get("feature") == str(feature)]
+                     if r.get("model_id") == model_id and r.get("layer") == str(layer) and r.get("feature") == str(feature)
+                     and (r.get("objective") or "feature") == objective]  # tables before objectives: channels
         if found:
             return [r["name"] for r in sorted(found, key=lambda r: int(r["rank"]))][:limit]
     return []

@@ -237,6 +237,7 @@ def build(ctx: AppContext) -> Renderer:
     activations table. Render is disabled while its job runs (a Stop gives it back at once)."""
     from ..core.objectives import OBJECTIVES
     from ..core.recipes import RECIPES
+    from ..core.registries import SAE_OBJECTIVES
 
     preset = ctx.preset
     renderer = Renderer(preset, ctx.models)
@@ -245,7 +246,7 @@ def build(ctx: AppContext) -> Renderer:
         with gr.Row():
             features = gr.Textbox(f"0-{preset.max_features - 1}" if preset.max_features > 1 else "0",
                                   label="Features", info="7 | 0,5,9 | 0-63 | all | random 8", elem_id="features")
-            objective = gr.Dropdown(list(OBJECTIVES), value="feature", label="Objective", info=OBJECTIVE_HELP,
+            objective = gr.Dropdown([n for n in OBJECTIVES if n not in SAE_OBJECTIVES], value="feature", label="Objective", info=OBJECTIVE_HELP,
                                     elem_id="objective")
             recipe = gr.Dropdown(list(RECIPES), value=default_recipe, label="Recipe", info=RECIPE_HELP, elem_id="recipe")
         with gr.Row():

@@ -14,6 +14,10 @@ OBJECTIVES.register("neuron", ".objectives:Neuron")
 OBJECTIVES.register("cls", ".objectives:ClsToken")
 OBJECTIVES.register("residual", ".objectives:Residual")
 OBJECTIVES.register("logit", ".objectives:Logit")
+OBJECTIVES.register("sae", "..sae.objective:SaeLatent")  # a sparse autoencoder's latent (needs --sae)
+OBJECTIVES.register("sae-neuron", "..sae.objective:SaeNeuron")
+OBJECTIVES.register("sae-cls", "..sae.objective:SaeCls")
+SAE_OBJECTIVES = ("sae", "sae-neuron", "sae-cls")  # need an SAE (--sae): not offered where none can be given
 
 RECIPES = Registry("recipe", __package__)
 RECIPES.register("paper", ".recipes:PAPER")

@@ -9,9 +9,17 @@ from .objectives import Negative, Objective, make_objective
 
 
 def requested_objective(name: str | Objective, layer: int | None, *, direction: str | None = None,
-                        cosine: bool = False, negative: bool = False) -> Objective:
+                        cosine: bool = False, negative: bool = False, sae=None, sae_site: str | None = None,
+                        token=None) -> Objective:
     """direction: a vector source (see core/directions.py) read at the named objective's site, one feature per
-    vector; cosine: its cosine instead of the projection; negative: the image that drives it most negative."""
+    vector; cosine: its cosine instead of the projection; negative: the image that drives it most negative;
+    sae: the gallery (folder or Hub id) whose sparse autoencoder of `layer` the sae objectives read."""
+    if sae and not isinstance(name, Objective):
+        from ..sae.objective import sae_objective
+
+        base = name[: -len(Negative.SUFFIX)] if name.endswith(Negative.SUFFIX) else name
+        objective = sae_objective(base, layer, sae, site=sae_site, token=token)
+        return Negative(objective) if negative or base != name else objective
     objective = make_objective(name, layer)
     if isinstance(objective, Negative):  # "feature-negative": the direction goes inside, the sign outside
         objective, negative = objective.base, True

@@ -28,6 +28,7 @@ from huggingface_hub import DatasetCard
 from ..errors import VizError
 from .card import CARD_INFO_KEY, content_fingerprint, load_card_data, merge_card_info, read_card_rows, render_card
 from .encoding import encode_row
+from .sae_files import SAE_DIR
 from .schema import ANALYSIS_DIR, ANALYSIS_SUFFIXES, FEATURES, Key, fold_by_key, merge_key, merge_rows
 from .shards import keys_by_shard, read_shard, remove_stale_temps, write_atomically, write_shard
 
@@ -198,7 +199,7 @@ class GalleryFolder:
         """Refuse to turn an unrelated, non-empty folder into a gallery (we would overwrite its README)."""
         if self.shard_paths():
             return
-        allowed = {"README.md", "data", LOCK_NAME, ANALYSIS_DIR}
+        allowed = {"README.md", "data", LOCK_NAME, ANALYSIS_DIR, SAE_DIR}
         foreign = sorted(p.name for p in self.path.iterdir() if p.name not in allowed and not p.name.startswith("."))
         if foreign:
             raise VizError(

@@ -31,12 +31,14 @@ from huggingface_hub.errors import (
 from ..errors import VizError
 from .card import is_gallery_card
 from .folder import CheckedGallery, GalleryFolder
+from .sae_files import SAE_DIR, SAE_SUFFIXES, sae_paths
 from .schema import ANALYSIS_DIR, ANALYSIS_SUFFIXES
 from .shards import linked_file, shard_problem
 
 REPO_TYPE = "dataset"
 # A gallery's own files, the ones push uploads; nothing else is pulled.
-GALLERY_PATTERNS = ["README.md", "data/*.parquet", *(f"{ANALYSIS_DIR}/*/*{suffix}" for suffix in ANALYSIS_SUFFIXES)]
+GALLERY_PATTERNS = ["README.md", "data/*.parquet", *(f"{ANALYSIS_DIR}/*/*{suffix}" for suffix in ANALYSIS_SUFFIXES),
+                    *(f"{SAE_DIR}/*/*{suffix}" for suffix in SAE_SUFFIXES)]
 UNCHANGED = "; {gallery} is unchanged"  # what a failed push did not touch (VizError words the gallery per surface)
 MAX_CARD_BYTES = 1 << 20  # of a remote README.md read to tell whether the repo is a gallery (its YAML comes first)
 
@@ -241,11 +243,12 @@ def upload_files(checked: CheckedGallery) -> dict[str, Path]:
     """The files a push uploads besides the card (rendered for the repo), by repo path; VizError if the gallery has
     no card, or if the card or any of these files is a symbolic link (or lies behind one). The shards found when
     the gallery was checked (the files `load_dataset` reads: data/*.parquet without hidden files) plus the
-    experiment results (analysis/<experiment>/<run>.csv|.png), nothing else."""
+    experiment results (analysis/<experiment>/<run>.csv|.png) and sparse autoencoders (sae/<layer>-<site>/),
+    nothing else."""
     gallery, folder = checked.folder, checked.folder.path
     if not gallery.card_path.is_file():
         raise not_a_gallery(folder)
-    files = [*checked.shards, *gallery.analysis_paths()]
+    files = [*checked.shards, *gallery.analysis_paths(), *sae_paths(folder)]
     problem = linked_file(folder, [gallery.card_path, *files])
     if problem is not None:
         raise VizError(problem, fix="a push sends only the gallery's own files, so replace it with a copy of the file"

@@ -1,0 +1,117 @@
+"""The "SAE" tab: train a sparse autoencoder on the loaded model's layer within the preset's cap (/sae_train,
+saved into the visitor's session gallery, so Sharing pushes it), or open one from a gallery (/sae_open) to see
+its measurements. Its latents then render and scan with the `sae` objectives (CLI and library)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..errors import VizError
+from .common import AppContext, ModelCache, as_int, check_name, inert, over_cap, session_path, user_errors, visitor_token
+
+DEFAULT_SAE_DATASET = "vit-feature-viz/shapes-shape"  # built in: works offline with the built-in models
+
+
+class SaeTrainer:
+    """/sae_train and /sae_open for one hardware preset, on the shared model cache."""
+
+    def __init__(self, preset, models: ModelCache):
+        self.preset = preset
+        self.models = models
+
+    def train(self, model_id, layer, site, dataset, split, max_images, latents, k, epochs, session=None,
+              oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
+        """Train on at most the preset's `max_sae_images` image passes (images x epochs); returns the SAE's
+        measurements as Markdown and the session gallery it was saved into."""
+        from ..sae.train import SaeSettings, train_sae
+
+        with user_errors("training the sparse autoencoder"):
+            token = visitor_token(oauth_token)
+            dataset = check_name(dataset, "dataset", DEFAULT_SAE_DATASET)
+            split = str(split or "").strip() or None
+            max_images = as_int(max_images, "max images", minimum=1)
+            epochs = as_int(epochs, "epochs", minimum=1)
+            cap = self.preset.max_sae_images
+            if max_images * epochs > cap:
+                raise over_cap(self.preset, "SAE training: images x epochs", max_images * epochs, cap, "image passes")
+            if site not in ("fc1", "residual"):
+                raise VizError(f"Unknown site '{site}': pick fc1 or residual.")
+            settings = SaeSettings(layer=as_int(layer, "layer", minimum=0), site=site, max_images=max_images,
+                                   latents=as_int(latents, "latents", minimum=0), k=as_int(k, "K", minimum=1),
+                                   epochs=epochs)
+            model = self.models.get(model_id, token=token)
+            session = session_path(session)
+            progress(None, desc=f"training on {max_images} images of {dataset}, {epochs} epoch(s)")
+            saved = train_sae(model, dataset, session, settings, split=split, progress=False, token=token,
+                              eval_images=min(256, max_images))
+            return describe(saved.config), session
+
+    def open(self, source, model_id, layer, session=None, oauth_token: gr.OAuthToken | None = None) -> str:
+        """The measurements of the SAE of `layer` in a gallery (Hub id or, off a Space, a folder), or in the
+        session gallery when `source` is empty."""
+        from ..sae.saved import load_sae
+
+        with user_errors("opening the sparse autoencoder"):
+            layer = as_int(layer, "layer", minimum=0)
+            source = str(source or "").strip()
+            if not source:
+                if not session:
+                    raise VizError("Your session gallery holds no sparse autoencoder yet: train one, or enter a "
+                                   "gallery's Hub id.")
+                source = session
+            else:
+                source = check_name(source, "gallery", "your-name/shapes-sae")
+            saved = load_sae(source, layer, token=visitor_token(oauth_token))
+            return describe(saved.config)
+
+
+def describe(config: dict) -> str:
+    """An SAE's config as Markdown: what it reads, its size and its measurements."""
+    m = config.get("metrics", {})
+    lines = [f"**SAE of layer {config['layer']} ({config['site']})** of `{inert(config['model_id'])}`: "
+             f"{config['latents']} latents, K = {config['k']} (TopK), objective name "
+             f"`sae({config['site']} {str(config.get('weights_sha256', ''))[:8]})`",
+             f"- fraction of variance explained: **{m.get('fve', float('nan')):.3f}**, L0 {m.get('l0', 0):.1f}, "
+             f"dead latents {m.get('dead_latents', '?')}/{config['latents']} (on {m.get('eval_images', '?')} images)"]
+    if "accuracy_spliced" in m:
+        lines.append(f"- accuracy {100 * m['accuracy']:.1f}% -> {100 * m['accuracy_spliced']:.1f}% with the layer "
+                     f"replaced by its reconstruction")
+    if "top1_agreement" in m:
+        lines.append(f"- top class unchanged on {100 * m['top1_agreement']:.1f}% of the images")
+    if "next_block_relative_change" in m:
+        lines.append(f"- the next block's output changes by {m['next_block_relative_change']:.3f} (relative)")
+    return "\n".join(lines)
+
+
+def build(ctx: AppContext) -> SaeTrainer:
+    """The "SAE" tab inside the open gr.Tabs, for the shared model box and layer picker."""
+    preset = ctx.preset
+    trainer = SaeTrainer(preset, ctx.models)
+    with gr.Tab("SAE"):
+        gr.Markdown(
+            "Train a sparse autoencoder (TopK) on the patch tokens of the loaded model's layer: its latents are "
+            "features, often more about one thing than an MLP channel. It is saved with your gallery "
+            f"(sae/<layer>-<site>/) and pushed with it. At most {preset.max_sae_images} image passes (images x "
+            "epochs) per request on this hardware."
+        )
+        with gr.Row():
+            site = gr.Dropdown(["fc1", "residual"], value="fc1", label="Site", elem_id="sae-site")
+            dataset = gr.Textbox(DEFAULT_SAE_DATASET, label="Dataset (Hub id)", elem_id="sae-dataset")
+            split = gr.Textbox("train", label="Split")
+            max_images = gr.Number(min(300, preset.max_sae_images), precision=0, minimum=1, label="Images")
+            epochs = gr.Number(1, precision=0, minimum=1, label="Epochs")
+            latents = gr.Number(0, precision=0, minimum=0, label="Latents (0: 4x the width)")
+            k = gr.Number(16, precision=0, minimum=1, label="K (active per token)")
+        train = gr.Button("Train SAE", variant="primary", elem_id="sae-train")
+        with gr.Row():
+            source = gr.Textbox("", label="Open an SAE from a gallery (Hub id; empty: your session gallery)",
+                                elem_id="sae-source")
+            open_button = gr.Button("Open SAE", elem_id="sae-open")
+        report = gr.Markdown(elem_id="sae-report")
+    training = train.click(trainer.train, [ctx.model_id, ctx.layer, site, dataset, split, max_images, latents, k,
+                                           epochs, ctx.session], [report, ctx.session], api_name="sae_train",
+                           **ctx.device_job())
+    open_button.click(trainer.open, [source, ctx.model_id, ctx.layer, ctx.session], [report], api_name="sae_open",
+                      preprocess=False)
+    ctx.jobs.append(training)
+    return trainer
