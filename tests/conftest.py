@@ -92,4 +92,20 @@ def short_context_clips(hub_cache_dir) -> dict[str, str]:
 # Fixtures every test file may use, without importing them: `hub` (the loopback Hub and the real clients pointed
 # at it), `server`/`client`/`vit`/`image_folder` (the app served on loopback) and `browse_gallery`. pytest imports
 # these modules after this one, so huggingface_hub/datasets come after the environment above is set.
+
+@pytest.fixture(scope="module")
+def shapes():
+    """The built-in trained model, on one thread: its 64 px steps are too small to share between two, and a
+    second thread on a busy machine made these renders 20x slower."""
+    import torch
+
+    from vit_feature_viz import load_model
+
+    threads = torch.get_num_threads()
+    model = load_model("vit-feature-viz/shapes-vit", device="cpu")
+    torch.set_num_threads(1)
+    yield model
+    torch.set_num_threads(threads)
+
+
 pytest_plugins = ["hub_fixtures", "app_fixtures", "gallery_fixtures"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vit_feature_viz import accentuate, load_model, render
+from vit_feature_viz import accentuate, render
 from vit_feature_viz.cli import main
 from vit_feature_viz.core.accentuate import early_distance
 from vit_feature_viz.core.params import FourierImage
@@ -22,15 +22,6 @@ from vit_feature_viz.store.pages import open_gallery
 
 LAYER, STEPS = 3, 12
 
-
-@pytest.fixture(scope="module")
-def shapes():
-    """The built-in trained model on one thread (its 64 px steps are too small to share between two)."""
-    threads = torch.get_num_threads()
-    model = load_model("vit-feature-viz/shapes-vit", device="cpu")
-    torch.set_num_threads(1)
-    yield model
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from vit_feature_viz import VizError, load_model, render
+from vit_feature_viz import VizError, render
 from vit_feature_viz.core.directions import read_vectors
 from vit_feature_viz.core.diversity import gram_similarity
 from vit_feature_viz.core.objectives import Feature, Negative, Residual
@@ -18,16 +18,6 @@ from vit_feature_viz.store.pages import open_gallery
 
 LAYER, STEPS = 3, 3
 
-
-@pytest.fixture(scope="module")
-def shapes():
-    """The built-in trained model, on one thread: its 64 px steps are too small to share between two, and a
-    second thread on a busy machine made these renders 20x slower."""
-    threads = torch.get_num_threads()
-    model = load_model("vit-feature-viz/shapes-vit", device="cpu")
-    torch.set_num_threads(1)
-    yield model
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

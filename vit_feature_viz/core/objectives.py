@@ -115,12 +115,18 @@ class Neuron(Channel):
         self.position = position
 
     def values(self, acts):
-        patches = acts.patches(self.target)
-        grid_h, grid_w = acts.grid
-        position = self.position if self.position is not None else (grid_h // 2) * grid_w + grid_w // 2
-        if not 0 <= position < patches.shape[1]:
-            raise VizError(f"Patch position {position} is outside the {grid_h}x{grid_w} grid: use 0-{patches.shape[1] - 1}.")
-        return patches[:, position].float()
+        return patch_at(acts, self.target, self.position).float()
+
+
+def patch_at(acts, target, position: int | None):
+    """The activations of `target` at one patch (row-major index into the grid; None: the centre patch), as every
+    one-patch objective reads them; a position outside the grid is a one-line VizError."""
+    patches = acts.patches(target)
+    grid_h, grid_w = acts.grid
+    position = position if position is not None else (grid_h // 2) * grid_w + grid_w // 2
+    if not 0 <= position < patches.shape[1]:
+        raise VizError(f"Patch position {position} is outside the {grid_h}x{grid_w} grid: use 0-{patches.shape[1] - 1}.")
+    return patches[:, position]
 
 
 class ClsToken(Channel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.objectives import Channel
+from ..core.objectives import Channel, patch_at
 from ..errors import VizError
 from ..models.base import MLP, RESIDUAL, Activations, VisionModel
 from .saved import SavedSae
@@ -87,12 +87,7 @@ class SaeNeuron(SaeLatent):
         self.position = position
 
     def values(self, acts):
-        patches = acts.patches(self.target)
-        grid_h, grid_w = acts.grid
-        position = self.position if self.position is not None else (grid_h // 2) * grid_w + grid_w // 2
-        if not 0 <= position < patches.shape[1]:
-            raise VizError(f"Patch position {position} is outside the {grid_h}x{grid_w} grid: use 0-{patches.shape[1] - 1}.")
-        return self._pre(patches[:, position])
+        return self._pre(patch_at(acts, self.target, self.position))
 
 
 class SaeCls(SaeLatent):
