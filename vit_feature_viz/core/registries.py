@@ -14,6 +14,8 @@ OBJECTIVES.register("neuron", ".objectives:Neuron")
 OBJECTIVES.register("cls", ".objectives:ClsToken")
 OBJECTIVES.register("residual", ".objectives:Residual")
 OBJECTIVES.register("logit", ".objectives:Logit")
+OBJECTIVES.register("prompt", ".prompts:Prompt")  # a CLIP text prompt: needs its text (core/requested.py)
+OBJECTIVES.register("prompt-cls", ".prompts:PromptCls")
 
 RECIPES = Registry("recipe", __package__)
 RECIPES.register("paper", ".recipes:PAPER")
