@@ -74,3 +74,14 @@ def test_names_features_offline(clip):
                         max_images=16, top_images=4, top_names=3, progress=False)
     assert [row["feature"] for row in result.rows] == [0, 0, 0] and result.settings["images"] == 16
     assert all(row["name"] in words for row in result.rows)
+
+
+def test_prompts_draw_the_shape_and_colour_they_name(clip):
+    """A crossed subset of benchmarks/bench_prompts.py (2 colours x 2 shapes, 32 steps): each image is classified
+    as its shape by the shape-only classifier (not the model the CLIP's tower started from) and shows its colour."""
+    from vit_feature_viz.quality import prompt_report
+
+    judge = load_model("vit-feature-viz/shapes-shape-vit-b", device="cpu")
+    report = prompt_report(clip, judge, "fast", steps=32, colours=["yellow", "blue"], shapes=["ring", "cross"])
+    assert report.prompts == ["a yellow ring", "a blue ring", "a yellow cross", "a blue cross"]
+    assert report.shape_hits == 4 and report.colour_hits == 4, (report.predicted_shapes, report.found_colours)
