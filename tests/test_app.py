@@ -223,7 +223,8 @@ def test_patch_map_refuses_server_paths_over_raw_http(server, vit, server_file):
     for payload in ({"path": path, "meta": FILE_META}, path):  # gradio's own checks refuse these, without details
         assert call_raw(server.url, "patch_map", [vit, 1, 3, payload]) == ("error", {"error": None})
     # a file gradio made for another request (a rendered image in its cache) was not uploaded either
-    event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0, None, "", False, False, 1])
+    event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0, None, "", False, False, 1,
+                                                  "", ""])
     assert event == "complete"
     rendered = outputs[0][0]["image"]["path"]
     for payload in ({"path": rendered}, {"path": rendered, "meta": FILE_META}):
