@@ -27,7 +27,7 @@ from vit_feature_viz.app.common import (  # noqa: E402
 )
 from vit_feature_viz.app.served_images import serve_images_atomically  # noqa: E402
 from vit_feature_viz.image_datasets import DEFAULT_BUILTIN_DATASET  # noqa: E402
-from vit_feature_viz.models.builtin import DEFAULT_BUILTIN, default_model_id  # noqa: E402
+from vit_feature_viz.models.builtin import DEFAULT_BUILTIN, SHAPES_CLIP, default_model_id  # noqa: E402
 
 INTRO = """# ViT Feature Viz
 See what the MLP features of a Vision Transformer respond to: render the images that maximize a feature
@@ -66,7 +66,7 @@ def build_demo(preset=None) -> gr.Blocks:
             layer = gr.Slider(0, 11, value=5, step=1, precision=0, label="Layer (block)", elem_id="layer")
             feature = gr.Slider(0, 3071, value=0, step=1, precision=0, label="Feature (for exploring)",
                                 elem_id="feature")
-        gr.Examples([[name] for name in [*WELL_KNOWN_MODELS, DEFAULT_BUILTIN]], [model_id],  # the built-in: no network
+        gr.Examples([[name] for name in [*WELL_KNOWN_MODELS, DEFAULT_BUILTIN, SHAPES_CLIP]], [model_id],  # built-ins: no network
                     label="Well-known models: pick one, then Load",
                     elem_id="model-examples")
 

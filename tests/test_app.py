@@ -42,7 +42,8 @@ def test_named_endpoints_and_their_parameters(client):
     params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()}
     assert params["/layers"] == ["model_id"]
     assert params["/render"] == ["model_id", "layer", "features", "objective", "recipe", "steps", "image_size", "seed",
-                                 "direction_file", "direction", "cosine", "negative", "diversity"]
+                                 "direction_file", "direction", "cosine", "negative", "diversity", "prompt",
+                                 "negative_prompt"]
     assert params["/patch_map"] == ["model_id", "layer", "feature", "image"]
     assert [r["component"] for r in endpoints["/render"]["returns"]] == ["Gallery", "Dataframe"]
     assert params["/push"] == ["repo_name", "private", "token"]
@@ -287,7 +288,8 @@ def test_patch_map_refuses_server_paths_over_raw_http(server, vit, server_file):
     for payload in ({"path": path, "meta": FILE_META}, path):  # gradio's own checks refuse these, without details
         assert call_raw(server.url, "patch_map", [vit, 1, 3, payload]) == ("error", {"error": None})
     # a file gradio made for another request (a rendered image in its cache) was not uploaded either
-    event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0, None, "", False, False, 1])
+    event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0, None, "", False, False, 1,
+                                                  "", ""])
     assert event == "complete"
     rendered = outputs[0][0]["image"]["path"]
     for payload in ({"path": rendered}, {"path": rendered, "meta": FILE_META}):
@@ -671,3 +673,17 @@ def test_an_image_returned_again_is_never_rewritten_under_a_fetch(server, tmp_pa
         watcher.join()
     assert sizes and set(sizes) == {size}
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging file left behind
+
+
+def test_app_renders_prompts_when_the_model_has_a_text_tower(client, short_context_clips):
+    """A CLIP text prompt (issue 20; the library's side: tests/test_prompts.py): one image a prompt line."""
+    from vit_feature_viz.app.render_tab import prompt_box
+
+    assert prompt_box({"text_tower": True}).visible is True
+    assert prompt_box({"text_tower": False}).visible is False and prompt_box(None).visible is False
+    repo = short_context_clips["open_clip_short"]
+    images, table = client.predict(repo, 0, "0-2", "feature", "fast", 2, 0, 0, None, "", False, False, 1,
+                                   "red dog\n\ngreen tree", "cat", api_name="/render")
+    assert [item["caption"].split(" · ")[:2] for item in images] == [
+        ["feature 0", 'prompt("red dog" | "green tree" - "cat")'], ["feature 1", 'prompt("red dog" | "green tree" - "cat")']]
+    assert [row[0] for row in table["data"]] == [0, 1]  # one image a prompt, whatever Features said

@@ -185,6 +185,12 @@ CASES = [
     Case("app", "accentuate: no image", "No image given", ("/accentuate", "{vit}", 0, 0, None, 1, 1.0)),
     Case("app", "accentuate: server file", "The image was not uploaded to this app",
          ("/accentuate", "{vit}", 0, 0, {"path": "{a_file}"}, 1, 1.0)),
+    # CLIP text prompts (issue 20): a model without a text tower, no text
+    Case("cli", "prompt on a ViT", "has no text tower: text prompts need a full CLIP checkpoint",
+         _render("--prompt", "a red disc", *OUT)),
+    Case("cli", "empty prompt", "The prompt is empty: give --prompt a text", _render("--prompt", " ", *OUT)),
+    Case("app", "empty prompt", "The prompt is empty: give Prompt a text",
+         ("/render", "{vit}", 0, "0", "prompt", "paper", 1, 0, 0, None, "", False, False, 1, "\n", "")),
     Case("cli", "huge feature range", "Feature 128 is out of range", ("render", "{vit}", "--layer", "0", "--features", "0-99999999999", *OUT)),
     Case("cli", "scan batch size", "use e.g. --scan-batch-size 32",
          ("examples", "{vit}", "--layer", "0", "--features", "0", "--dataset", "{images}", "--scan-batch-size", "0", *OUT)),

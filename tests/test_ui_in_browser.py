@@ -380,6 +380,25 @@ def test_the_sliders_describe_the_model_in_the_box_from_the_start(app_url, page,
     assert not outside
 
 
+def test_the_prompt_box_is_offered_for_a_model_with_a_text_tower(app_url, page, tiny_repos):
+    """Issue 20: the Render tab's text prompt box shows for a CLIP with its text tower (the built-in shapes CLIP,
+    read without Load) and hides again for a ViT."""
+    page, outside = page
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Render").click()
+    summary, prompt = page.locator("#model-summary"), page.locator("#prompt textarea, #prompt input").first
+    summary.get_by_text("6 blocks, MLP width 384").wait_for(timeout=60_000)  # the built-in ViT: no text tower
+    assert not prompt.is_visible()
+    model = page.locator("#model-id input, #model-id textarea").first
+    model.fill("vit-feature-viz/shapes-clip")
+    summary.get_by_text("(transformers, CLIP)").wait_for(timeout=60_000)
+    prompt.wait_for(state="visible", timeout=10_000)
+    model.fill(tiny_repos["vit"])
+    summary.get_by_text("4 blocks, MLP width 128").wait_for(timeout=60_000)
+    prompt.wait_for(state="hidden", timeout=10_000)
+    assert not outside
+
+
 def wait_in_viewport(page, selector: str) -> None:
     """Until the element's box lies inside the window (what is seen without scrolling; sub-pixel scroll allowed)."""
     page.wait_for_function(

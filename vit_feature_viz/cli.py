@@ -98,6 +98,7 @@ def _render(args, model=None) -> int:
     if getattr(args, "accentuate", None) is not None:
         return _accentuate(args, objective, model)
     model = model or _load(_checked_out(args))
+    _prompt_target(args, model, objective)
     if args.features.strip().lower() == "all":
         _print_estimate(model, args, objective)
     done = render_to_folder(
@@ -153,7 +154,22 @@ def _objective(args):
     from .core.requested import requested_objective
 
     return requested_objective(args.objective, args.layer, direction=args.direction, cosine=args.cosine,
-                          negative=args.negative, sae=args.sae, sae_site=args.sae_site)
+                               negative=args.negative, sae=args.sae, sae_site=args.sae_site,
+                               prompt=getattr(args, "prompt", None), negative_prompt=getattr(args, "negative_prompt", None))
+
+
+def _prompt_target(args, model, objective) -> None:
+    """`render --prompt`: the features default to every prompt, and `prompt` (the image embedding) is read at the
+    last block, so the gallery row names the block it really read; other objectives need --layer and --features."""
+    from .core.prompts import Prompt, site_layer
+
+    args.layer = site_layer(objective, model, args.layer)
+    if isinstance(getattr(objective, "base", objective), Prompt) and args.features is None:
+        args.features = "all"
+    for option, value in (("layer", args.layer), ("features", args.features)):
+        if value is None:
+            raise VizError(f"--{option} is missing", option=option,
+                           fix="{option:pass} (e.g. 0)" if option == "layer" else "{option:pass} (e.g. 7, 0-63 or all).")
 
 
 def _print_estimate(model, args, objective) -> None:
@@ -325,9 +341,20 @@ def _parser() -> argparse.ArgumentParser:
     layers = model_command("layers", _layers, "list the model's blocks and their feature counts")
     layers.add_argument("--json", action="store_true", help="print a JSON object with a `layers` list")
 
-    def target_args(sub):
-        sub.add_argument("--layer", type=int, required=True, help="block index, from 0")
-        sub.add_argument("--features", required=True, help="e.g. 7, 0,5,9, 0-63, all or random 8 (drawn with --seed)")
+    def target_args(sub, prompts=False):
+        """prompts: the command takes --prompt, which makes --layer and --features optional (see _prompt_target)."""
+        sub.add_argument("--layer", type=int, required=not prompts, default=None,
+                         help="block index, from 0" + (" (with --prompt: only for prompt-cls)" if prompts else ""))
+        sub.add_argument("--features", required=not prompts, default=None,
+                         help="e.g. 7, 0,5,9, 0-63, all or random 8 (drawn with --seed)"
+                              + ("; with --prompt: the prompts (default: all)" if prompts else ""))
+        if prompts:
+            sub.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                             help="a CLIP checkpoint's text prompt: render what it pictures for TEXT, maximizing "
+                                  "the cosine of the image and text embeddings (repeat for several prompts; "
+                                  "--objective prompt-cls reads block --layer's CLS instead)")
+            sub.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                             help="with --prompt: a text whose cosine is subtracted")
         sub.add_argument("--objective", default="feature", choices=OBJECTIVES.names(), help="what to maximize")
         sub.add_argument("--direction", default=None, metavar="SOURCE",
                          help="maximize the projection of the objective's activations on vectors instead of one "
@@ -366,7 +393,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--scan-batch-size", type=int, default=32, help="images per forward pass while scanning")
 
     render = model_command("render", _render, "render images that maximize features into a gallery folder")
-    target_args(render)
+    target_args(render, prompts=True)
     render_args(render)
     render.add_argument("--accentuate", default=None, metavar="IMAGE",
                         help="start from this image and raise each feature in it, staying close to it (feature "

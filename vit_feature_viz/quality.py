@@ -579,3 +579,64 @@ def accentuation_report(model: VisionModel, layer: int, images: np.ndarray, *, f
     return AccentuationReport(ACCENTUATE_WEIGHT if weight is None else float(weight), result.steps, top_fraction,
                               pairs, np.array(activation), np.array(mean_abs), np.array(rms), np.array(early),
                               np.array(hits), np.array(kept))
+
+
+# --- CLIP text prompts (issue 20) -----------------------------------------------------------------------------
+def zero_shot(clip: VisionModel, images: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+    """Index of the prompt each image (uint8 [N, H, W, 3]) resembles most, by the CLIP's own embeddings."""
+    from .models.text import ClipText, clip_image_embeddings
+
+    text = ClipText(clip).encode(list(prompts))
+    pixels = torch.stack([clip.preprocess(Image.fromarray(image)) for image in images])
+    found = [clip_image_embeddings(clip, pixels[s:s + SCAN_BATCH]) @ text.T for s in range(0, len(pixels), SCAN_BATCH)]
+    return torch.cat(found).argmax(1).numpy()
+
+
+@dataclass
+class PromptReport:
+    """Images rendered for "a <colour> <shape>" on a CLIP, judged by a shape-only classifier and a pixel statistic."""
+
+    prompts: list[str]
+    shapes: list[int]  # the class each prompt names
+    colours: list[str]  # the colour each prompt names
+    predicted_shapes: np.ndarray  # the classifier's class of each saved image
+    found_colours: list[str | None]  # data.shape_captions.dominant_colour of each saved image
+    cosine: np.ndarray  # the objective (cosine with the prompt) of each saved image, as render measured it
+    seconds_per_prompt: float
+    images: list[Image.Image] = field(repr=False, default_factory=list)
+
+    @property
+    def shape_hits(self) -> int:
+        return int(np.sum(self.predicted_shapes == np.asarray(self.shapes)))
+
+    @property
+    def colour_hits(self) -> int:
+        return sum(found == named for found, named in zip(self.found_colours, self.colours))
+
+    @property
+    def both_hits(self) -> int:
+        return int(sum(s == p and found == named for s, p, found, named in
+                       zip(self.shapes, self.predicted_shapes, self.found_colours, self.colours)))
+
+
+def prompt_report(clip: VisionModel, classifier: VisionModel, recipe: str | Recipe, *, steps: int | None = None,
+                  seed: int = 0, colours: Sequence[str] | None = None, shapes: Sequence[str] | None = None,
+                  layer: int | None = None) -> PromptReport:
+    """Render "a <colour> <shape>" for every pair on `clip` (`layer`: prompt-cls at that block; None: the image
+    embedding) and judge each saved PNG: its shape by `classifier` (trained where only the outline tells the class),
+    its colour by the dominant hue of its saturated pixels."""
+    from .core.prompts import prompt_objective
+    from .data.shape_captions import SHAPE_COLORS, dominant_colour, object_prompt
+    from .data.shapes import SHAPE_CLASSES
+
+    colours, shapes = list(colours or SHAPE_COLORS), list(shapes or SHAPE_CLASSES)
+    pairs = [(c, s) for s in shapes for c in colours]
+    prompts = [object_prompt(c, s) for c, s in pairs]
+    objective = prompt_objective("prompt" if layer is None else "prompt-cls", layer, prompts)
+    start = time.perf_counter()
+    results = render(clip, layer or 0, "all", objective=objective, recipe=recipe, steps=steps, seed=seed, progress=False)
+    seconds = (time.perf_counter() - start) / len(results)
+    images = [png_roundtrip(r.image) for r in results]
+    return PromptReport(prompts, [SHAPE_CLASSES.index(s) for _, s in pairs], [c for c, _ in pairs],
+                        classify(classifier, images), [dominant_colour(np.asarray(i)) for i in images],
+                        np.array([r.activation for r in results]), seconds, images)

@@ -34,10 +34,13 @@ class Renderer:
         self._render_on_device = on_gpu(self._render_stream, duration=self._render_duration)
 
     def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None, *,
-             direction_file=None, direction=None, cosine=False, negative=False, diversity=1):
+             direction_file=None, direction=None, cosine=False, negative=False, diversity=1, prompt=None,
+             negative_prompt=None):
         """Check a render request once: the library's planner checks it against the model, and only the caps
         are the app's own; returns (model, plan). `token` reads the model (visitor_token). A direction is an
-        uploaded vector file (`direction`: its tensor's key) or two features typed as A-B."""
+        uploaded vector file (`direction`: its tensor's key) or two features typed as A-B. A prompt (one a line)
+        renders every prompt, whatever Features says."""
+        from ..core.prompts import prompt_lines, site_layer
         from ..core.render import plan_render
         from ..core.requested import requested_objective
 
@@ -49,8 +52,11 @@ class Renderer:
         diversity = as_int(diversity if diversity not in (None, "") else 1, "diversity", minimum=1)
         objective = requested_objective(objective, as_int(layer, "layer", minimum=0),
                                    direction=direction_source(direction_file, direction), cosine=bool(cosine),
-                                   negative=bool(negative))
+                                   negative=bool(negative), prompt=prompt_lines(prompt),
+                                   negative_prompt=str(negative_prompt or "").strip() or None)
         model = self.models.get(model_id, token=token)
+        if prompt_lines(prompt):
+            features, layer = "all", site_layer(objective, model, layer)
         plan = plan_render(model, layer, feature_spec(features), objective=objective, recipe=recipe, steps=steps,
                            image_size=size or None, seed=seed if seed not in (None, "") else 0,
                            max_features=preset.max_features, diversity=diversity)
@@ -62,8 +68,8 @@ class Renderer:
         return model, plan
 
     def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, direction_file=None,
-               direction=None, cosine=False, negative=False, diversity=1, session=None,
-               oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> Iterator[tuple]:
+               direction=None, cosine=False, negative=False, diversity=1, prompt=None, negative_prompt=None,
+               session=None, oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> Iterator[tuple]:
         """/render: stream previews while optimizing, then (gallery, activation table).
 
         Each batch of features goes into the session gallery as soon as it finishes, so a Stop, a closed tab or
@@ -75,7 +81,8 @@ class Renderer:
             token = visitor_token(oauth_token)
             model, plan = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed, token,
                                     direction_file=direction_file, direction=direction, cosine=cosine,
-                                    negative=negative, diversity=diversity)
+                                    negative=negative, diversity=diversity, prompt=prompt,
+                                    negative_prompt=negative_prompt)
             session = session_path(session)
             yield gr.skip(), gr.skip(), session
             names = self._class_names(model, plan)
@@ -207,6 +214,11 @@ def direction_source(upload, text) -> str | None:
     return f"difference:{first},{second}" if dash else f"difference:{text}"
 
 
+def prompt_box(info: dict | None):
+    """The prompt row is offered when the model in the sliders has a text tower (/layers says `text_tower`)."""
+    return gr.Row(visible=bool(info and info.get("text_tower")))
+
+
 PLAIN = {"feature", "neuron", "cls", "residual", "logit"}  # objective names shown without a suffix in captions
 
 
@@ -215,7 +227,8 @@ class _Cancelled(Exception):
 
 
 OBJECTIVE_HELP = ("What to maximize. feature: an MLP unit over all patches (the paper's) · neuron: at one patch · "
-                  "cls: at the CLS token · residual: a channel of the block's output · logit: a class of a classifier")
+                  "cls: at the CLS token · residual: a channel of the block's output · logit: a class of a classifier · "
+                  "prompt: a CLIP's text prompt (image embedding) · prompt-cls: the prompt at this block's CLS")
 RECIPE_HELP = ("How the image is made. fast: Fourier image, 2 copies, the saved image polished in the second half · "
                "paper: pixels with jitter (Ghiasi et al.) · fourier: Lucid's 1/f image · "
                "maco: phase only, with a natural spectrum · tuned: Fourier at the paper's compute, one un-augmented copy · "
@@ -267,6 +280,12 @@ def build(ctx: AppContext) -> Renderer:
                 negative = gr.Checkbox(False, label="Negative: drive it most negative", elem_id="negative")
                 diversity = gr.Slider(1, max(1, min(8, preset.max_features)), value=1, step=1, precision=0,
                                       label="Diversity: images per feature", elem_id="diversity")
+        with gr.Row(visible=False, elem_id="prompt-row") as prompt_row:  # shown for a model with a text tower
+            prompt = gr.Textbox("", label="Text prompt (CLIP): one a line", lines=1, max_lines=8,
+                                info="render what the model pictures for it; each line is one image", elem_id="prompt")
+            negative_prompt = gr.Textbox("", label="Negative prompt", info="its cosine is subtracted",
+                                         elem_id="negative-prompt")
+        ctx.info.change(prompt_box, ctx.info, prompt_row, api_visibility="private", queue=False)
         gr.Examples(
             [["0", "feature", "paper", default_steps], ["random 2", "feature", "fourier", default_steps],
              ["0", "logit", "paper", default_steps], ["5", "cls", "maco", default_steps]],
@@ -285,7 +304,7 @@ def build(ctx: AppContext) -> Renderer:
     rendering = started.then(
         renderer.render,
         [ctx.model_id, ctx.layer, features, objective, recipe, steps, image_size, seed, direction_file, direction,
-         cosine, negative, diversity, ctx.session],
+         cosine, negative, diversity, prompt, negative_prompt, ctx.session],
         [gallery, table, ctx.session], api_name="render", show_progress_on=[status], **ctx.device_job(),
     )
     rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)

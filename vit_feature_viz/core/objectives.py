@@ -62,6 +62,17 @@ class _Combined(Objective):
         self.needs = frozenset().union(*(t.needs for _, t in flat))
         self.name = " + ".join(f"{w:g}*{t.name}" for w, t in flat)
 
+    def num_channels(self, model: VisionModel) -> int:
+        """The fewest features any term without a pinned channel offers (a prompt term: its prompts)."""
+        free = [t.num_channels(model) for _, t in self.terms if getattr(t, "channel", None) is None]
+        return min(free) if free else super().num_channels(model)
+
+    def check(self, model: VisionModel) -> None:
+        """Each term checks (and binds: a prompt's text, a direction's rows) itself; what they need may follow."""
+        for _, term in self.terms:
+            term.check(model)
+        self.needs = frozenset().union(*(t.needs for _, t in self.terms))
+
     def __call__(self, acts, channels):
         return sum(w * t(acts, channels) for w, t in self.terms)
 
@@ -188,6 +199,7 @@ class Negative(Channel):
 
     def check(self, model):
         self.base.check(model)
+        self.layer, self.needs = self.base.layer, self.base.needs  # a prompt learns its block from the model
 
     def values(self, acts):
         return -self.base.values(acts)

@@ -18,6 +18,8 @@ OBJECTIVES.register("sae", "..sae.objective:SaeLatent")  # a sparse autoencoder'
 OBJECTIVES.register("sae-neuron", "..sae.objective:SaeNeuron")
 OBJECTIVES.register("sae-cls", "..sae.objective:SaeCls")
 SAE_OBJECTIVES = ("sae", "sae-neuron", "sae-cls")  # need an SAE (--sae): not offered where none can be given
+OBJECTIVES.register("prompt", ".prompts:Prompt")  # a CLIP text prompt: needs its text (core/requested.py)
+OBJECTIVES.register("prompt-cls", ".prompts:PromptCls")
 
 RECIPES = Registry("recipe", __package__)
 RECIPES.register("paper", ".recipes:PAPER")

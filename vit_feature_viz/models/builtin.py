@@ -1,4 +1,4 @@
-"""Built-in checkpoints: small ViTs trained on the procedural shapes, shipped inside the package.
+"""Built-in checkpoints: small ViTs and a small CLIP trained on the procedural shapes, shipped inside the package.
 
 They load by short name with no network (`vit-feature-viz/shapes-vit`), so a fresh offline machine still has
 a model whose features mean something. `default_model_id()` is the one place that decides what the CLI and the
@@ -16,9 +16,13 @@ DEFAULT_BUILTIN = f"{ORG}/shapes-vit"
 # The default: trained where only the outline tells the class, so its features must encode shape (a
 # colour-coded model can be satisfied by painting a colour), and the wider, more accurate of the two.
 DEFAULT_FIXTURE = "shapes-shape-vit-a"
+# A small CLIP (image and text towers) trained on the shapes with captions (scripts/train_shapes_clip.py), so text
+# prompts and naming features with words work offline.
+SHAPES_CLIP = f"{ORG}/shapes-clip"
 BUILTIN_MODELS: dict[str, Path] = {
     DEFAULT_BUILTIN: MODELS_DIR / DEFAULT_FIXTURE,
     **{f"{ORG}/{short}": MODELS_DIR / short for short in FIXTURE_NAMES},
+    SHAPES_CLIP: MODELS_DIR / "shapes-clip",
 }
 DEFAULT_HUB_MODEL = "google/vit-base-patch16-224"
 REACHABILITY_TIMEOUT = 3.0  # seconds: long enough for a slow link, short enough not to stall a start

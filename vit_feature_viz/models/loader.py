@@ -76,6 +76,7 @@ def _builtin_folder(name: str, revision: str | None) -> str | None:
         raise VizError(f"'{name}' is built into vit-feature-viz and has no revisions: leave the revision empty.")
     if not (folder / "model.safetensors").is_file():
         raise VizError(f"The built-in model '{name}' is missing from this installation ({folder}): reinstall "
-                       "vit-feature-viz, or train it with scripts/train_shape_fixtures.py.")
+                       "vit-feature-viz, or train it with scripts/"
+                       f"{'train_shapes_clip.py' if name == builtin.SHAPES_CLIP else 'train_shape_fixtures.py'}.")
     return str(folder)
 

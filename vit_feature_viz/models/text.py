@@ -77,7 +77,12 @@ def _open_clip_source(model_id: str, token: str | bool | None = None) -> str:
 def _transformers_tokenizer(model_id: str, token: str | bool | None = None):
     from transformers import AutoTokenizer
 
+    from .builtin import builtin_path
+
+    folder = builtin_path(model_id)  # a built-in CLIP keeps its tokenizer files in the package
     try:
+        if folder is not None:
+            return AutoTokenizer.from_pretrained(str(folder))
         return AutoTokenizer.from_pretrained(model_id, token=token)
     except (OSError, ValueError, TypeError) as err:
         raise VizError(
