@@ -97,7 +97,7 @@ def build(ctx: AppContext) -> SaeTrainer:
         with gr.Row():
             site = gr.Dropdown(["fc1", "residual"], value="fc1", label="Site", elem_id="sae-site")
             dataset = gr.Textbox(DEFAULT_SAE_DATASET, label="Dataset (Hub id)", elem_id="sae-dataset")
-            split = gr.Textbox("train", label="Split")
+            split = gr.Textbox("train", label="Training split")
             max_images = gr.Number(min(300, preset.max_sae_images), precision=0, minimum=1, label="Images")
             epochs = gr.Number(1, precision=0, minimum=1, label="Epochs")
             latents = gr.Number(0, precision=0, minimum=0, label="Latents (0: 4x the width)")
