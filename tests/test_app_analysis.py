@@ -147,3 +147,44 @@ def test_the_sae_tab_trains_within_the_cap_and_its_latents_render_scan_and_map(c
     message = app_error(lambda: client.predict(FIXTURE, 3, "1", "sae", "paper", 2, 48, 0, None, "", False, False, 1,
                                                "", api_name="/render"))
     assert "read a sparse autoencoder's latents" in message and "Sae" in message
+
+
+def test_sae_training_shows_passes_and_time_left_and_a_stop_keeps_its_checkpoint(tmp_path):
+    """The SAE tab's job on the trained fixture: progress in image passes with the time left; closing the request
+    (what Stop does) ends the training at its next batch with its checkpoint saved, and the same request resumes
+    there (it starts at the passes already done) and ends with the SAE saved and the checkpoint gone."""
+    import threading
+    import time
+
+    from spaces_config.presets import get_preset
+    from vit_feature_viz.app.common import ModelCache
+    from vit_feature_viz.app.sae_tab import SaeTrainer
+    from vit_feature_viz.store.progress import PROGRESS_DIR, STATE_FILE
+
+    trainer = SaeTrainer(get_preset("cpu-basic"), ModelCache())
+    session = str(tmp_path)
+    request = (FIXTURE, 3, "fc1", "vit-feature-viz/shapes-color", "train", 160, 32, 4, 1, session)
+
+    def run(stop_after_progress: bool):
+        shown = []
+        job = trainer.train(*request, progress=lambda value, desc="", unit="": shown.append((value, desc)))
+        for outputs in job:
+            if stop_after_progress and any(v is not None for v, _ in shown):
+                job.close()  # as a Stop does
+                break
+        return shown, outputs
+
+    shown, _ = run(stop_after_progress=True)
+    done, desc = next((v, d) for v, d in shown if v is not None)
+    assert 0 < done[0] < 160 and done[1] == 160 and f"{done[0]}/160 image passes ·" in desc
+    states = tmp_path / PROGRESS_DIR
+    for _ in range(200):  # the training thread stops at its next batch and saves there
+        if not any(t.name == "vfv-sae-train" for t in threading.enumerate()):
+            break
+        time.sleep(0.05)
+    assert list(states.glob(f"*/{STATE_FILE}")) and not (tmp_path / "sae").exists()
+    shown, (report, folder, named) = run(stop_after_progress=False)
+    passes = [v for v, _ in shown if v is not None]
+    assert passes[0][0] >= done[0] and passes[-1] == (160, 160)  # resumed, not started over
+    assert report.startswith("**SAE of layer 3 (fc1)**") and folder == session and named == "your session gallery (fc1)"
+    assert not list(states.glob(f"*/{STATE_FILE}"))

@@ -133,9 +133,8 @@ def train_sae(model: VisionModel, dataset: str, out: str | os.PathLike, settings
             if on_batch is not None:
                 try:
                     on_batch(epoch * (per_epoch or 0) + done, total)
-                except BaseException:
-                    if last:  # a Stop: what was trained so far is kept for the same request to resume
-                        save_now()
+                except BaseException:  # a Stop: what was read and trained so far is kept for the request to resume
+                    save_now()
                     raise
         epoch, done = epoch + 1, 0
         if epoch == settings.epochs:
