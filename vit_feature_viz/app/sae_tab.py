@@ -157,9 +157,10 @@ def build(ctx: AppContext) -> SaeTrainer:
             site = gr.Dropdown(["fc1", "residual"], value="fc1", label="Site", elem_id="sae-site")
             dataset = gr.Textbox(DEFAULT_SAE_DATASET, label="Dataset (Hub id)", elem_id="sae-dataset")
             split = gr.Textbox("train", label="Split")
-            max_images = gr.Number(min(300, preset.max_sae_images), precision=0, minimum=1, label="Images")
+            max_images = gr.Number(min(300, preset.max_sae_images), precision=0, minimum=1, label="Images",
+                                   elem_id="sae-images")
             epochs = gr.Number(1, precision=0, minimum=1, label="Epochs")
-            latents = gr.Number(0, precision=0, minimum=0, label="Latents (0: 4x the width)")
+            latents = gr.Number(0, precision=0, minimum=0, label="Latents (0: 4x the width)", elem_id="sae-latents")
             k = gr.Number(16, precision=0, minimum=1, label="K (active per token)")
         with gr.Row():
             train = gr.Button("Train SAE", variant="primary", elem_id="sae-train")
