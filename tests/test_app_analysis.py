@@ -161,9 +161,14 @@ def test_sae_training_shows_passes_and_time_left_and_a_stop_keeps_its_checkpoint
     from vit_feature_viz.app.sae_tab import SaeTrainer
     from vit_feature_viz.store.progress import PROGRESS_DIR, STATE_FILE
 
+    from vit_feature_viz.data.shapes import shapes_dataset
+
     trainer = SaeTrainer(get_preset("cpu-basic"), ModelCache())
-    session = str(tmp_path)
-    request = (FIXTURE, 3, "fc1", "vit-feature-viz/shapes-color", "train", 160, 32, 4, 1, session)
+    session = str(tmp_path / "session")
+    (tmp_path / "session").mkdir()
+    data = tmp_path / "shapes-96"  # drawn in a moment (the built-in split of 1,200 images takes seconds)
+    shapes_dataset(96, variant="color", seed=3).save_to_disk(str(data))
+    request = (FIXTURE, 3, "fc1", str(data), "", 96, 32, 4, 1, session)
 
     def run(stop_after_progress: bool):
         shown = []
@@ -176,15 +181,15 @@ def test_sae_training_shows_passes_and_time_left_and_a_stop_keeps_its_checkpoint
 
     shown, _ = run(stop_after_progress=True)
     done, desc = next((v, d) for v, d in shown if v is not None)
-    assert 0 < done[0] < 160 and done[1] == 160 and f"{done[0]}/160 image passes ·" in desc
-    states = tmp_path / PROGRESS_DIR
+    assert 0 < done[0] < 96 and done[1] == 96 and f"{done[0]}/96 image passes ·" in desc
+    states = tmp_path / "session" / PROGRESS_DIR
     for _ in range(200):  # the training thread stops at its next batch and saves there
         if not any(t.name == "vfv-sae-train" for t in threading.enumerate()):
             break
         time.sleep(0.05)
-    assert list(states.glob(f"*/{STATE_FILE}")) and not (tmp_path / "sae").exists()
+    assert list(states.glob(f"*/{STATE_FILE}")) and not (tmp_path / "session" / "sae").exists()
     shown, (report, folder, named) = run(stop_after_progress=False)
     passes = [v for v, _ in shown if v is not None]
-    assert passes[0][0] >= done[0] and passes[-1] == (160, 160)  # resumed, not started over
+    assert passes[0][0] >= done[0] and passes[-1] == (96, 96)  # resumed, not started over
     assert report.startswith("**SAE of layer 3 (fc1)**") and folder == session and named == "your session gallery (fc1)"
     assert not list(states.glob(f"*/{STATE_FILE}"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import gradio as gr
 
@@ -59,9 +60,9 @@ class SaeTrainer:
             pace = Pace(max_images * epochs)  # fed by the training thread, shown from this request
 
             def on_batch(step, done, total):
-                step()  # raises once the request is gone: the training stops here, its checkpoint saved
                 pace.total = total or pace.total
                 pace.update(done)
+                step()  # raises once the request is gone: the training stops here, its checkpoint saved
 
             def show():
                 if pace.done:
@@ -91,14 +92,15 @@ class _Stopped(Exception):
 
 def _until_done(run, show):
     """Run `run(step)` in a thread, calling `show()` and yielding gr.skip()s while it works (where a Stop closes
-    the request); returns its result. `step()` raises _Stopped once this generator is closed, so the work ends at
-    its next batch."""
+    the request): after its first step, then at least every HEARTBEAT_S; returns its result. `step()` raises
+    _Stopped once this generator is closed, so the work ends at its next batch."""
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
 
     def step():
         if stop.is_set():
             raise _Stopped
+        results.put(("step", None))
 
     def work():
         try:
@@ -109,17 +111,21 @@ def _until_done(run, show):
             results.put(("error", err))
 
     threading.Thread(target=work, name="vfv-sae-train", daemon=True).start()
+    shown_at = None
     try:
         while True:
             try:
                 kind, value = results.get(timeout=HEARTBEAT_S)
             except queue.Empty:
-                show()
-                yield gr.skip(), gr.skip(), gr.skip()
-                continue
+                kind, value = "tick", None
             if kind == "error":
                 raise value
-            return value
+            if kind == "done":
+                return value
+            if kind == "tick" or shown_at is None or time.monotonic() - shown_at >= HEARTBEAT_S:
+                shown_at = time.monotonic()
+                show()
+                yield gr.skip(), gr.skip(), gr.skip()
     finally:
         stop.set()
 
