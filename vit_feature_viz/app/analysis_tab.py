@@ -81,7 +81,7 @@ class Analyst:
             return "feature"
         return sae_objective_or_name("sae", sae, session, layer, self.preset, token)
 
-    def feature_names(self, model_id, layer, feature, experiment="", sae="", session=None,
+    def feature_names(self, model_id, layer, feature, session=None, experiment="", sae="",
                       oauth_token: gr.OAuthToken | None = None) -> str:
         """/feature_names: the CLIP names saved in the session gallery for this feature (with the SAE variant
         of the experiment: for this latent of the SAE box's SAE), or a hint."""
@@ -187,8 +187,8 @@ def build(ctx: AppContext) -> Analyst:
                           sae, ctx.session],
         [plot, table, summary, ctx.session], api_name="analyze", **ctx.device_job(),
     )
-    show_names = dict(fn=analyst.feature_names, inputs=[ctx.model_id, ctx.layer, ctx.feature, experiment, sae,
-                                                        ctx.session],
+    show_names = dict(fn=analyst.feature_names, inputs=[ctx.model_id, ctx.layer, ctx.feature, ctx.session, experiment,
+                                                        sae],
                       outputs=[names], queue=False, preprocess=False)  # checked against the model, not stale bounds
     running.success(**show_names, api_name="feature_names")
     ctx.info.change(experiment_choices, [ctx.info, experiment], [experiment], api_visibility="private", queue=False)
