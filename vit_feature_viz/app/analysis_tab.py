@@ -40,8 +40,8 @@ class Analyst:
         self.models = models
         self._run_on_device = on_gpu(self._run, duration=self._duration)
 
-    def analyze(self, model_id, experiment, dataset, split, max_images, layer, feature, probe_split="", sae="",
-                session=None, oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
+    def analyze(self, model_id, experiment, dataset, split, max_images, layer, feature, probe_split="", session=None,
+                sae="", oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
         """/analyze: run `experiment` on the loaded model over at most the preset's image cap; returns the plot,
         the table, a summary and the session gallery folder the results were saved into. The model and the
         dataset are read as the visitor may read them (visitor_token). `probe_split`: for a model without a
@@ -184,7 +184,7 @@ def build(ctx: AppContext) -> Analyst:
 
     running = run.click(
         analyst.analyze, [ctx.model_id, experiment, dataset, split, max_images, ctx.layer, ctx.feature, probe_split,
-                          sae, ctx.session],
+                          ctx.session, sae],
         [plot, table, summary, ctx.session], api_name="analyze", **ctx.device_job(),
     )
     show_names = dict(fn=analyst.feature_names, inputs=[ctx.model_id, ctx.layer, ctx.feature, ctx.session, experiment,

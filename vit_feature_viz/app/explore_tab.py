@@ -107,8 +107,8 @@ class Explorer:
             model = self.models.get(model_id, token=visitor_token(oauth_token))
             return attention_overlay(model, image, model.check_layer(as_int(layer, "layer")).index)
 
-    def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, objective="feature", sae="",
-                 session=None, oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
+    def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None, objective="feature",
+                 sae="", oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
         """/examples: the dataset images that activate `feature` most, each followed by its patch map; the
         model, the dataset and an SAE are read as the visitor may read them (visitor_token). An SAE latent's
         rows go into the session gallery under its objective (`sae(fc1 1a2b3c4d)`), next to the channels."""
@@ -228,8 +228,8 @@ def build(ctx: AppContext) -> Explorer:
                                  columns=4, fit_columns=False, format="png", elem_id="accentuated")
 
     scanning = find.click(
-        explorer.examples, [ctx.model_id, ctx.layer, ctx.feature, dataset, split, max_images, top_k, objective, sae,
-                            ctx.session],
+        explorer.examples, [ctx.model_id, ctx.layer, ctx.feature, dataset, split, max_images, top_k, ctx.session,
+                            objective, sae],
         [examples, ctx.session], api_name="examples", **ctx.device_job(),
     )
     mapping = map_button.click(explorer.patch_map, [ctx.model_id, ctx.layer, ctx.feature, upload, objective, sae,

@@ -66,7 +66,7 @@ class Renderer:
         return model, plan
 
     def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, direction_file=None,
-               direction=None, cosine=False, negative=False, diversity=1, sae="", session=None,
+               direction=None, cosine=False, negative=False, diversity=1, session=None, sae="",
                oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> Iterator[tuple]:
         """/render: stream previews while optimizing, then (gallery, activation table).
 
@@ -304,7 +304,7 @@ def build(ctx: AppContext) -> Renderer:
     rendering = started.then(
         renderer.render,
         [ctx.model_id, ctx.layer, features, objective, recipe, steps, image_size, seed, direction_file, direction,
-         cosine, negative, diversity, sae, ctx.session],
+         cosine, negative, diversity, ctx.session, sae],
         [gallery, table, ctx.session], api_name="render", show_progress_on=[status], **ctx.device_job(),
     )
     rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)

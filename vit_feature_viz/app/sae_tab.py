@@ -162,7 +162,7 @@ def build(ctx: AppContext) -> SaeTrainer:
         with gr.Row():
             site = gr.Dropdown(["fc1", "residual"], value="fc1", label="Site", elem_id="sae-site")
             dataset = gr.Textbox(DEFAULT_SAE_DATASET, label="Dataset (Hub id)", elem_id="sae-dataset")
-            split = gr.Textbox("train", label="Split")
+            split = gr.Textbox("train", label="Training split")  # not "Split": the Explore tab's box is named so
             max_images = gr.Number(min(300, preset.max_sae_images), precision=0, minimum=1, label="Images",
                                    elem_id="sae-images")
             epochs = gr.Number(1, precision=0, minimum=1, label="Epochs")
