@@ -34,6 +34,7 @@ OVERRIDES = {
     "VFV_MAX_GALLERY_ROWS": "max_gallery_rows",
     "VFV_CONCURRENCY": "concurrency",
     "VFV_MAX_SAE_IMAGES": "max_sae_images",
+    "VFV_MAX_SAE_PARAMETERS": "max_sae_parameters",
 }
 
 
@@ -63,6 +64,9 @@ class Preset:
     # image passes (images x epochs) one SAE training request may stream through the model: the forward passes
     # are its cost (cpu-basic: a ViT-B/16 takes ~0.1 s an image there, so 2,400 passes are a few minutes)
     max_sae_images: int = 100_000
+    # weights of an SAE a visitor names (Render, Explore, Analyses), checked from its safetensors header and file
+    # sizes before any download or load: 4x a ViT-B's fc1 (2 x 3072 x 12288 = 75M, 300 MB) fits, a hostile one not
+    max_sae_parameters: int = 80_000_000
 
     def gpu_duration(self, features: int, steps: int, *, overhead: int = 15) -> int:
         """Seconds to ask of ZeroGPU for a render of `features` x `steps`: estimate x2 margin, within bounds."""

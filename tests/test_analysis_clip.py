@@ -184,3 +184,35 @@ def test_concepts_longer_than_the_text_context_are_cut_to_it_on_every_backend(sh
         assert sorted(r["name"] for r in result.rows) == sorted([long, "dog", "cat"])
     with pytest.raises(VizError, match="no text tower"):
         ClipText(load_model(tiny_repos["timm_vit"], device="cpu"))
+
+
+def test_the_analyses_tab_names_a_latent_of_the_sae_in_its_box(named_clip, tmp_path, monkeypatch):
+    """The Analyses tab's SAE variant of naming (as `analyze clip-names --sae`): the latent of the SAE box's SAE is
+    named, saved under its objective in the session gallery, and shown as that latent's names. (The tab names with
+    the shipped vocabulary; this test's dozen words keep it quick.)"""
+    import importlib
+
+    naming = importlib.import_module("vit_feature_viz.analysis.clip_names")
+    monkeypatch.setattr(naming, "load_vocabulary", lambda vocabulary: (WORDS, "test words"))
+    from spaces_config.presets import get_preset
+    from vit_feature_viz.app.analysis_tab import SAE_NAMES_LABEL, Analyst
+    from vit_feature_viz.app.common import ModelCache
+    from vit_feature_viz.sae.model import SparseAutoencoder
+    from vit_feature_viz.sae.saved import save_sae
+
+    sae = SparseAutoencoder(MLP, 8, 2, seed=0)
+    saved = save_sae(sae, tmp_path / "sae-gallery", {"model_id": named_clip, "layer": LAYER, "site": "fc1"})
+    _images(12).save_to_disk(str(tmp_path / "images"))
+    session = tmp_path / "session"
+    session.mkdir()
+    analyst = Analyst(get_preset("cpu-basic"), ModelCache())
+    _, table, _, folder = analyst.analyze(named_clip, SAE_NAMES_LABEL, str(tmp_path / "images"), "", 12, LAYER, 3,
+                                          sae=str(tmp_path / "sae-gallery"), session=str(session),
+                                          progress=lambda *a, **k: None)
+    objective = f"sae(fc1 {saved.short_hash})"
+    column = table["headers"].index("objective")
+    assert folder == str(session) and {row[column] for row in table["data"]} == {objective}
+    shown = analyst.feature_names(named_clip, LAYER, 3, str(session), SAE_NAMES_LABEL, str(tmp_path / "sae-gallery"))
+    assert shown.startswith(f"**CLIP names of layer {LAYER}, latent 3 of {objective}:**")
+    assert analyst.feature_names(named_clip, LAYER, 3, session=str(session)) == (  # the channel was not named
+        f"No CLIP names yet for layer {LAYER}, feature 3: run *Name CLIP features* for it.")

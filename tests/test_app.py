@@ -43,8 +43,8 @@ def test_named_endpoints_and_their_parameters(client):
     assert params["/layers"] == ["model_id"]
     assert params["/render"] == ["model_id", "layer", "features", "objective", "recipe", "steps", "image_size", "seed",
                                  "direction_file", "direction", "cosine", "negative", "diversity", "prompt",
-                                 "negative_prompt"]
-    assert params["/patch_map"] == ["model_id", "layer", "feature", "image"]
+                                 "negative_prompt", "sae"]
+    assert params["/patch_map"] == ["model_id", "layer", "feature", "image", "objective", "sae"]
     assert [r["component"] for r in endpoints["/render"]["returns"]] == ["Gallery", "Dataframe"]
     assert params["/push"] == ["repo_name", "private", "token"]
     types = {p["parameter_name"]: p["python_type"]["type"] for p in endpoints["/render"]["parameters"]}
@@ -283,17 +283,17 @@ FILE_META = {"_type": "gradio.FileData"}
 def test_patch_map_refuses_server_paths_over_raw_http(server, vit, server_file):
     path = str(server_file)
     for payload in ({"path": path}, {"path": path, "url": path}, {"path": "../" * 8 + path.lstrip("/")}):
-        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload])
+        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload, "feature", ""])
         assert event == "error" and "The image was not uploaded to this app" in str(data), (payload, data)
     for payload in ({"path": path, "meta": FILE_META}, path):  # gradio's own checks refuse these, without details
-        assert call_raw(server.url, "patch_map", [vit, 1, 3, payload]) == ("error", {"error": None})
+        assert call_raw(server.url, "patch_map", [vit, 1, 3, payload, "feature", ""]) == ("error", {"error": None})
     # a file gradio made for another request (a rendered image in its cache) was not uploaded either
     event, outputs = call_raw(server.url, "render", [vit, 1, "0", "feature", "paper", 2, 0, 0, None, "", False, False, 1,
-                                                  "", ""])
+                                                  "", "", ""])
     assert event == "complete"
     rendered = outputs[0][0]["image"]["path"]
     for payload in ({"path": rendered}, {"path": rendered, "meta": FILE_META}):
-        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload])
+        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload, "feature", ""])
         assert event == "error" and "not uploaded to this app" in str(data), (payload, data)
 
 
@@ -305,7 +305,7 @@ def test_patch_map_takes_uploads_and_inline_images_over_raw_http(server, vit, tm
     uploaded = upload_raw(server.url, photo)
     inline = "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode()
     for payload in ({"path": uploaded, "meta": FILE_META}, {"path": uploaded}, {"url": inline}):
-        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload])
+        event, data = call_raw(server.url, "patch_map", [vit, 1, 3, payload, "feature", ""])
         assert event == "complete", (payload, data)
         assert data[0]["path"] and data[0]["path"] != uploaded
 

@@ -16,7 +16,7 @@ def analyze(client, model, experiment="CLS isolation", dataset="vit-feature-viz/
 def test_analyze_runs_on_the_loaded_model_and_saves_into_the_session_gallery(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert [p["parameter_name"] for p in endpoints["/analyze"]["parameters"]] == [
-        "model_id", "experiment", "dataset", "split", "max_images", "layer", "feature", "probe_split"]
+        "model_id", "experiment", "dataset", "split", "max_images", "layer", "feature", "probe_split", "sae"]
     plot, table, summary = analyze(client, FIXTURE)
     assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert table["headers"][:4] == ["model_id", "isolated_blocks", "top1", "top5"]
@@ -102,7 +102,7 @@ def test_nothing_is_drawn_over_the_analysis_plot(server):
     assert config["show_label"] is False and not config["buttons"]
 
 
-def test_the_sae_tab_trains_within_the_cap_and_opens_what_it_trained(client):
+def test_the_sae_tab_trains_within_the_cap_and_its_latents_render_scan_and_map(client, tmp_path):
     """/sae_train on the trained fixture saves the SAE into the session gallery and reports its measurements;
     /sae_open finds it there; a request over the preset's image passes is one line, nothing trained."""
     over = app_error(lambda: client.predict(FIXTURE, 3, "fc1", "vit-feature-viz/shapes-color", "train", 13, 32, 4, 2,
@@ -115,3 +115,81 @@ def test_the_sae_tab_trains_within_the_cap_and_opens_what_it_trained(client):
     assert client.predict("", FIXTURE, 3, api_name="/sae_open") == report  # from the session gallery
     assert "holds no sparse autoencoder of layer 2" in app_error(
         lambda: client.predict("", FIXTURE, 2, api_name="/sae_open"))
+
+    # The session's SAE, as the SAE boxes name it, renders a latent (/render: a row named after the SAE, with its own
+    # page in the session gallery next to the channels), finds its dataset examples ranked by its TopK code and maps
+    # it on an image (/examples, /patch_map); without an SAE the sae objective says where to give one.
+    from PIL import Image
+
+    from gradio_client import handle_file
+
+    from vit_feature_viz.app.sae_source import session_sae
+
+    box = session_sae("fc1")
+    images, table = client.predict(FIXTURE, 3, "1", "sae", "paper", 2, 48, 0, None, "", False, False, 1, box,
+                                   api_name="/render")
+    assert len(images) == 1 and "· sae(fc1 " in images[0]["caption"] and table["data"][0][0] == 1
+    client.predict(FIXTURE, 3, "1", "feature", "paper", 2, 48, 0, None, "", False, False, 1, box, api_name="/render")
+    opened = client.predict("your session gallery", api_name="/open_gallery")
+    objective = images[0]["caption"].split(" · ")[1]
+    page = client.predict(opened[0], FIXTURE, 3, objective, 1, api_name="/feature_page")
+    assert [value for _, value in opened[3]["choices"]] == ["feature", objective]  # the latent next to the channel
+    assert page[2][0]["caption"].startswith(objective)  # the latent's own page in the session gallery
+    found = client.predict(FIXTURE, 3, 1, "vit-feature-viz/shapes-color", "test", 20, 2, "sae", box,
+                           api_name="/examples")
+    assert len(found) == 4 and found[0]["caption"].startswith("#1 ") and "patch map" in found[1]["caption"]
+    scores = [float(item["caption"].rsplit(" · ", 1)[1]) for item in found[::2]]
+    assert scores[0] >= scores[1] > 0  # a TopK code: the latent fires on these images
+    path = tmp_path / "shape.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(path)
+    overlay = client.predict(FIXTURE, 3, 1, handle_file(str(path)), "sae", box, api_name="/patch_map")
+    assert Image.open(overlay).size[0] > 0
+    message = app_error(lambda: client.predict(FIXTURE, 3, "1", "sae", "paper", 2, 48, 0, None, "", False, False, 1,
+                                               "", api_name="/render"))
+    assert "read a sparse autoencoder's latents" in message and "Sae" in message
+
+
+def test_sae_training_shows_passes_and_time_left_and_a_stop_keeps_its_checkpoint(tmp_path):
+    """The SAE tab's job on the trained fixture: progress in image passes with the time left; closing the request
+    (what Stop does) ends the training at its next batch with its checkpoint saved, and the same request resumes
+    there (it starts at the passes already done) and ends with the SAE saved and the checkpoint gone."""
+    import threading
+    import time
+
+    from spaces_config.presets import get_preset
+    from vit_feature_viz.app.common import ModelCache
+    from vit_feature_viz.app.sae_tab import SaeTrainer
+    from vit_feature_viz.store.progress import PROGRESS_DIR, STATE_FILE
+
+    from vit_feature_viz.data.shapes import shapes_dataset
+
+    trainer = SaeTrainer(get_preset("cpu-basic"), ModelCache())
+    session = str(tmp_path / "session")
+    (tmp_path / "session").mkdir()
+    data = tmp_path / "shapes-96"  # drawn in a moment (the built-in split of 1,200 images takes seconds)
+    shapes_dataset(96, variant="color", seed=3).save_to_disk(str(data))
+    request = (FIXTURE, 3, "fc1", str(data), "", 96, 32, 4, 1, session)
+
+    def run(stop_after_progress: bool):
+        shown = []
+        job = trainer.train(*request, progress=lambda value, desc="", unit="": shown.append((value, desc)))
+        for outputs in job:
+            if stop_after_progress and any(v is not None for v, _ in shown):
+                job.close()  # as a Stop does
+                break
+        return shown, outputs
+
+    shown, _ = run(stop_after_progress=True)
+    done, desc = next((v, d) for v, d in shown if v is not None)
+    assert 0 < done[0] < 96 and done[1] == 96 and f"{done[0]}/96 image passes ·" in desc
+    states = tmp_path / "session" / PROGRESS_DIR
+    for _ in range(200):  # the training thread stops at its next batch and saves there
+        if not any(t.name == "vfv-sae-train" for t in threading.enumerate()):
+            break
+        time.sleep(0.05)
+    assert list(states.glob(f"*/{STATE_FILE}")) and not (tmp_path / "session" / "sae").exists()
+    shown, (report, folder, named) = run(stop_after_progress=False)
+    passes = [v for v, _ in shown if v is not None]
+    assert passes[0][0] >= done[0] and passes[-1] == (96, 96)  # resumed, not started over
+    assert report.startswith("**SAE of layer 3 (fc1)**") and folder == session and named == "your session gallery (fc1)"
+    assert not list(states.glob(f"*/{STATE_FILE}"))

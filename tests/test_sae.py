@@ -205,9 +205,12 @@ def test_latents_get_dataset_examples_patch_maps_and_explore_pages(trained, buil
 
     best = datasets.load_from_disk(shapes)[page.examples[0].index]["image"]
     pixels = builtin_model.preprocess(best)[None]
-    with torch.no_grad():
-        value = latent.values(builtin_model.activations(pixels, latent.needs))[0, 1]
-    assert float(value) == pytest.approx(scores[0], rel=1e-3, abs=1e-4)
+    with torch.no_grad():  # ranked by the latent's TopK code (mean over patches), not its pre-activation
+        patches = builtin_model.activations(pixels, latent.needs).patches(latent.target)
+        code = saved.sae.encode(patches).mean(1)[0, 1]
+        pre = latent.values(builtin_model.activations(pixels, latent.needs))[0, 1]
+    assert float(code) == pytest.approx(scores[0], rel=1e-3, abs=1e-4)
+    assert float(pre) != pytest.approx(scores[0], rel=1e-2)
 
 
 @pytest.mark.parametrize("role, site", [("vit", "fc1"), ("clip", "residual")])
@@ -244,3 +247,36 @@ def site_target_of(site: str) -> Target:
     from vit_feature_viz.sae.metrics import site_target
 
     return site_target(1, site)
+
+
+def test_an_sae_over_the_cap_is_refused_before_it_is_loaded_or_downloaded(trained, hub, tmp_path):
+    """A server's cap on an SAE a visitor names: checked from file sizes and the safetensors header (a header
+    declaring 10^10 values in a file of a few bytes is refused without reading it), and on the Hub from the
+    listing's sizes, before any download."""
+    import json
+    import shutil
+
+    from huggingface_hub import try_to_load_from_cache
+
+    from vit_feature_viz.errors import VizError
+    from vit_feature_viz.store.hub import push_gallery
+    from vit_feature_viz.store.sae_files import header_parameters
+
+    gallery, saved = trained
+    parameters = header_parameters(saved.folder / WEIGHTS_FILE)  # W_enc, W_dec, biases, the scale
+    assert parameters > 2 * 128 * saved.sae.width
+    assert load_sae(gallery, 3, max_parameters=parameters).sae.latents == 128  # at the cap: loads
+    with pytest.raises(VizError, match="too big.*parameters"):
+        load_sae(gallery, 3, max_parameters=parameters - 1, label="their-gallery")
+    hostile = tmp_path / "hostile"
+    shutil.copytree(saved.folder, hostile)
+    header = json.dumps({"W_enc": {"dtype": "F32", "shape": [100_000, 100_000], "data_offsets": [0, 4]}}).encode()
+    (hostile / WEIGHTS_FILE).write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    with pytest.raises(VizError, match="10,000,000,000 parameters"):
+        load_sae(hostile, 3, max_parameters=10**6)
+    push_gallery(gallery, "alice/big-sae", token=hub.write_token)
+    with pytest.raises(VizError, match="too big.*weights of"):
+        load_sae("alice/big-sae", 3, max_parameters=1000)
+    cached = try_to_load_from_cache("alice/big-sae", f"sae/3-fc1/{WEIGHTS_FILE}", repo_type="dataset")
+    assert not isinstance(cached, str)  # refused from the listing: the weights were never downloaded
+    assert load_sae("alice/big-sae", 3, max_parameters=parameters).config == saved.config

@@ -40,6 +40,7 @@ PRIVATE_VIT, PUBLIC_VIT = "alice/private-vit", "alice/public-vit"
 # all to an anonymous download the Hub refuses, which the app must not let happen
 PRIVATE_CLIP = "alice/private-open-clip"
 BOB_TOKEN = "hf_loopback_bob_read_0123456789"  # a visitor who may read bob's repos, none of alice's private ones
+SAE_CAP = 100_000  # parameters of an SAE a visitor names: a 64-latent SAE of the tiny ViT fits, a 1,024-latent one not
 NOT_FOUND = "not found"  # private repos are hidden: the Hub answers 404, and the app says so in one line
 
 
@@ -83,6 +84,7 @@ def space(tiny_repos, browse_gallery, tmp_path_factory):  # noqa: F811 (browse_g
         point_clients_at(env, hub.url, root / "hf-home")
         fill_the_hub(hub, models, browse_gallery, root)
         for key, value in {**CAPS, "SYSTEM": "spaces", "SPACE_ID": SPACE_ID, "HF_TOKEN": hub.write_token,
+                           "VFV_MAX_SAE_PARAMETERS": str(SAE_CAP),
                            # gradio's real sign-in needs gradio[oauth] (authlib, itsdangerous), not installed here:
                            # visitors' tokens come through the API, as gradio_client's oauth_token sends them
                            "VFV_OAUTH": "0"}.items():
@@ -228,3 +230,32 @@ def test_which_token_a_visitors_read_uses(monkeypatch):
     assert visitor_token(gr.OAuthToken(token=" ", scope="", expires_at=0)) is False
     monkeypatch.delenv("SYSTEM")
     assert visitor_token(token) is None and visitor_token(None) is None  # off a Space: the local user's login
+
+
+def test_an_sae_named_in_a_box_is_read_with_the_visitors_token_and_within_the_cap(space, tmp_path):
+    """The Render tab's SAE box on a Space: alice's private gallery's SAE is not found for an anonymous visitor
+    (the Space's HF_TOKEN is never used), renders a latent for alice, and a public SAE over the preset's
+    max_sae_parameters is refused from the Hub's listing before its weights are downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from gallery_fixtures import write_synthetic_gallery
+    from vit_feature_viz.sae.model import SparseAutoencoder
+    from vit_feature_viz.sae.saved import save_sae
+    from vit_feature_viz.store.hub import push_gallery
+
+    for repo, latents, private in (("alice/private-sae", 64, True), ("alice/huge-sae", 1024, False)):
+        gallery = write_synthetic_gallery(tmp_path / repo.split("/")[1], layers=1, features=1)
+        save_sae(SparseAutoencoder(128, latents, 4), gallery, {"model_id": PUBLIC_VIT, "layer": 1, "site": "fc1"})
+        push_gallery(gallery, repo, private=private, token=space.hub.write_token)
+
+    def render(client, sae):
+        return client.predict(PUBLIC_VIT, 1, "0", "sae", "paper", 2, 32, 0, None, "", False, False, 1, sae,
+                              api_name="/render")
+
+    refused(lambda: render(visitor(space), "alice/private-sae"))
+    images, _ = render(visitor(space, space.hub.read_token), "alice/private-sae")
+    assert "· sae(fc1 " in images[0]["caption"]
+    message = app_error(lambda: render(visitor(space), "alice/huge-sae"))
+    assert "too big here (weights of" in message and f"at most {SAE_CAP:,} parameters" in message
+    cached = try_to_load_from_cache("alice/huge-sae", "sae/1-fc1/sae.safetensors", repo_type="dataset")
+    assert not isinstance(cached, str)

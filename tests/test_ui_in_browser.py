@@ -472,4 +472,22 @@ def test_render_with_defaults_then_open_in_explore_also_after_a_reload(app_url, 
     page.get_by_role("tab", name="Gallery & sharing").click()  # the same gallery from where it is shared
     open_in_explore("#sharing-open-in-explore")
     assert len(list((tmp_path / "sessions").iterdir())) == 1  # one browser, one gallery
+
+    # issue 21: a tiny SAE trained in the SAE tab (within the cap) fills the Render tab's SAE box, which offers the
+    # sae objectives; one latent renders, named after the SAE
+    page.get_by_role("tab", name="SAE").click()
+    page.locator("#sae-images input[type=number]").fill("64")
+    page.locator("#sae-latents input[type=number]").fill("64")
+    page.locator("#sae-train").click()
+    page.locator("#sae-report").get_by_text("latents, K = 16").wait_for(timeout=120_000)
+    page.get_by_role("tab", name="Render").click()
+    assert page.locator("#render-sae input, #render-sae textarea").first.input_value() == "your session gallery (fc1)"
+    page.locator("#objective input").first.click()
+    page.get_by_role("option", name="sae", exact=True).click()
+    page.locator("#features textarea, #features input").first.fill("0")
+    page.locator("#steps input[type=number]").fill("8")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#render").click()
+    page.locator("#gallery").get_by_text("feature 0 · sae(fc1 ").first.wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-sae-latent.png"), full_page=False)
     assert outside == [], f"the page tried to reach outside hosts: {outside[:3]}"

@@ -186,7 +186,7 @@ def scan_examples(
             if indices:
                 pixels = torch.stack([p for p in decoded if p is not None])
                 with torch.no_grad():
-                    values = objective.values(model.activations(pixels.float() / 255, objective.needs))
+                    values = objective.example_values(model.activations(pixels.float() / 255, objective.needs))
                 best.add(values[:, wanted_on_device].cpu(), torch.tensor(indices))
                 keep = best.rows()
                 new = {i: p.clone() for i, p in zip(indices, pixels) if i in keep}  # not views of the batch

@@ -142,7 +142,7 @@ def _scan(model, objective, wanted, data, max_images, batch_size, progress, save
                              desc="naming features", done=sum(len(v) for v in values)):
             images = prepare(batch.images, model.preprocess, pool)
             with torch.no_grad():
-                values.append(objective.values(model.activations(images, objective.needs))[:, channels].float().cpu())
+                values.append(objective.example_values(model.activations(images, objective.needs))[:, channels].float().cpu())
             embeddings.append(clip_image_embeddings(model, images))
             if saved:
                 parts.append(f"batch-{len(parts):06d}")

@@ -505,6 +505,7 @@ class AppContext:
     open_in_explore: Any = None  # set by the Explore galleries tab: open_in_explore(button) opens the session gallery
     jobs: list = field(default_factory=list)
     stop_buttons: list = field(default_factory=list)
+    sae_boxes: list = field(default_factory=list)  # each tab's SAE box (app/sae_source.py), filled by the SAE tab
 
     def refresh_structure(self, event) -> None:
         """After `event` succeeds (a render loads the model in the box), the sliders describe that model."""

@@ -1,5 +1,6 @@
 """The "Explore a feature" tab: the dataset images that activate one feature most (/examples), where it
-fires in an uploaded image (/patch_map), and that image with the feature raised in it (/accentuate)."""
+fires in an uploaded image (/patch_map), and that image with the feature raised in it (/accentuate). The feature
+is an MLP channel, or with the `sae` objective a latent of the SAE in the tab's SAE box (app/sae_source.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from collections.abc import Callable, Collection
 
 import gradio as gr
 
+from ..errors import VizError
 from .common import (
     DEFAULT_DATASET, DEFAULT_SPLIT, AppContext, ModelCache, add_rows, as_int, check_name, feature_spec, on_gpu,
     open_image, over_cap, upload_sha256, user_errors, visitor_token,
 )
+from .sae_source import SAE_BOX_INFO, sae_objective_or_name
+
+EXPLORE_OBJECTIVES = ("feature", "sae")  # an MLP channel, or a latent of the SAE box's SAE (its patch mean)
 
 SECONDS_PER_SCANNED_IMAGE = 0.01  # ZeroGPU duration estimate for dataset scans
 MAP_PX = 320  # the patch map box's height: an uploaded image's map is drawn at this size
@@ -30,20 +35,29 @@ class Explorer:
         self.uploads = uploads  # the paths gradio received as uploads: the only files /patch_map may read
         self._scan_on_device = on_gpu(self._scan, duration=self._scan_duration)
 
-    def check_feature(self, model, layer, feature):
-        """One feature of a layer, checked once: the ScanTarget that the scan on the device takes as it is."""
+    def check_feature(self, model, layer, feature, objective="feature", sae=None, session=None, token=None):
+        """One feature of a layer, checked once: the ScanTarget that the scan on the device takes as it is. With
+        the `sae` objective, a latent of the SAE box's SAE (read with `token`, within the preset's cap)."""
         from ..examples import plan_scan
 
-        return plan_scan(model, as_int(layer, "layer"), feature_spec(feature), max_features=1)
+        layer = as_int(layer, "layer")
+        objective = str(objective or "feature")
+        if objective not in EXPLORE_OBJECTIVES:
+            raise VizError(f"Unknown objective '{objective}': pick one of {', '.join(EXPLORE_OBJECTIVES)}.")
+        objective = sae_objective_or_name(objective, sae, session, layer, self.preset, token)
+        return plan_scan(model, layer, feature_spec(feature), objective, max_features=1)
 
-    def patch_map(self, model_id, layer, feature, image, oauth_token: gr.OAuthToken | None = None):
-        """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay)."""
+    def patch_map(self, model_id, layer, feature, image, objective="feature", sae="", session=None,
+                  oauth_token: gr.OAuthToken | None = None):
+        """/patch_map: where `feature` of `layer` fires in an uploaded image (heatmap overlay); for an SAE latent,
+        its TopK code at each patch."""
         from ..core.patchmap import draw_patch_map
 
         with user_errors("drawing the patch map"):
             image = open_image(image, self.uploads())
-            model = self.models.get(model_id, token=visitor_token(oauth_token))
-            target = self.check_feature(model, layer, feature)
+            token = visitor_token(oauth_token)
+            model = self.models.get(model_id, token=token)
+            target = self.check_feature(model, layer, feature, objective, sae, session, token)
             return draw_patch_map(model, image, target.objective, target.features[0],  # as checked
                                   display_px=MAP_PX)  # drawn at the size of its box: sharp labels
 
@@ -93,10 +107,11 @@ class Explorer:
             model = self.models.get(model_id, token=visitor_token(oauth_token))
             return attention_overlay(model, image, model.check_layer(as_int(layer, "layer")).index)
 
-    def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None,
-                 oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
+    def examples(self, model_id, layer, feature, dataset, split, max_images, top_k, session=None, objective="feature",
+                 sae="", oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
         """/examples: the dataset images that activate `feature` most, each followed by its patch map; the
-        model and the dataset are read as the visitor may read them (visitor_token)."""
+        model, the dataset and an SAE are read as the visitor may read them (visitor_token). An SAE latent's
+        rows go into the session gallery under its objective (`sae(fc1 1a2b3c4d)`), next to the channels."""
         from ..examples import example_rows
 
         with user_errors("scanning the dataset"):
@@ -112,10 +127,10 @@ class Explorer:
             if top_k > preset.max_top_k:
                 raise over_cap(preset, "max examples", top_k, preset.max_top_k, "examples")
             model = self.models.get(model_id, token=token)
-            target = self.check_feature(model, layer, feature)
+            target = self.check_feature(model, layer, feature, objective, sae, session, token)
             progress(None, desc=f"Scanning up to {max_images} images of {dataset}")
             found = self._scan_on_device(target, dataset, split, max_images, top_k, token)
-            rows = example_rows(model, target.layer, "feature", dataset, {target.features[0]: found})
+            rows = example_rows(model, target.layer, target.objective, dataset, {target.features[0]: found})
             session = add_rows(session, rows, model.backend)
             gallery = []
             for rank, example in enumerate(found, 1):
@@ -188,6 +203,11 @@ def build(ctx: AppContext) -> Explorer:
             max_images = gr.Number(min(200, preset.max_scan_images), precision=0, minimum=1,
                                    maximum=preset.max_scan_images, label="Max images to scan")
             top_k = gr.Slider(1, preset.max_top_k, value=min(8, preset.max_top_k), step=1, label="Top k")
+        with gr.Row():
+            objective = gr.Dropdown(list(EXPLORE_OBJECTIVES), value="feature", label="Objective",
+                                    info="feature: an MLP channel · sae: a latent of the SAE in the SAE box",
+                                    elem_id="explore-objective")
+            sae = gr.Textbox("", label="SAE (gallery)", info=SAE_BOX_INFO, elem_id="explore-sae")
         find = gr.Button("Find top dataset examples", variant="primary")
         examples = gr.Gallery(label="Top examples and their patch maps", columns=4, fit_columns=False, format="png")
         with gr.Row():
@@ -208,10 +228,12 @@ def build(ctx: AppContext) -> Explorer:
                                  columns=4, fit_columns=False, format="png", elem_id="accentuated")
 
     scanning = find.click(
-        explorer.examples, [ctx.model_id, ctx.layer, ctx.feature, dataset, split, max_images, top_k, ctx.session],
+        explorer.examples, [ctx.model_id, ctx.layer, ctx.feature, dataset, split, max_images, top_k, ctx.session,
+                            objective, sae],
         [examples, ctx.session], api_name="examples", **ctx.device_job(),
     )
-    mapping = map_button.click(explorer.patch_map, [ctx.model_id, ctx.layer, ctx.feature, upload], [overlay],
+    mapping = map_button.click(explorer.patch_map, [ctx.model_id, ctx.layer, ctx.feature, upload, objective, sae,
+                                                    ctx.session], [overlay],
                                api_name="patch_map", **ctx.device_job())
     attending = map_button.click(explorer.cls_attention, [ctx.model_id, ctx.layer, upload], [attention],
                                  api_name="cls_attention", **ctx.device_job())
@@ -220,4 +242,5 @@ def build(ctx: AppContext) -> Explorer:
                               ctx.session],
         [accentuated, ctx.session], api_name="accentuate", **ctx.device_job())
     ctx.jobs.extend([scanning, mapping, attending, accentuating])
+    ctx.sae_boxes.append(sae)
     return explorer

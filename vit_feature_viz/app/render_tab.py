@@ -19,6 +19,7 @@ from .common import (
     AppContext, ModelCache, add_rows, as_int, feature_spec, on_gpu, over_cap, session_path, user_errors,
     visitor_token,
 )
+from .sae_source import SAE_BOX_INFO, sae_objective_or_name
 
 TABLE_HEADERS = ["feature", "activation", "activation_init"]
 UPDATE_S = 1.0  # a running render yields about this often: previews, and the points where a Stop lands
@@ -35,11 +36,12 @@ class Renderer:
 
     def plan(self, model_id, layer, features, objective, recipe, steps, image_size, seed, token=None, *,
              direction_file=None, direction=None, cosine=False, negative=False, diversity=1, prompt=None,
-             negative_prompt=None):
+             negative_prompt=None, sae=None, session=None):
         """Check a render request once: the library's planner checks it against the model, and only the caps
         are the app's own; returns (model, plan). `token` reads the model (visitor_token). A direction is an
         uploaded vector file (`direction`: its tensor's key) or two features typed as A-B. A prompt (one a line)
-        renders every prompt, whatever Features says."""
+        renders every prompt, whatever Features says. `sae`: the SAE box, read (with `token`, within the preset's
+        cap) for the sae objectives only (app/sae_source.py)."""
         from ..core.prompts import prompt_lines, site_layer
         from ..core.render import plan_render
         from ..core.requested import requested_objective
@@ -50,7 +52,9 @@ class Renderer:
             raise over_cap(preset, "max steps", steps, preset.max_steps, "steps")
         size = as_int(image_size if image_size not in (None, "") else 0, "image size", minimum=0)
         diversity = as_int(diversity if diversity not in (None, "") else 1, "diversity", minimum=1)
-        objective = requested_objective(objective, as_int(layer, "layer", minimum=0),
+        layer = as_int(layer, "layer", minimum=0)
+        objective = sae_objective_or_name(objective, sae, session, layer, preset, token)
+        objective = requested_objective(objective, layer,
                                    direction=direction_source(direction_file, direction), cosine=bool(cosine),
                                    negative=bool(negative), prompt=prompt_lines(prompt),
                                    negative_prompt=str(negative_prompt or "").strip() or None)
@@ -69,7 +73,8 @@ class Renderer:
 
     def render(self, model_id, layer, features, objective, recipe, steps, image_size, seed, direction_file=None,
                direction=None, cosine=False, negative=False, diversity=1, prompt=None, negative_prompt=None,
-               session=None, oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> Iterator[tuple]:
+               session=None, sae="", oauth_token: gr.OAuthToken | None = None,
+               progress=gr.Progress()) -> Iterator[tuple]:
         """/render: stream previews while optimizing, then (gallery, activation table).
 
         Each batch of features goes into the session gallery as soon as it finishes, so a Stop, a closed tab or
@@ -82,7 +87,7 @@ class Renderer:
             model, plan = self.plan(model_id, layer, features, objective, recipe, steps, image_size, seed, token,
                                     direction_file=direction_file, direction=direction, cosine=cosine,
                                     negative=negative, diversity=diversity, prompt=prompt,
-                                    negative_prompt=negative_prompt)
+                                    negative_prompt=negative_prompt, sae=sae, session=session)
             session = session_path(session)
             yield gr.skip(), gr.skip(), session
             names = self._class_names(model, plan)
@@ -228,11 +233,27 @@ class _Cancelled(Exception):
 
 OBJECTIVE_HELP = ("What to maximize. feature: an MLP unit over all patches (the paper's) · neuron: at one patch · "
                   "cls: at the CLS token · residual: a channel of the block's output · logit: a class of a classifier · "
-                  "prompt: a CLIP's text prompt (image embedding) · prompt-cls: the prompt at this block's CLS")
+                  "prompt: a CLIP's text prompt (image embedding) · prompt-cls: the prompt at this block's CLS · "
+                  "sae, sae-neuron, sae-cls: a latent of the SAE in the SAE box")
 RECIPE_HELP = ("How the image is made. fast: Fourier image, 2 copies, the saved image polished in the second half · "
                "paper: pixels with jitter (Ghiasi et al.) · fourier: Lucid's 1/f image · "
                "maco: phase only, with a natural spectrum · tuned: Fourier at the paper's compute, one un-augmented copy · "
                "fast-std: fast's budget, photo contrast by construction")
+
+
+def objective_choices(sae) -> list[str]:
+    """The objectives the Render tab offers: the sae ones only once the SAE box names an SAE."""
+    from ..core.objectives import OBJECTIVES
+    from ..core.registries import SAE_OBJECTIVES
+
+    given = bool(str(sae or "").strip())
+    return [name for name in OBJECTIVES if given or name not in SAE_OBJECTIVES]
+
+
+def offered_objectives(sae, objective):
+    """The Objective menu for the SAE box's value: the sae objectives appear with an SAE and go with it."""
+    choices = objective_choices(sae)
+    return gr.Dropdown(choices=choices, value=objective if objective in choices else "feature")
 
 
 def preset_defaults(preset) -> tuple[str, int]:
@@ -248,9 +269,7 @@ def preset_defaults(preset) -> tuple[str, int]:
 def build(ctx: AppContext) -> Renderer:
     """The Render tab inside the open gr.Tabs: settings with examples, Render/Stop, progress, the gallery and the
     activations table. Render is disabled while its job runs (a Stop gives it back at once)."""
-    from ..core.objectives import OBJECTIVES
     from ..core.recipes import RECIPES
-    from ..core.registries import SAE_OBJECTIVES
 
     preset = ctx.preset
     renderer = Renderer(preset, ctx.models)
@@ -259,7 +278,7 @@ def build(ctx: AppContext) -> Renderer:
         with gr.Row():
             features = gr.Textbox(f"0-{preset.max_features - 1}" if preset.max_features > 1 else "0",
                                   label="Features", info="7 | 0,5,9 | 0-63 | all | random 8", elem_id="features")
-            objective = gr.Dropdown([n for n in OBJECTIVES if n not in SAE_OBJECTIVES], value="feature", label="Objective", info=OBJECTIVE_HELP,
+            objective = gr.Dropdown(objective_choices(""), value="feature", label="Objective", info=OBJECTIVE_HELP,
                                     elem_id="objective")
             recipe = gr.Dropdown(list(RECIPES), value=default_recipe, label="Recipe", info=RECIPE_HELP, elem_id="recipe")
         with gr.Row():
@@ -268,6 +287,7 @@ def build(ctx: AppContext) -> Renderer:
             image_size = gr.Number(0, precision=0, minimum=0, maximum=preset.max_image_size,
                                    label="Image size (0 = the model's)")
             seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+            sae = gr.Textbox("", label="SAE (gallery)", info=SAE_BOX_INFO, elem_id="render-sae")
         with gr.Accordion("Direction, negative, diversity", open=False, elem_id="render-more"):
             with gr.Row():
                 direction_file = gr.File(label="Direction file (.npy or .safetensors)", file_types=[".npy", ".safetensors"],
@@ -304,10 +324,12 @@ def build(ctx: AppContext) -> Renderer:
     rendering = started.then(
         renderer.render,
         [ctx.model_id, ctx.layer, features, objective, recipe, steps, image_size, seed, direction_file, direction,
-         cosine, negative, diversity, prompt, negative_prompt, ctx.session],
+         cosine, negative, diversity, prompt, negative_prompt, ctx.session, sae],
         [gallery, table, ctx.session], api_name="render", show_progress_on=[status], **ctx.device_job(),
     )
     rendering.then(lambda: gr.Button(interactive=True), None, [render], **private)
+    sae.change(offered_objectives, [sae, objective], [objective], **private)
+    ctx.sae_boxes.append(sae)
     ctx.refresh_structure(rendering)
     stop.click(lambda: gr.Button(interactive=True), None, [render], **private)
     if ctx.open_in_explore is not None:

@@ -100,6 +100,11 @@ class Channel(Objective):
         """Per-patch values [B, patches, C] behind the score, for patch activation maps (None if it has none)."""
         return acts.patches(Target(MLP, self.layer))
 
+    def example_values(self, acts: Activations) -> torch.Tensor:
+        """Per-channel scores [B, C] that rank dataset examples: the values, unless another reading ranks images
+        better (an SAE latent: its TopK code, sae/objective.py)."""
+        return self.values(acts)
+
     def __call__(self, acts, channels):
         values = self.values(acts)
         if self.channel is not None:

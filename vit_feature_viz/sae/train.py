@@ -70,10 +70,13 @@ def train_sae(model: VisionModel, dataset: str, out: str | os.PathLike, settings
               split: str | None = None, image_column: str | None = None, eval_images: int = 256,
               eval_split: str | None = None,
               checkpoint_seconds: float = 60.0, progress: bool = True, token=None, revision: str | None = None,
-              report: Callable[[str], None] | None = None) -> SavedSae:
+              report: Callable[[str], None] | None = None,
+              on_batch: Callable[[int, int | None], None] | None = None) -> SavedSae:
     """Train, measure and save the SAE of `settings.layer` into the gallery folder `out`; returns it as saved.
     `report` receives a line now and then (rows, loss, FVE, L0, dead latents): the CLI prints them. The
-    measurements use the first `eval_images` rows of `eval_split` (default: the split trained on)."""
+    measurements use the first `eval_images` rows of `eval_split` (default: the split trained on).
+    `on_batch(passes done, total passes or None when a stream's length is unknown)` after each image batch (the
+    app's progress); whatever it raises stops the run with its checkpoint saved there, so it resumes from it."""
     settings.check(model)
     GalleryFolder(out).check_destination()
     target = site_target(settings.layer, settings.site)
@@ -102,6 +105,9 @@ def train_sae(model: VisionModel, dataset: str, out: str | os.PathLike, settings
         saved.save({"trainer": trainer.state_dict(), "buffer": buffer.state_dict(), "epoch": epoch, "done": done,
                     "last": last})
 
+    per_epoch = (min(len(opened), settings.max_images or len(opened)) if hasattr(opened, "__len__")
+                 else settings.max_images)
+    total = per_epoch * settings.epochs if per_epoch else None
     saved_at = time.monotonic()
     while epoch < settings.epochs:
         batches = shard_batches(opened, column, batch_size=settings.image_batch, max_images=settings.max_images,
@@ -124,6 +130,12 @@ def train_sae(model: VisionModel, dataset: str, out: str | os.PathLike, settings
                 save_now()
                 saved_at = time.monotonic()
                 say(_line(epoch, done, trainer, last))
+            if on_batch is not None:
+                try:
+                    on_batch(epoch * (per_epoch or 0) + done, total)
+                except BaseException:  # a Stop: what was read and trained so far is kept for the request to resume
+                    save_now()
+                    raise
         epoch, done = epoch + 1, 0
         if epoch == settings.epochs:
             for batch in buffer.flush(settings.token_batch):

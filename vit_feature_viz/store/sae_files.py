@@ -22,6 +22,8 @@ SAE_DIR = "sae"
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "config.json"
 SAE_SUFFIXES = (".safetensors", ".json")
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB: a bigger one is not read
+MAX_HEADER_BYTES = 100_000  # a safetensors header naming a handful of tensors
 SITES = ("fc1", "residual")
 FOLDER_NAME = re.compile(r"^(\d+)-(" + "|".join(SITES) + r")$")
 
@@ -47,11 +49,63 @@ def write_sae_files(folder: str | os.PathLike, arrays: dict[str, np.ndarray], co
     return folder
 
 
-def read_sae_files(folder: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, config) of a saved SAE; VizError if it is missing, unreadable or its weights are not the config's."""
+def weights_bytes_cap(max_parameters: int) -> int:
+    """The most bytes an SAE's weights file of `max_parameters` float32 numbers may take (with its header)."""
+    return 4 * int(max_parameters) + MAX_HEADER_BYTES + 8
+
+
+def too_big(source: str, what: str, max_parameters: int) -> VizError:
+    return VizError(f"The sparse autoencoder in {source} is too big here ({what}; at most "
+                    f"{int(max_parameters):,} parameters)", option="sae",
+                    fix="{option:pass} a smaller one (fewer latents), or use the command line on your own machine.")
+
+
+def header_parameters(path: Path) -> int:
+    """The number of values a safetensors file declares, from its header alone (its first bytes)."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if not 0 < length <= MAX_HEADER_BYTES:
+            raise ValueError("safetensors header of an unexpected size")
+        header = json.loads(f.read(length))
+    count = 0
+    for name, entry in header.items():
+        if name != "__metadata__":
+            count += int(np.prod([int(n) for n in entry["shape"]], dtype=np.int64))
+    return count
+
+
+def check_sae_size(folder: str | os.PathLike, max_parameters: int, label: str | None = None) -> None:
+    """Refuse an SAE over `max_parameters` from file sizes and its safetensors header, before anything is loaded.
+    `label`: what the messages call it (the source a visitor named, not a server path)."""
+    folder = Path(folder)
+    label = label or str(folder)
+    try:
+        config_size = (folder / CONFIG_FILE).stat().st_size
+        weights_size = (folder / WEIGHTS_FILE).stat().st_size
+    except FileNotFoundError:
+        return  # read_sae_files says what is missing
+    if config_size > MAX_CONFIG_BYTES:
+        raise too_big(label, f"a config.json of {config_size:,} bytes", max_parameters)
+    if weights_size > weights_bytes_cap(max_parameters):
+        raise too_big(label, f"weights of {weights_size:,} bytes", max_parameters)
+    try:
+        count = header_parameters(folder / WEIGHTS_FILE)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise VizError(f"The sparse autoencoder in {label} cannot be read (not a safetensors file)", option="sae",
+                       fix="train it again with `vit-feature-viz sae train`.") from None
+    if count > max_parameters:
+        raise too_big(label, f"{count:,} parameters", max_parameters)
+
+
+def read_sae_files(folder: str | os.PathLike, max_parameters: int | None = None,
+                   label: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, config) of a saved SAE; VizError if it is missing, unreadable, over `max_parameters` (checked
+    before it is read) or its weights are not the config's."""
     from safetensors.numpy import load
 
     folder = Path(folder)
+    if max_parameters is not None:
+        check_sae_size(folder, max_parameters, label)
     try:
         config = json.loads((folder / CONFIG_FILE).read_text())
         weights = (folder / WEIGHTS_FILE).read_bytes()
