@@ -126,10 +126,10 @@ def test_the_sae_tab_trains_within_the_cap_and_its_latents_render_scan_and_map(c
     from vit_feature_viz.app.sae_source import session_sae
 
     box = session_sae("fc1")
-    images, table = client.predict(FIXTURE, 3, "1", "sae", "paper", 2, 48, 0, None, "", False, False, 1, box,
+    images, table = client.predict(FIXTURE, 3, "1", "sae", "paper", 2, 48, 0, None, "", False, False, 1, sae=box,
                                    api_name="/render")
     assert len(images) == 1 and "· sae(fc1 " in images[0]["caption"] and table["data"][0][0] == 1
-    client.predict(FIXTURE, 3, "1", "feature", "paper", 2, 48, 0, None, "", False, False, 1, box, api_name="/render")
+    client.predict(FIXTURE, 3, "1", "feature", "paper", 2, 48, 0, None, "", False, False, 1, sae=box, api_name="/render")
     opened = client.predict("your session gallery", api_name="/open_gallery")
     objective = images[0]["caption"].split(" · ")[1]
     page = client.predict(opened[0], FIXTURE, 3, objective, 1, api_name="/feature_page")
@@ -145,7 +145,7 @@ def test_the_sae_tab_trains_within_the_cap_and_its_latents_render_scan_and_map(c
     overlay = client.predict(FIXTURE, 3, 1, handle_file(str(path)), "sae", box, api_name="/patch_map")
     assert Image.open(overlay).size[0] > 0
     message = app_error(lambda: client.predict(FIXTURE, 3, "1", "sae", "paper", 2, 48, 0, None, "", False, False, 1,
-                                               "", api_name="/render"))
+                                               sae="", api_name="/render"))
     assert "read a sparse autoencoder's latents" in message and "Sae" in message
 
 
@@ -168,7 +168,8 @@ def test_sae_training_shows_passes_and_time_left_and_a_stop_keeps_its_checkpoint
     (tmp_path / "session").mkdir()
     data = tmp_path / "shapes-96"  # drawn in a moment (the built-in split of 1,200 images takes seconds)
     shapes_dataset(96, variant="color", seed=3).save_to_disk(str(data))
-    request = (FIXTURE, 3, "fc1", str(data), "", 96, 32, 4, 1, session)
+    # 4 epochs (12 batches): a Stop after the first report lands before the end even on a loaded machine
+    request = (FIXTURE, 3, "fc1", str(data), "", 96, 32, 4, 4, session)
 
     def run(stop_after_progress: bool):
         shown = []
@@ -181,7 +182,7 @@ def test_sae_training_shows_passes_and_time_left_and_a_stop_keeps_its_checkpoint
 
     shown, _ = run(stop_after_progress=True)
     done, desc = next((v, d) for v, d in shown if v is not None)
-    assert 0 < done[0] < 96 and done[1] == 96 and f"{done[0]}/96 image passes ·" in desc
+    assert 0 < done[0] < 384 and done[1] == 384 and f"{done[0]}/384 image passes ·" in desc
     states = tmp_path / "session" / PROGRESS_DIR
     for _ in range(200):  # the training thread stops at its next batch and saves there
         if not any(t.name == "vfv-sae-train" for t in threading.enumerate()):
@@ -190,6 +191,6 @@ def test_sae_training_shows_passes_and_time_left_and_a_stop_keeps_its_checkpoint
     assert list(states.glob(f"*/{STATE_FILE}")) and not (tmp_path / "session" / "sae").exists()
     shown, (report, folder, named) = run(stop_after_progress=False)
     passes = [v for v, _ in shown if v is not None]
-    assert passes[0][0] >= done[0] and passes[-1] == (96, 96)  # resumed, not started over
+    assert passes[0][0] >= done[0] and passes[-1] == (384, 384)  # resumed, not started over
     assert report.startswith("**SAE of layer 3 (fc1)**") and folder == session and named == "your session gallery (fc1)"
     assert not list(states.glob(f"*/{STATE_FILE}"))

@@ -249,7 +249,7 @@ def test_an_sae_named_in_a_box_is_read_with_the_visitors_token_and_within_the_ca
         push_gallery(gallery, repo, private=private, token=space.hub.write_token)
 
     def render(client, sae):
-        return client.predict(PUBLIC_VIT, 1, "0", "sae", "paper", 2, 32, 0, None, "", False, False, 1, sae,
+        return client.predict(PUBLIC_VIT, 1, "0", "sae", "paper", 2, 32, 0, None, "", False, False, 1, sae=sae,
                               api_name="/render")
 
     refused(lambda: render(visitor(space), "alice/private-sae"))

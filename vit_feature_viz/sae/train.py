@@ -162,6 +162,9 @@ def train_sae(model: VisionModel, dataset: str, out: str | os.PathLike, settings
 
 
 def _line(epoch, done, trainer: SaeTrainer, last: dict) -> str:
+    """One progress line; before the token buffer has filled once there is no step to report yet."""
+    if not last:
+        return f"epoch {epoch + 1} images {done}: the token buffer is filling, no step yet"
     return (f"epoch {epoch + 1} images {done}: step {trainer.steps} loss {last['loss']:.4f} FVE {last['fve']:.3f} "
             f"L0 {last['l0']:.1f} dead {int(trainer.dead().sum())}/{trainer.sae.latents}")
 
