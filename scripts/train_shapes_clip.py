@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train_shape_fixtures import patch_labels  # noqa: E402 - the shape ViTs' per-patch loss, same images
+from train_shape_fixtures import augment, patch_labels  # noqa: E402 - the shape ViTs' flips and turns and per-patch loss
 from vit_feature_viz.data.shapes import SHAPE_CLASSES, generate_shapes
 from vit_feature_viz.data.shape_captions import (BACKGROUND_COLORS, SHAPE_COLORS, caption_vocabulary, colour_prompt,
                                                  shape_prompt)
@@ -175,16 +175,6 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the built-in ViTs' (the image to
 def to_pixels(images: np.ndarray) -> torch.Tensor:
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     return (pixels - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-
-
-def augment(pixels: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):
-    """A random flip and quarter turn per image (every caption still fits), applied to its shape mask alike."""
-    both = torch.cat([pixels, masks[:, None].float()], dim=1)
-    flips = torch.rand(len(both), generator=generator) < 0.5
-    both = torch.where(flips[:, None, None, None], both.flip(-1), both)
-    turns = torch.randint(0, 4, (len(both),), generator=generator)
-    both = torch.stack([torch.rot90(x, int(k), dims=(1, 2)) for x, k in zip(both, turns)])
-    return both[:, :3], both[:, 3]
 
 
 def embed_texts(model, tokenizer, texts) -> torch.Tensor:
